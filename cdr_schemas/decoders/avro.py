@@ -1,0 +1,355 @@
+"""Avro container files -> usage batches, every writer schema resolved to the latest usage schema.
+
+The container framing (header, blocks, sync markers) is read here so that a block whose bytes are
+corrupt costs only that block's records, never the count: a block says how many records it holds,
+so when one cannot be decompressed, or one of its datums cannot be decoded, its remaining records
+become MALFORMED_RECORD rejects (record boundaries are unknown after corruption). Framing that
+cannot be trusted (bad magic, unreadable header or writer schema, a block cut short, a wrong sync
+marker) means the record count itself is unknown: that is an :class:`InputFileError`.
+
+Datums are decoded by fastavro with the file's writer schema and, when its parsing canonical form
+differs from the latest usage schema's, that schema as reader schema (Avro resolution: new fields
+take their defaults). ``timestamp-micros`` is read as the plain long it is stored as, not as a datetime.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import io
+import json
+from typing import BinaryIO, Iterator, Sequence
+
+import fastavro
+import fastavro.read
+import pyarrow as pa
+from fastavro.schema import to_parsing_canonical_form
+
+from cdr_schemas.decoders.common import (
+    DecodedBatch,
+    STREAM_ERRORS,
+    InputFileError,
+    Rejects,
+    usage_batch,
+    usage_fields,
+)
+from cdr_schemas.reasons import Reason
+from cdr_schemas.registry import USAGE_LATEST, load_schema
+
+_MAGIC = b"Obj\x01"
+_SYNC_SIZE = 16
+_READ_PIECE_BYTES = 16 << 20
+# The container header after the magic: metadata (schema, codec) and the sync marker.
+_HEADER_AFTER_MAGIC = fastavro.parse_schema({
+    "type": "record", "name": "AvroContainerHeader",
+    "fields": [
+        {"name": "meta", "type": {"type": "map", "values": "bytes"}},
+        {"name": "sync", "type": {"type": "fixed", "name": "Sync", "size": _SYNC_SIZE}},
+    ],
+})
+
+
+def decode_avro(path: str, stream: BinaryIO, batch_size: int) -> Iterator[DecodedBatch]:
+    """Decode the Avro container file open as ``stream``; see the module docstring."""
+    writer_schema, codec, sync = _read_header(path, stream)
+    datums = _DatumReader(path, writer_schema)
+    batcher = _Batcher(path, batch_size)
+    position = 0
+    for block_number, (count, payload) in enumerate(_iter_blocks(path, stream, sync)):
+        try:
+            data = _decompress(codec, payload)
+        except Exception as error:  # each codec library raises its own error types
+            block = _Block([], [], _corrupt_rest(
+                count, position, payload,
+                f"block {block_number} (records {position}..{position + count - 1}) could not be decompressed "
+                f"with codec {codec!r}: {type(error).__name__}: {error}"))
+        else:
+            block = datums.decode_block(data, count, position, block_number)
+        yield from batcher.add(block, position, count)
+        position += count
+    if batcher.pending:
+        yield batcher.flush()
+
+
+def _read_header(path: str, stream: BinaryIO) -> tuple[dict, str, bytes]:
+    """(writer schema, codec name, sync marker) of the container file; InputFileError if unreadable."""
+    magic = _read_exactly(path, stream, len(_MAGIC))
+    if magic != _MAGIC:
+        raise InputFileError(path, "not an Avro container file (bad magic)")
+    try:
+        header = fastavro.schemaless_reader(stream, _HEADER_AFTER_MAGIC)
+    except Exception as error:  # fastavro raises EOFError, ValueError, ... on a corrupt header
+        raise InputFileError(path, f"unreadable Avro header: {type(error).__name__}: {error}") from error
+    meta = header["meta"]
+    if "avro.schema" not in meta:
+        raise InputFileError(path, "Avro header has no avro.schema entry")
+    try:
+        writer_schema = json.loads(meta["avro.schema"])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputFileError(path, f"unreadable writer schema in the Avro header: {error}") from error
+    codec = meta.get("avro.codec", b"null").decode("ascii", "replace") or "null"
+    _check_codec(path, codec)
+    return writer_schema, codec, header["sync"]
+
+
+def _check_codec(path: str, codec: str) -> None:
+    """Raise InputFileError for a codec fastavro does not know or cannot load here."""
+    read_block = fastavro.read.BLOCK_READERS.get(codec)
+    if read_block is None:
+        known = ", ".join(sorted(fastavro.read.BLOCK_READERS))
+        raise InputFileError(path, f"Avro codec {codec!r} is not supported (supported: {known})")
+    # fastavro registers a stub that raises "... you need to install ..." for codecs whose library
+    # is missing; probe it with an empty block so that is a file error, not a block of rejects.
+    try:
+        read_block(io.BytesIO(b"\x00"))
+    except ValueError as error:
+        if "install" in str(error):
+            raise InputFileError(path, f"Avro codec {codec!r}: {error}") from error
+    except Exception:  # an empty payload is not valid for every codec; only the stub matters here
+        pass
+
+
+def _iter_blocks(path: str, stream: BinaryIO, sync: bytes) -> Iterator[tuple[int, bytes]]:
+    """(record count, compressed payload) of each block, sync markers checked."""
+    records = 0
+    while True:
+        count = _read_long(path, stream, at_block_start=True)
+        if count is None:
+            return
+        size = _read_long(path, stream, at_block_start=False)
+        if count < 0 or size < 0:
+            raise InputFileError(path, f"corrupt Avro block header after record {records}: "
+                                       f"count={count}, size={size}")
+        payload = _read_exactly(path, stream, size)
+        if len(payload) != size:
+            raise InputFileError(path, f"Avro block of {count} records after record {records} is cut short: "
+                                       f"{size} bytes announced, {len(payload)} present (truncated file?)")
+        marker = _read_exactly(path, stream, _SYNC_SIZE)
+        if marker != sync:
+            raise InputFileError(path, f"Avro sync marker mismatch after records {records}..{records + count - 1}: "
+                                       "the file's block framing is corrupt, so its record count is unknown")
+        yield count, payload
+        records += count
+
+
+def _read_long(path: str, stream: BinaryIO, *, at_block_start: bool) -> int | None:
+    """One zig-zag varint long; None at a clean end of file before a block."""
+    result = shift = 0
+    while True:
+        byte = _read_exactly(path, stream, 1)
+        if not byte:
+            if shift == 0 and at_block_start:
+                return None
+            raise InputFileError(path, "Avro block header is cut short (truncated file?)")
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return (result >> 1) ^ -(result & 1)
+        shift += 7
+        if shift > 63:
+            raise InputFileError(path, "corrupt Avro block header: a length has more than 64 bits")
+
+
+def _read_exactly(path: str, stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes (fewer only at end of file), read in pieces to bound memory."""
+    pieces = []
+    remaining = size
+    try:
+        while remaining > 0:
+            piece = stream.read(min(remaining, _READ_PIECE_BYTES))
+            if not piece:
+                break
+            pieces.append(piece)
+            remaining -= len(piece)
+    except STREAM_ERRORS as error:
+        raise InputFileError(path, f"read failed: {type(error).__name__}: {error}") from error
+    return b"".join(pieces)
+
+
+def _decompress(codec: str, payload: bytes) -> bytes:
+    if codec == "null":
+        return payload
+    framed = io.BytesIO(_zigzag(len(payload)) + payload)  # fastavro's block readers expect the size first
+    return fastavro.read.BLOCK_READERS[codec](framed).getvalue()
+
+
+def _zigzag(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _timestamp_micros_as_long(schema):
+    """The schema with ``timestamp-micros`` logical types removed: values stay epoch-micro longs."""
+    if isinstance(schema, list):
+        return [_timestamp_micros_as_long(s) for s in schema]
+    if isinstance(schema, dict):
+        if schema.get("logicalType") == "timestamp-micros" and schema.get("type") == "long":
+            return "long"
+        return {k: _timestamp_micros_as_long(v) for k, v in schema.items()}
+    return schema
+
+
+def _full_name(schema: dict) -> str:
+    name = schema.get("name", "")
+    return name if "." in name or not schema.get("namespace") else f"{schema['namespace']}.{name}"
+
+
+class _DatumReader:
+    """Decodes the datums of one file's blocks to dicts of the latest usage schema."""
+
+    def __init__(self, path: str, writer_schema):
+        reader_schema = load_schema(USAGE_LATEST)
+        if not isinstance(writer_schema, dict) or writer_schema.get("type") != "record":
+            raise InputFileError(path, "the writer schema is not an Avro record schema")
+        names = {_full_name(reader_schema), *reader_schema.get("aliases", ())}
+        if _full_name(writer_schema) not in names:
+            raise InputFileError(path, f"writer schema {_full_name(writer_schema)!r} is not a usage record "
+                                       f"(expected {_full_name(reader_schema)!r}, schema {USAGE_LATEST})")
+        writer_fields = {f.get("name") for f in writer_schema.get("fields", ())}
+        for field in reader_schema["fields"]:
+            if "default" not in field and not ({field["name"], *field.get("aliases", ())} & writer_fields):
+                raise InputFileError(path, f"writer schema has no field {field['name']!r}, which {USAGE_LATEST} "
+                                           "requires (it has no default): the file cannot be resolved")
+        writer = _timestamp_micros_as_long(writer_schema)
+        reader = _timestamp_micros_as_long(reader_schema)
+        try:
+            self._writer = fastavro.parse_schema(writer)
+            # Same parsing canonical form: the writer schema alone decodes to the same values, faster.
+            same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(reader)
+            self._reader = None if same else fastavro.parse_schema(reader)
+        except Exception as error:  # fastavro raises SchemaParseError, UnknownType, ValueError, ...
+            raise InputFileError(path, f"unreadable writer schema: {type(error).__name__}: {error}") from error
+
+    def decode_block(self, data: bytes, count: int, first_position: int, block_number: int) -> _Block:
+        """The ``count`` datums in ``data``: records (dicts of the latest schema) and rejects."""
+        stream = io.BytesIO(data)
+        records, rejects = [], []
+        read = fastavro.schemaless_reader
+        writer, reader = self._writer, self._reader
+        for index in range(count):
+            start = stream.tell()
+            try:
+                records.append(read(stream, writer, reader))
+                continue
+            except Exception as error:  # fastavro raises many types on bad bytes; all mean "reject"
+                failure = error
+            single = self._single_reject(stream, start, first_position + index, failure)
+            if single is None:
+                rejects += _corrupt_rest(
+                    count - index, first_position + index, data[start:],
+                    f"Avro datum {index} of block {block_number} could not be decoded "
+                    f"({type(failure).__name__}: {failure})")
+                break
+            rejects.append(single)
+        else:
+            leftover = len(data) - stream.tell()
+            if leftover:
+                return _Block([], [], _corrupt_rest(
+                    count, first_position, data,
+                    f"block {block_number} has {leftover} bytes left after its {count} records"))
+        if not rejects:
+            return _Block(records, range(first_position, first_position + count), [])
+        rejected_positions = {reject["position"] for reject in rejects}
+        positions = [p for p in range(first_position, first_position + count) if p not in rejected_positions]
+        return _Block(records, positions, rejects)
+
+    def _single_reject(self, stream: io.BytesIO, start: int, position: int, failure: Exception):
+        """A reject for one datum whose bytes are well formed but whose content is not acceptable.
+
+        Re-reads the datum with the writer schema alone and lenient UTF-8: if that works, the record
+        boundary is known and only this record is rejected. Returns None when it does not.
+        """
+        stream.seek(start)
+        try:
+            record = fastavro.schemaless_reader(stream, self._writer, None, handle_unicode_errors="replace")
+        except Exception:  # still undecodable: a corrupt datum, handled by the caller
+            return None
+        known = dict(raw=stream.getvalue()[start:stream.tell()], position=position,
+                     record_id=record.get("record_id"), source=record.get("source"),
+                     start_time_us=_micros_or_none(record.get("start_time")))
+        if isinstance(failure, UnicodeDecodeError):
+            return dict(reason=Reason.MALFORMED_RECORD, **known,
+                        detail=f"a string in the Avro datum is not valid UTF-8 ({failure})")
+        return dict(reason=Reason.INVALID_FIELD, **known,
+                    detail=f"record does not resolve to {USAGE_LATEST}: {type(failure).__name__}: {failure}")
+
+
+def _micros_or_none(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _corrupt_rest(count: int, first_position: int, raw: bytes, what: str) -> list[dict]:
+    """Rejects for ``count`` records whose boundaries are lost; the first carries the bytes."""
+    rejects = [dict(reason=Reason.MALFORMED_RECORD, raw=raw, position=first_position,
+                    detail=f"{what}; this record and the {count - 1} after it in the block are rejected "
+                           "because record boundaries are unknown after corruption; raw holds the "
+                           "block's remaining bytes")]
+    rejects.extend(
+        dict(reason=Reason.MALFORMED_RECORD, raw=b"", position=first_position + k,
+             detail=f"in a corrupt Avro block ({what}); the block's bytes are in the raw of the "
+                    f"reject at input position {first_position}")
+        for k in range(1, count))
+    return rejects
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """A block's decoded records with their input positions, and its rejects (by position)."""
+
+    records: list[dict]
+    positions: Sequence[int]
+    rejects: list[dict]
+
+
+@functools.cache
+def _record_type() -> pa.StructType:
+    return pa.struct([pa.field(f.name, f.arrow_type) for f in usage_fields()])
+
+
+class _Batcher:
+    """Cuts the decoded blocks into batches of ``batch_size`` consecutive input records."""
+
+    def __init__(self, path: str, batch_size: int):
+        self._path = path
+        self._batch_size = batch_size
+        self._batch_start = 0          # input position of the current batch's first record
+        self._records: list[dict] = []
+        self._positions: list[int] = []
+        self._rejects = Rejects()
+
+    @property
+    def pending(self) -> int:
+        return len(self._records) + len(self._rejects)
+
+    def add(self, block: _Block, first_position: int, count: int) -> Iterator[DecodedBatch]:
+        """Take the block's ``count`` records from ``first_position``; yield the batches they fill."""
+        cut = first_position
+        end = first_position + count
+        reject_positions = [reject["position"] for reject in block.rejects]  # ascending
+        while cut < end:
+            limit = min(end, self._batch_start + self._batch_size)
+            low = bisect.bisect_left(block.positions, cut)
+            high = bisect.bisect_left(block.positions, limit)
+            self._records.extend(block.records[low:high])
+            self._positions.extend(block.positions[low:high])
+            low = bisect.bisect_left(reject_positions, cut)
+            high = bisect.bisect_left(reject_positions, limit)
+            for reject in block.rejects[low:high]:
+                self._rejects.add(**reject)
+            cut = limit
+            if cut == self._batch_start + self._batch_size:
+                yield self.flush()
+
+    def flush(self) -> DecodedBatch:
+        # One conversion of the dicts to a struct array is several times faster than one per column.
+        columns = pa.array(self._records, type=_record_type()).flatten()
+        usage = usage_batch(dict(zip(_record_type().names, columns)), self._path, self._positions)
+        rejected = self._rejects.to_batch(self._path)
+        self._batch_start += self.pending
+        self._records, self._positions, self._rejects = [], [], Rejects()
+        return DecodedBatch(usage=usage, rejected=rejected)

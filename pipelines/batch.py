@@ -1,0 +1,98 @@
+"""The batch job: CDR files in, rated events, charges, rejects, duplicates and control totals out.
+
+    decode -> validate -> deduplicate -> enrich + rate (per account) -> aggregate -> write
+
+``RateUsageFiles`` is the composite transform (also used by tests); ``run`` builds the pipeline from
+command-line flags, runs it, checks the control totals and publishes the output atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
+from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.options import BatchConfig
+from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
+from pipelines.rate import RATED, RateByAccount
+from rating.reference import load_reference
+from sinks.files import publish, staging_dir_for
+
+
+def match_inputs(glob: str) -> list[str]:
+    """Sorted paths matching ``glob``; ValueError naming the glob when nothing matches."""
+    results = FileSystems.match([glob])[0].metadata_list
+    paths = sorted(m.path for m in results if not Path(m.path).name.startswith("."))
+    if not paths:
+        raise ValueError(f"--input {glob!r} matches no files; pass a glob such as 'cdrs/*.avro'")
+    return paths
+
+
+class RateUsageFiles(beam.PTransform):
+    """Paths -> control totals, writing every output under ``staging``."""
+
+    def __init__(self, config: BatchConfig, staging: str):
+        super().__init__()
+        self._config = config
+        self._staging = str(staging)
+
+    def expand(self, paths):
+        c = self._config
+        decoded = paths | "Decode" >> DecodeUsage(c.batch_size)
+        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards)
+        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.reference_dir, c.shards)
+        rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
+        return {
+            "rated": rated[RATED], "rejected": rejected, "duplicates": deduped[DUPLICATES],
+            "counts": decoded[COUNTS],
+        } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards)
+
+
+def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> dict:
+    """Run the batch job and publish its outputs; returns the control totals plus timing.
+
+    Reference data is loaded (and fully validated) before the pipeline is built, so bad reference
+    data fails here with every issue listed. Outputs are published even when the totals do not
+    balance, so the imbalance can be investigated; the caller decides the exit status.
+    """
+    load_reference(config.reference_dir)  # fail before any worker starts
+    paths = match_inputs(config.input_glob)
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    staging = staging_dir_for(config.output_dir, run_id)
+    for folder in OUTPUT_FOLDERS:
+        (staging / folder).mkdir(parents=True, exist_ok=True)
+    options = PipelineOptions(pipeline_args or [])
+    started = time.monotonic()
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = pipeline | "Inputs" >> beam.Create(paths) | "RateUsageFiles" >> RateUsageFiles(config, str(staging))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    elapsed = time.monotonic() - started
+    totals = json.loads((staging / "control" / "totals.json").read_text())
+    publish(staging, config.output_dir, {
+        "run_id": run_id, "inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
+        "shards": config.shards, "balanced": totals["balanced"], "elapsed_s": round(elapsed, 3),
+    })
+    return {**totals, "elapsed_s": elapsed, "run_id": run_id, "input_files": len(paths)}
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Beam-style entry point: ``python -m pipelines.batch --input ... --reference ... --output ...``."""
+    options = PipelineOptions(argv)
+    return run_batch(BatchConfig.from_options(options), argv)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(0 if run(sys.argv[1:])["balanced"] else 3)

@@ -1,0 +1,132 @@
+"""``usage-rating``: the command line of the rating pipelines.
+
+    usage-rating demo [--workdir DIR] [--records N]
+    usage-rating generate --out DIR [--subscribers N] [--records M] ...
+    usage-rating validate-reference DIR
+    usage-rating batch --input GLOB --reference DIR --output OUT [Beam pipeline flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNBALANCED = 3
+
+
+def _default_runner(beam_args: list[str]) -> list[str]:
+    """Pick the DirectRunner unless a runner is named (Beam's default may try Prism, which needs a download)."""
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return beam_args
+    return ["--runner=DirectRunner", *beam_args]
+
+
+def cmd_generate(args) -> int:
+    from pipelines.generator import generate
+    from pipelines.generator.config import GeneratorConfig
+    from pipelines.progress import ProgressLine
+
+    config = GeneratorConfig(
+        out_dir=Path(args.out), subscribers=args.subscribers, records=args.records, days=args.days,
+        start=dt.date.fromisoformat(args.start), seed=args.seed, fmt=args.format, files=args.files,
+        duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate)
+    with ProgressLine("generating") as progress:
+        manifest = generate(config, progress=progress.update)
+    print(f"wrote {manifest['records_written']:,} records in {config.files} {config.fmt} files "
+          f"and the reference data under {config.out_dir}")
+    return EXIT_OK
+
+
+def cmd_validate_reference(args) -> int:
+    from rating.reference import check_reference, load_reference
+
+    issues = check_reference(args.directory)
+    if issues:
+        for issue in issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(issues)} issue(s) in {args.directory}", file=sys.stderr)
+        return EXIT_ERROR
+    ref = load_reference(args.directory)
+    prefixes = sum(len(t.prefixes) for t in ref.zone_tables.values())
+    versions = sum(len(p.versions) for p in ref.plans.values())
+    print(f"{args.directory}: OK — {len(ref.plans)} plans ({versions} versions), {prefixes:,} destination "
+          f"prefixes, {len(ref.accounts):,} accounts, {len(ref.subscriptions):,} subscriptions")
+    return EXIT_OK
+
+
+def cmd_batch(args, beam_args: list[str]) -> int:
+    from pipelines.batch import run_batch
+    from pipelines.options import BatchConfig
+    from pipelines.summary import print_summary
+
+    config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
+                         shards=args.shards, batch_size=args.batch_size)
+    result = run_batch(config, _default_runner(beam_args))
+    print_summary(result, config.output_dir)
+    return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
+
+
+def cmd_demo(args, beam_args: list[str]) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(Path(args.workdir), records=args.records, subscribers=args.subscribers,
+                    beam_args=_default_runner(beam_args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usage-rating", description="Telecom usage rating pipelines on Apache Beam.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate an operator month and rate it on the DirectRunner")
+    demo.add_argument("--workdir", default="usage-rating-demo", help="working directory (reused if present)")
+    demo.add_argument("--records", type=int, default=1_000_000)
+    demo.add_argument("--subscribers", type=int, default=20_000)
+
+    gen = sub.add_parser("generate", help="write a synthetic operator (reference data) and its CDR files")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--subscribers", type=int, default=20_000)
+    gen.add_argument("--records", type=int, default=1_000_000)
+    gen.add_argument("--days", type=int, default=30)
+    gen.add_argument("--start", default="2026-01-01", help="first day, YYYY-MM-DD")
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--format", choices=("avro", "parquet", "jsonl"), default="avro")
+    gen.add_argument("--files", type=int, default=8)
+    gen.add_argument("--duplicate-rate", type=float, default=0.001)
+    gen.add_argument("--malformed-rate", type=float, default=0.0005)
+
+    val = sub.add_parser("validate-reference", help="check a reference-data directory; exit 1 on any issue")
+    val.add_argument("directory")
+
+    batch = sub.add_parser("batch", help="rate CDR files; extra flags go to Beam (e.g. --direct_num_workers=2)")
+    batch.add_argument("--input", required=True, help="glob of CDR files")
+    batch.add_argument("--reference", required=True, help="reference-data directory")
+    batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    batch.add_argument("--shards", type=int, default=16)
+    batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and args.command not in ("batch", "demo"):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "validate-reference":
+            return cmd_validate_reference(args)
+        if args.command == "batch":
+            return cmd_batch(args, beam_args)
+        return cmd_demo(args, beam_args)
+    except ValueError as error:  # bad configuration or input: a message, not a traceback
+        print(f"usage-rating {args.command}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Decode CDR files into validated usage batches; everything unreadable becomes a rejected row."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+
+from cdr_schemas.decoders import decode_file
+from cdr_schemas.validate import validate_usage
+from pipelines import coders  # noqa: F401  (registers the RecordBatch coder)
+
+USAGE = "usage"
+REJECTED = "rejected"
+COUNTS = "counts"
+
+
+class _DecodeFile(beam.DoFn):
+    def __init__(self, batch_size: int):
+        self._batch_size = batch_size
+
+    def process(self, path: str) -> Iterator:
+        records = 0
+        for decoded in decode_file(path, batch_size=self._batch_size):
+            records += decoded.usage.num_rows + decoded.rejected.num_rows
+            if decoded.rejected.num_rows:
+                yield beam.pvalue.TaggedOutput(REJECTED, decoded.rejected)
+            if decoded.usage.num_rows:
+                valid, rejected = validate_usage(decoded.usage)
+                if rejected.num_rows:
+                    yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+                if valid.num_rows:
+                    yield valid
+        yield beam.pvalue.TaggedOutput(COUNTS, {"records_in": records})
+
+
+class DecodeUsage(beam.PTransform):
+    """Paths -> usage batches (main), rejected batches and record counts per file.
+
+    Outputs are tagged ``usage``, ``rejected`` and ``counts``. A file that cannot be opened at all
+    fails the pipeline with its path and the reason (``InputFileError``): nothing is skipped.
+    """
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._batch_size = batch_size
+
+    def expand(self, paths):
+        return (
+            paths
+            | "Spread" >> beam.Reshuffle()
+            | "DecodeAndValidate" >> beam.ParDo(_DecodeFile(self._batch_size)).with_output_types(pa.RecordBatch)
+            .with_outputs(REJECTED, COUNTS, main=USAGE)
+        )

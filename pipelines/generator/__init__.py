@@ -1,0 +1,9 @@
+"""Synthetic operator data: reference data, CDR files with injected anomalies, and their manifest.
+
+``generate(GeneratorConfig(out_dir=...))`` is the entry point; docs/generator.md describes the output.
+"""
+
+from pipelines.generator.config import GeneratorConfig
+from pipelines.generator.generate import generate
+
+__all__ = ["GeneratorConfig", "generate"]

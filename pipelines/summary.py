@@ -1,0 +1,38 @@
+"""Readable summary of a finished batch run, from its published outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+
+def _money(micros: int, currency: str) -> str:
+    return f"{micros / 1e6:,.2f} {currency}"  # display only; outputs keep exact micros
+
+
+def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
+    out = Path(output_dir)
+    records = result["records_in"]
+    elapsed = result["elapsed_s"]
+    print(f"records in      {records:>14,}   ({result['input_files']} files)")
+    print(f"rated           {result['rated']:>14,}")
+    print(f"duplicates      {result['duplicates']:>14,}")
+    print(f"rejected        {result['rejected_total']:>14,}")
+    for reason, count in result["rejected"].items():
+        print(f"  {reason:<22}{count:>12,}")
+    print(f"balanced        {'yes' if result['balanced'] else 'NO — see control/totals.json':>14}")
+    charges = pl.read_parquet(out / "charges" / "charges.parquet")
+    if charges.height:
+        print("revenue by service (before tax):")
+        by_service = charges.group_by(["service", "currency"]).agg(pl.col("amount_micros").sum()).sort(
+            ["currency", "service"])
+        for row in by_service.iter_rows(named=True):
+            print(f"  {row['service']:<8}{_money(row['amount_micros'], row['currency']):>24}")
+        print(f"top {top} accounts:")
+        by_account = (charges.group_by(["account_id", "currency"]).agg(pl.col("amount_micros").sum())
+                      .sort(["amount_micros", "account_id"], descending=[True, False]).head(top))
+        for row in by_account.iter_rows(named=True):
+            print(f"  {row['account_id']:<14}{_money(row['amount_micros'], row['currency']):>18}")
+    print(f"outputs         {out.resolve()}/{{rated,charges,rejected,duplicates,control}}")
+    print(f"elapsed         {elapsed:>12.1f} s   ({records / max(elapsed, 1e-9):,.0f} records/s)")

@@ -1,0 +1,381 @@
+"""Compile loaded reference data into the arrays kernels read (``RatingTables``) and the lookups
+the Arrow wrappers use (names, subscriptions, accounts).
+
+Runs once per worker (``DoFn.setup``) or once per library call. Tariffs the kernels cannot rate
+exactly (a price whose products could overflow int64) raise ``ValueError`` here, before any
+record is read, naming the plan, version and rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
+from rating.tables import MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, RatingTables
+from rating.timezones import stack_zones
+
+_MINUTES_PER_WEEK = 7 * 1440
+_MAX_SAFE = 2**62
+_MAX_DENOMINATOR = 2**40
+# Largest raw units one event may carry per service (voice s, sms messages, data bytes).
+MAX_UNITS = np.array([72 * 3600, 1_000_000, 2**44], np.int64)
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledReference:
+    """Everything rating needs from one reference-data load, ready for kernels and wrappers."""
+    tables: RatingTables
+    zone_names: tuple[str, ...]
+    band_names: tuple[str, ...]
+    allowance_names: tuple[str, ...]
+    tier_group_names: tuple[str, ...]
+    rate_ids: tuple[str, ...]
+    plan_ids: tuple[str, ...]
+    version_numbers: np.ndarray        # per global version row
+    version_plan: np.ndarray           # plan row per version row
+    home_networks: pa.Array            # string
+    # enrichment
+    msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
+    sub_first: np.ndarray
+    sub_count: np.ndarray
+    sub_from_us: np.ndarray
+    sub_to_us: np.ndarray              # INT64_MAX when open-ended
+    sub_account: np.ndarray
+    sub_plan: np.ndarray
+    account_ids: tuple[str, ...]
+    account_tz: np.ndarray
+    account_bcd: np.ndarray
+    account_currency: tuple[str, ...]
+    reference: ReferenceData
+
+
+def _rounding_q(rounding: Rounding) -> int:
+    return 10 ** (6 - rounding.decimals)
+
+
+def _digits(text: str, width: int = 8) -> np.ndarray:
+    out = np.zeros(width, np.uint8)
+    out[: len(text)] = [ord(c) - 48 for c in text]
+    return out
+
+
+class _TrieBuilder:
+    def __init__(self):
+        self.children = [[-1] * 10]
+        self.zone = [-1]
+
+    def new_root(self) -> int:
+        self.children.append([-1] * 10)
+        self.zone.append(-1)
+        return len(self.zone) - 1
+
+    def add(self, root: int, prefix: str, zone_id: int) -> None:
+        node = root
+        for ch in prefix:
+            d = ord(ch) - 48
+            nxt = self.children[node][d]
+            if nxt < 0:
+                self.children.append([-1] * 10)
+                self.zone.append(-1)
+                nxt = len(self.zone) - 1
+                self.children[node][d] = nxt
+            node = nxt
+        self.zone[node] = zone_id
+
+
+def _next_change(bands: np.ndarray, cyclic: bool) -> np.ndarray:
+    """Minutes from each minute until the band value changes (to the end when it never does)."""
+    n = len(bands)
+    out = np.empty(n, np.int32)
+    if cyclic:
+        if np.all(bands == bands[0]):
+            out[:] = n
+            return out
+        doubled = np.concatenate([bands, bands])
+        nxt = np.empty(2 * n, np.int32)
+        nxt[-1] = 1
+        for i in range(2 * n - 2, -1, -1):
+            nxt[i] = 1 if doubled[i + 1] != doubled[i] else nxt[i + 1] + 1
+        return nxt[:n].copy()
+    out[-1] = 1
+    for i in range(n - 2, -1, -1):
+        out[i] = 1 if bands[i + 1] != bands[i] else out[i + 1] + 1
+    return out
+
+
+def _day_number(iso_date: str) -> int:
+    return (dt.date.fromisoformat(iso_date) - dt.date(1970, 1, 1)).days
+
+
+def compile_reference(ref: ReferenceData) -> CompiledReference:
+    """Compile ``ref``; raises ``ValueError`` for tariffs that cannot be rated exactly."""
+    plan_ids = tuple(sorted(ref.plans))
+    tz_names = sorted({p.timezone for p in ref.plans.values()} | {a.timezone for a in ref.accounts.values()})
+    tz_index = {name: i for i, name in enumerate(tz_names)}
+    tz_start, tz_transitions, tz_offsets = stack_zones(tz_names)
+
+    # Global name dictionaries.
+    zone_names = sorted({z for t in list(ref.zone_tables.values()) + list(ref.roaming_tables.values())
+                         for _, z in t.prefixes} | {HOME_ZONE})
+    zone_id = {z: i for i, z in enumerate(zone_names)}
+    band_names = sorted({b for p in ref.plans.values() for v in p.versions
+                         for b in [v.default_band] + [r.band for r in v.band_rules]})
+    band_id = {b: i for i, b in enumerate(band_names)}
+    allowance_names = sorted({a.name for p in ref.plans.values() for v in p.versions for a in v.allowances})
+    allowance_id = {a: i for i, a in enumerate(allowance_names)}
+    tier_groups = sorted({r.tiers.group for p in ref.plans.values() for v in p.versions
+                          for r in v.rates if r.tiers is not None})
+    tier_id = {g: i for i, g in enumerate(tier_groups)}
+
+    # Prefix tries: one root per table.
+    trie = _TrieBuilder()
+    roots: dict[tuple[str, str], int] = {}
+    for kind, tables in (("zones", ref.zone_tables), ("roaming", ref.roaming_tables)):
+        for name, table in sorted(tables.items()):
+            root = trie.new_root()
+            roots[(kind, name)] = root
+            for prefix, zone in table.prefixes:
+                trie.add(root, prefix, zone_id[zone])
+
+    n_plans = len(plan_ids)
+    versions = [(pi, v) for pi, pid in enumerate(plan_ids) for v in ref.plans[pid].versions]
+    n_ver = len(versions)
+    n_z, n_b = max(len(zone_names), 1), max(len(band_names), 1)
+
+    plan_tz = np.array([tz_index[ref.plans[p].timezone] for p in plan_ids], np.int64)
+    plan_first_version = np.zeros(n_plans, np.int64)
+    plan_version_count = np.zeros(n_plans, np.int64)
+    num = {k: np.zeros((n_plans, 8), np.uint8) for k in ("cc", "intl", "trunk")}
+    num_len = {k: np.zeros(n_plans, np.int64) for k in ("cc", "intl", "trunk")}
+    for pi, pid in enumerate(plan_ids):
+        plan = ref.plans[pid]
+        for key, text in (("cc", plan.numbering.country_code), ("intl", plan.numbering.international_prefix),
+                          ("trunk", plan.numbering.trunk_prefix)):
+            num[key][pi] = _digits(text)
+            num_len[key][pi] = len(text)
+
+    ver_from = np.zeros(n_ver, np.int64)
+    ver_to = np.zeros(n_ver, np.int64)
+    ver_zone_root = np.full(n_ver, -1, np.int64)
+    ver_roam_root = np.full(n_ver, -1, np.int64)
+    ver_zero = np.zeros(n_ver, np.int64)
+    ver_den = np.ones(n_ver, np.int64)
+    ver_hol_first = np.zeros(n_ver, np.int64)
+    ver_hol_count = np.zeros(n_ver, np.int64)
+    week_band = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int16)
+    week_next = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int32)
+    hol_band = np.full((n_ver, 1440), -1, np.int16)
+    hol_next = np.zeros((n_ver, 1440), np.int32)
+    ver_allow_first = np.zeros(n_ver, np.int64)
+    ver_allow_count = np.zeros(n_ver, np.int64)
+    version_numbers = np.zeros(n_ver, np.int64)
+    version_plan = np.zeros(n_ver, np.int64)
+    rate_index = np.full((max(n_ver, 1), 3, n_z, n_b), -1, np.int32)
+    holidays: list[int] = []
+    rates_rows: list[dict] = []
+    steps_rows: list[tuple] = []
+    levels_rows: list[tuple] = []
+    allow_rows: list[tuple] = []
+    allow_zone_ok: list[np.ndarray] = []
+    rate_ids: list[str] = []
+
+    for vi, (pi, ver) in enumerate(versions):
+        plan = ref.plans[plan_ids[pi]]
+        if plan_version_count[pi] == 0:
+            plan_first_version[pi] = vi
+        plan_version_count[pi] += 1
+        version_numbers[vi] = ver.version
+        version_plan[vi] = pi
+        ver_from[vi] = ver.valid_from_us
+        nxt = [v for v in plan.versions if v.valid_from_us > ver.valid_from_us]
+        end = ver.valid_to_us if ver.valid_to_us is not None else (
+            min(v.valid_from_us for v in nxt) if nxt else _INT64_MAX)
+        ver_to[vi] = end
+        ver_zone_root[vi] = roots[("zones", ver.zone_table)]
+        if ver.roaming_table is not None:
+            ver_roam_root[vi] = roots[("roaming", ver.roaming_table)]
+        ver_zero[vi] = 1 if ver.zero_duration_charged else 0
+
+        # Time bands: first matching rule wins.
+        week = np.full(_MINUTES_PER_WEEK, band_id[ver.default_band], np.int16)
+        hol = np.full(1440, -1, np.int16)
+        for rule in reversed(ver.band_rules):
+            if rule.holiday:
+                hol[rule.from_minute:rule.to_minute] = band_id[rule.band]
+            else:
+                for day in rule.days:
+                    week[day * 1440 + rule.from_minute: day * 1440 + rule.to_minute] = band_id[rule.band]
+        week_band[vi] = week
+        week_next[vi] = _next_change(week, cyclic=True)
+        hol_band[vi] = hol
+        hol_next[vi] = _next_change(hol, cyclic=False)
+        ver_hol_first[vi] = len(holidays)
+        if ver.holiday_calendar is not None:
+            days = sorted(_day_number(d) for d in ref.calendars[ver.holiday_calendar].dates)
+            holidays.extend(days)
+            ver_hol_count[vi] = len(days)
+
+        # Rates, most specific last so it overwrites the general ones.
+        pers = []
+        specificity = lambda r: (r.zone != ANY) * 2 + (r.band != ANY)  # noqa: E731
+        for rate in sorted(ver.rates, key=specificity):
+            where = f"plan {plan.plan_id} version {ver.version} rate ({rate.service}, {rate.zone}, {rate.band})"
+            row = len(rates_rows)
+            rounding = rate.rounding or ver.rounding
+            rates_rows.append(dict(
+                connect=rate.connect_fee_micros,
+                min=-1 if rate.minimum_micros is None else rate.minimum_micros,
+                max=-1 if rate.maximum_micros is None else rate.maximum_micros,
+                q=_rounding_q(rounding), mode=ROUNDING_CODES[rounding.mode.value],
+                step_first=len(steps_rows), step_count=len(rate.steps),
+                tier_group=-1 if rate.tiers is None else tier_id[rate.tiers.group],
+                tier_inc=1 if rate.tiers is None else rate.tiers.increment_units,
+                level_first=len(levels_rows), level_count=0 if rate.tiers is None else len(rate.tiers.levels),
+            ))
+            rate_ids.append(f"{plan.plan_id}/v{ver.version}/{rate.service}/{rate.zone}/{rate.band}")
+            service_max = int(MAX_UNITS[SERVICES.index(rate.service)])
+            for step in rate.steps:
+                _check_product(step.price_micros, service_max, where, "price x largest event")
+                _check_product(step.price_micros, step.per_units, where, "price x per")
+                inc_price = -1
+                if rate.increment_rounding is not None:
+                    _check_product(step.price_micros, step.increment_units, where, "price x increment")
+                    inc_price = _round_fraction(step.price_micros * step.increment_units, step.per_units,
+                                                _rounding_q(rate.increment_rounding), rate.increment_rounding.mode)
+                steps_rows.append((step.from_units, step.price_micros, step.per_units, step.increment_units, inc_price))
+                pers.append(step.per_units)
+            if rate.tiers is not None:
+                for level in rate.tiers.levels:
+                    _check_product(level.price_micros, service_max, where, "tier price x largest event")
+                    _check_product(level.price_micros, level.per_units, where, "tier price x per")
+                    levels_rows.append((_INT64_MAX if level.up_to_units is None else level.up_to_units,
+                                        level.price_micros, level.per_units))
+                    pers.append(level.per_units)
+            services = [SERVICES.index(rate.service)]
+            zones = range(n_z) if rate.zone == ANY else [zone_id[rate.zone]] if rate.zone in zone_id else []
+            bands = range(n_b) if rate.band == ANY else [band_id[rate.band]]
+            for s in services:
+                for z in zones:
+                    for b in bands:
+                        rate_index[vi, s, z, b] = row
+        den = 1
+        for per in pers:
+            den = math.lcm(den, per)
+        if den > _MAX_DENOMINATOR:
+            raise ValueError(
+                f"plan {plan.plan_id} version {ver.version}: the 'per' units of its rates have a least common "
+                f"multiple of {den}, above {_MAX_DENOMINATOR}; use per-units that share factors (e.g. 60, 1, 1024)")
+        ver_den[vi] = den
+
+        # Allowances in consumption order.
+        ver_allow_first[vi] = len(allow_rows)
+        ordered = sorted(ver.allowances, key=lambda a: a.order)
+        ver_allow_count[vi] = len(ordered)
+        for allowance in ordered:
+            allow_rows.append((allowance_id[allowance.name], SERVICES.index(allowance.service), allowance.units))
+            ok = np.zeros(n_z, np.int8)
+            for z in (range(n_z) if ANY in allowance.zones else [zone_id[z] for z in allowance.zones if z in zone_id]):
+                ok[z] = 1
+            allow_zone_ok.append(ok)
+        for s in range(3):
+            for z in range(n_z):
+                covering = sum(1 for a, ok in zip(allow_rows[ver_allow_first[vi]:], allow_zone_ok[ver_allow_first[vi]:])
+                               if a[1] == s and ok[z])
+                if covering > MAX_ALLOWANCES_PER_EVENT:
+                    raise ValueError(
+                        f"plan {plan.plan_id} version {ver.version}: {covering} allowances cover service "
+                        f"{SERVICES[s]} in zone {zone_names[z]}; at most {MAX_ALLOWANCES_PER_EVENT} may")
+
+    def col(rows, key, dtype=np.int64):
+        return np.array([r[key] for r in rows], dtype) if rows else np.zeros(0, dtype)
+
+    steps = np.array(steps_rows, np.int64).reshape(-1, 5)
+    levels = np.array(levels_rows, np.int64).reshape(-1, 3)
+    allows = np.array(allow_rows, np.int64).reshape(-1, 3)
+    tables = RatingTables(
+        tz_start=tz_start, tz_transitions=tz_transitions, tz_offsets=tz_offsets,
+        plan_tz=plan_tz, plan_first_version=plan_first_version, plan_version_count=plan_version_count,
+        num_cc=num["cc"], num_cc_len=num_len["cc"], num_intl=num["intl"], num_intl_len=num_len["intl"],
+        num_trunk=num["trunk"], num_trunk_len=num_len["trunk"],
+        ver_from_us=ver_from, ver_to_us=ver_to, ver_zone_root=ver_zone_root, ver_roam_root=ver_roam_root,
+        ver_zero_charged=ver_zero, ver_denominator=ver_den, ver_hol_first=ver_hol_first,
+        ver_hol_count=ver_hol_count, holidays_day=np.array(holidays, np.int64),
+        week_band=week_band, week_next_min=week_next, hol_band=hol_band, hol_next_min=hol_next,
+        ver_allow_first=ver_allow_first, ver_allow_count=ver_allow_count,
+        trie_children=np.array(trie.children, np.int32), trie_zone=np.array(trie.zone, np.int32),
+        rate_index=rate_index,
+        rate_connect_micros=col(rates_rows, "connect"), rate_min_micros=col(rates_rows, "min"),
+        rate_max_micros=col(rates_rows, "max"), rate_round_q_micros=col(rates_rows, "q"),
+        rate_round_mode=col(rates_rows, "mode"), rate_step_first=col(rates_rows, "step_first"),
+        rate_step_count=col(rates_rows, "step_count"), rate_tier_group=col(rates_rows, "tier_group"),
+        rate_tier_inc=col(rates_rows, "tier_inc"), rate_level_first=col(rates_rows, "level_first"),
+        rate_level_count=col(rates_rows, "level_count"),
+        step_from=steps[:, 0].copy(), step_price_micros=steps[:, 1].copy(), step_per=steps[:, 2].copy(),
+        step_inc=steps[:, 3].copy(), step_inc_price_micros=steps[:, 4].copy(),
+        level_up_to=levels[:, 0].copy(), level_price_micros=levels[:, 1].copy(), level_per=levels[:, 2].copy(),
+        allow_name=allows[:, 0].copy(), allow_service=allows[:, 1].copy(), allow_units=allows[:, 2].copy(),
+        allow_zone_ok=np.array(allow_zone_ok, np.int8).reshape(-1, n_z),
+        max_units=MAX_UNITS.copy(),
+    )
+
+    # Enrichment lookups.
+    subs = ref.subscriptions
+    account_ids = tuple(sorted(ref.accounts))
+    account_row = {a: i for i, a in enumerate(account_ids)}
+    plan_row = {p: i for i, p in enumerate(plan_ids)}
+    msisdn_list = sorted({s.msisdn for s in subs})
+    msisdn_row = {m: i for i, m in enumerate(msisdn_list)}
+    sub_first = np.zeros(len(msisdn_list), np.int64)
+    sub_count = np.zeros(len(msisdn_list), np.int64)
+    ordered_subs = sorted(subs, key=lambda s: (msisdn_row[s.msisdn], s.valid_from_us))
+    for i, s in enumerate(ordered_subs):
+        r = msisdn_row[s.msisdn]
+        if sub_count[r] == 0:
+            sub_first[r] = i
+        sub_count[r] += 1
+    return CompiledReference(
+        tables=tables, zone_names=tuple(zone_names), band_names=tuple(band_names),
+        allowance_names=tuple(allowance_names), tier_group_names=tuple(tier_groups),
+        rate_ids=tuple(rate_ids), plan_ids=plan_ids, version_numbers=version_numbers,
+        version_plan=version_plan,
+        home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
+        msisdns=pa.array(msisdn_list, pa.string()), sub_first=sub_first, sub_count=sub_count,
+        sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),
+        sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
+        sub_account=np.array([account_row[s.account_id] for s in ordered_subs], np.int64),
+        sub_plan=np.array([plan_row[s.plan_id] for s in ordered_subs], np.int64),
+        account_ids=account_ids,
+        account_tz=np.array([tz_index[ref.accounts[a].timezone] for a in account_ids], np.int64),
+        account_bcd=np.array([ref.accounts[a].bill_cycle_day for a in account_ids], np.int64),
+        account_currency=tuple(ref.accounts[a].currency for a in account_ids),
+        reference=ref,
+    )
+
+
+def _check_product(a: int, b: int, where: str, what: str) -> None:
+    if a * b >= _MAX_SAFE:
+        raise ValueError(f"{where}: {what} = {a} x {b} exceeds the exact int64 range; lower the price or the unit")
+
+
+def _round_fraction(numerator: int, denominator: int, q: int, mode: RoundingMode) -> int:
+    """round(numerator / denominator) to a multiple of q micros with ``mode`` (non-negative inputs)."""
+    whole, rest = divmod(numerator, denominator * q)
+    twice = 2 * rest
+    span = denominator * q
+    if rest == 0:
+        up = False
+    elif mode is RoundingMode.UP:
+        up = True
+    elif mode is RoundingMode.DOWN:
+        up = False
+    elif mode is RoundingMode.HALF_UP:
+        up = twice >= span
+    else:
+        up = twice > span or (twice == span and whole % 2 == 1)
+    return (whole + (1 if up else 0)) * q

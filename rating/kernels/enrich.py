@@ -1,0 +1,103 @@
+"""Effective dating and billing cycles: subscription and plan version in force, cycle of an event."""
+
+from __future__ import annotations
+
+from numba import njit
+
+from cdr_schemas.reasons import Reason
+from rating.kernels.calendar import US_PER_DAY, US_PER_S, civil_from_days, days_from_civil, local_to_utc, offset_and_next
+
+UNKNOWN_SUBSCRIBER = int(Reason.UNKNOWN_SUBSCRIBER)
+NO_PLAN_VERSION = int(Reason.NO_PLAN_VERSION)
+
+
+@njit(nogil=True, cache=True)
+def find_subscriptions(subscriber, start_us, sub_first, sub_count, sub_from_us, sub_to_us, out_row, out_reason):
+    """Subscription row in force at each start time ([from, to)); -1 and UNKNOWN_SUBSCRIBER if none."""
+    for i in range(len(subscriber)):
+        out_row[i] = -1
+        if out_reason[i] != 0:
+            continue
+        s = subscriber[i]
+        if s >= 0:
+            t = start_us[i]
+            for r in range(sub_first[s], sub_first[s] + sub_count[s]):
+                if sub_from_us[r] <= t < sub_to_us[r]:
+                    out_row[i] = r
+                    break
+        if out_row[i] < 0:
+            out_reason[i] = UNKNOWN_SUBSCRIBER
+
+
+@njit(nogil=True, cache=True)
+def find_versions(plan, start_us, plan_first_version, plan_version_count, ver_from_us, ver_to_us,
+                  out_version, out_reason):
+    """Plan version in force at each start time; -1 and NO_PLAN_VERSION if none."""
+    for i in range(len(plan)):
+        out_version[i] = -1
+        if out_reason[i] != 0:
+            continue
+        p = plan[i]
+        t = start_us[i]
+        for v in range(plan_first_version[p], plan_first_version[p] + plan_version_count[p]):
+            if ver_from_us[v] <= t < ver_to_us[v]:
+                out_version[i] = v
+                break
+        if out_version[i] < 0:
+            out_reason[i] = NO_PLAN_VERSION
+
+
+@njit(nogil=True, cache=True)
+def cycle_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
+    """(cycle month index year*12+month-1, cycle start UTC us, cycle end UTC us) of an instant.
+
+    The cycle runs from ``bill_cycle_day`` 00:00 local to the same day next month.
+    """
+    off, _ = offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets)
+    local_day = (t_us + off * US_PER_S) // US_PER_DAY
+    y, m, d = civil_from_days(local_day)
+    month = y * 12 + (m - 1)
+    if d < bill_cycle_day:
+        month -= 1
+    start_day = days_from_civil(month // 12, month % 12 + 1, bill_cycle_day)
+    end_day = days_from_civil((month + 1) // 12, (month + 1) % 12 + 1, bill_cycle_day)
+    start = local_to_utc(start_day * US_PER_DAY, tz, tz_start, tz_transitions, tz_offsets)
+    end = local_to_utc(end_day * US_PER_DAY, tz, tz_start, tz_transitions, tz_offsets)
+    return month, start, end
+
+
+@njit(nogil=True, cache=True)
+def assign_cycles(start_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets,
+                  out_month, out_start_us, out_end_us):
+    """Billing cycle of each event's start in its account's timezone (rows with tz < 0 skipped)."""
+    for i in range(len(start_us)):
+        if tz[i] < 0:
+            out_month[i] = -1
+            continue
+        month, start, end = cycle_of(start_us[i], tz[i], bill_cycle_day[i], tz_start, tz_transitions, tz_offsets)
+        out_month[i] = month
+        out_start_us[i] = start
+        out_end_us[i] = end
+
+
+@njit(nogil=True, cache=True)
+def local_day(t_us, tz, tz_start, tz_transitions, tz_offsets):
+    off, _ = offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets)
+    return (t_us + off * US_PER_S) // US_PER_DAY
+
+
+@njit(nogil=True, cache=True)
+def active_days(sub_from_us, sub_to_us, cycle_start_us, cycle_end_us, tz, tz_start, tz_transitions, tz_offsets,
+                out_days, out_cycle_days):
+    """Local calendar days a subscription is active in a cycle (a partial day counts), and cycle days."""
+    for i in range(len(sub_from_us)):
+        a = max(sub_from_us[i], cycle_start_us[i])
+        b = min(sub_to_us[i], cycle_end_us[i])
+        first = local_day(cycle_start_us[i], tz[i], tz_start, tz_transitions, tz_offsets)
+        last = local_day(cycle_end_us[i] - 1, tz[i], tz_start, tz_transitions, tz_offsets)
+        out_cycle_days[i] = last - first + 1
+        if b <= a:
+            out_days[i] = 0
+        else:
+            out_days[i] = (local_day(b - 1, tz[i], tz_start, tz_transitions, tz_offsets)
+                           - local_day(a, tz[i], tz_start, tz_transitions, tz_offsets) + 1)

@@ -1,0 +1,211 @@
+"""Rate usage batches: Arrow in, Arrow out. Usable without Beam; the pipeline calls the same code.
+
+``rate(batch, compiled)`` enriches each valid usage row (subscription, account, plan version,
+billing cycle), normalises and zones its destination, and prices it with the kernels, consuming
+allowances and tiers in event-time order. Every input row comes back exactly once: in ``rated``
+(``rated_event_schema()``) or in ``rejected`` (``rejected_schema()``, with the reason).
+
+All events of an (account, cycle) must be in the same call for allowances and tiers to be right:
+the pipeline groups by account before rating.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cdr_schemas import rated_event_schema, rejected_schema
+from cdr_schemas.decoders.common import rows_as_json
+from cdr_schemas.reasons import DESCRIPTIONS, Reason
+from rating.arrow_utils import column, digits_to_strings, int_column, is_in, month_labels, string_buffers, take_names
+from rating.compile import CompiledReference
+from rating.kernels.enrich import active_days, assign_cycles, find_subscriptions, find_versions
+from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
+from rating.kernels.pricing import rate_events
+from rating.reference.model import HOME_ZONE
+from rating.tables import MAX_ALLOWANCES_PER_EVENT, SERVICE_CODES
+
+_MONTH_KEY = 100_000  # cycle months (year*12+m) stay far below this
+
+
+def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Rate a validated usage batch (``usage_batch_schema()``). Returns (rated, rejected)."""
+    n = batch.num_rows
+    T = compiled.tables
+    reason = np.zeros(n, np.int64)
+
+    service = pc.index_in(column(batch, "service"), value_set=pa.array(list(SERVICE_CODES))).to_numpy(
+        zero_copy_only=False)
+    service = np.nan_to_num(service, nan=-1).astype(np.int64) if service.dtype.kind == "f" else service.astype(np.int64)
+    if (service < 0).any():
+        raise ValueError("rate() needs validated batches: column 'service' holds values other than VOICE/SMS/DATA")
+    start_us = int_column(column(batch, "start_time"))
+    raw_units = np.where(service == 0, int_column(column(batch, "duration_s")),
+                         np.where(service == 1, int_column(column(batch, "message_count")),
+                                  int_column(column(batch, "bytes_up")) + int_column(column(batch, "bytes_down"))))
+
+    # Subscription, account, plan version, cycle.
+    subscriber = pc.fill_null(pc.index_in(column(batch, "served_msisdn"), value_set=compiled.msisdns), -1)
+    subscriber = subscriber.to_numpy(zero_copy_only=False).astype(np.int64)
+    sub_row = np.empty(n, np.int64)
+    find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
+                       compiled.sub_to_us, sub_row, reason)
+    known = sub_row >= 0
+    plan = np.where(known, compiled.sub_plan[np.maximum(sub_row, 0)], 0)
+    account = np.where(known, compiled.sub_account[np.maximum(sub_row, 0)], -1)
+    version = np.empty(n, np.int64)
+    find_versions(plan, start_us, T.plan_first_version, T.plan_version_count, T.ver_from_us, T.ver_to_us,
+                  version, reason)
+    account_tz = np.where(known, compiled.account_tz[np.maximum(account, 0)], -1)
+    bcd = np.where(known, compiled.account_bcd[np.maximum(account, 0)], 1)
+    cycle_month = np.empty(n, np.int64)
+    cycle_start = np.zeros(n, np.int64)
+    cycle_end = np.zeros(n, np.int64)
+    assign_cycles(start_us, account_tz, bcd, T.tz_start, T.tz_transitions, T.tz_offsets,
+                  cycle_month, cycle_start, cycle_end)
+
+    # Destination numbers and zones.
+    rated_ok = reason == 0
+    other = column(batch, "other_party")
+    offsets, data, present = string_buffers(other)
+    has_destination = present & (service != 2)
+    digits = np.zeros((n, 16), np.uint8)
+    digits_len = np.zeros(n, np.int64)
+    normalise_numbers(offsets, data, np.where(has_destination & rated_ok, plan, -1), T.num_cc, T.num_cc_len,
+                      T.num_intl, T.num_intl_len, T.num_trunk, T.num_trunk_len, digits, digits_len, reason)
+    visited = column(batch, "visited_network")
+    roaming = ~is_in(visited, compiled.home_networks) & visited.is_valid().to_numpy(zero_copy_only=False)
+    safe_version = np.maximum(version, 0)
+    zone = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
+    dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
+    match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zone)
+    v_offsets, v_data, v_present = string_buffers(visited)
+    v_digits = np.zeros((n, 16), np.uint8)
+    v_len = np.zeros(n, np.int64)
+    parse_digits(v_offsets, v_data, v_present & roaming, v_digits, v_len)
+    roam_root = np.where((reason == 0) & roaming, T.ver_roam_root[safe_version], -1)
+    zone = np.where((reason == 0) & roaming & (roam_root < 0), -1, zone)
+    match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, zone)
+    reason[(reason == 0) & (zone < 0)] = Reason.NO_ZONE
+
+    # Event-time order per (account, cycle): ties by (source, record_id).
+    order_table = pa.table({
+        "account": account, "cycle": cycle_month, "start": start_us,
+        "source": column(batch, "source"), "record_id": column(batch, "record_id"),
+    })
+    order = pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
+                            ).to_numpy(zero_copy_only=False)
+    ok = reason[order] == 0
+    allow_slot, tier_slot, allow_state, tier_state = _state_slots(
+        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, version, account_tz)
+
+    o_reason = reason[order].copy()
+    outs = {k: np.zeros(n, np.int64) for k in ("charge", "connect", "charged", "free", "band", "split",
+                                                "rate", "tier", "rounding")}
+    allow_name = np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64)
+    allow_used = np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64)
+    rate_events(service[order], raw_units[order], start_us[order], np.maximum(zone[order], 0),
+                safe_version[order], T.plan_tz[plan[order]], allow_slot, tier_slot, T, allow_state, tier_state,
+                o_reason, outs["charge"], outs["connect"], outs["charged"], outs["free"], outs["band"],
+                outs["split"], outs["rate"], outs["tier"], outs["rounding"], allow_name, allow_used)
+
+    sorted_batch = batch.take(pa.array(order))
+    rated_rows = np.flatnonzero(o_reason == 0)
+    rejected_rows = np.flatnonzero(o_reason != 0)
+    rated = _rated_batch(compiled, sorted_batch, rated_rows, order, service, raw_units, account, plan, version,
+                         cycle_month, zone, digits, digits_len, has_destination, outs, allow_name, allow_used)
+    rejected = rejected_batch(sorted_batch.take(pa.array(rejected_rows, pa.int64())), o_reason[rejected_rows])
+    return rated, rejected
+
+
+def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, version, account_tz):
+    """Allowance slots per (subscription, cycle) with prorated grants; tier slots per (account, cycle)."""
+    T = compiled.tables
+    n = len(order)
+    n_names = max(len(compiled.allowance_names), 1)
+    allow_slot = np.full(n, -1, np.int64)
+    tier_slot = np.full(n, -1, np.int64)
+    idx = order[ok]
+    if len(idx) == 0:
+        return allow_slot, tier_slot, np.zeros((0, n_names), np.int64), np.zeros((0, 1), np.int64)
+    allow_key = sub_row[idx] * _MONTH_KEY + cycle_month[idx]
+    keys, first, inverse = np.unique(allow_key, return_index=True, return_inverse=True)
+    allow_slot[ok] = inverse
+    first_event = idx[first]  # sorted order: the slot's earliest event
+    days = np.zeros(len(keys), np.int64)
+    cycle_days = np.ones(len(keys), np.int64)
+    rows = sub_row[first_event]
+    active_days(compiled.sub_from_us[rows], compiled.sub_to_us[rows], cycle_start[first_event],
+                cycle_end[first_event], account_tz[first_event], T.tz_start, T.tz_transitions, T.tz_offsets,
+                days, cycle_days)
+    allow_state = np.zeros((len(keys), n_names), np.int64)
+    slot_version = version[first_event]
+    for v in np.unique(slot_version):
+        slots = np.flatnonzero(slot_version == v)
+        for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
+            allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
+    tier_key = account[idx] * _MONTH_KEY + cycle_month[idx]
+    tier_keys, tier_inverse = np.unique(tier_key, return_inverse=True)
+    tier_slot[ok] = tier_inverse
+    tier_state = np.zeros((len(tier_keys), max(len(compiled.tier_group_names), 1)), np.int64)
+    return allow_slot, tier_slot, allow_state, tier_state
+
+
+def _rated_batch(compiled, sorted_batch, rows, order, service, raw_units, account, plan, version, cycle_month,
+                 zone, digits, digits_len, has_destination, outs, allow_name, allow_used) -> pa.RecordBatch:
+    take = pa.array(rows, pa.int64())
+    src = order[rows]
+    b = sorted_batch.take(take)
+    n = len(rows)
+    names = allow_name[rows]
+    used = allow_used[rows]
+    mask = used > 0
+    counts = mask.sum(axis=1)
+    list_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(counts, out=list_offsets[1:])
+    schema = rated_event_schema()
+    allowance_type = schema.field("allowance_units").type
+    struct = pa.StructArray.from_arrays(
+        [take_names(compiled.allowance_names, names[mask]) if mask.any() else pa.array([], pa.string()),
+         pa.array(used[mask], pa.int64())],
+        fields=list(allowance_type.value_type))
+    allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
+    arrays = {
+        "record_id": b.column("record_id"), "source": b.column("source"), "service": b.column("service"),
+        "served_msisdn": b.column("served_msisdn"), "other_party": b.column("other_party"),
+        "destination_e164": digits_to_strings(digits[src], digits_len[src], has_destination[src]),
+        "start_time": b.column("start_time"),
+        "account_id": take_names(compiled.account_ids, account[src]),
+        "plan_id": take_names(compiled.plan_ids, plan[src]),
+        "plan_version": pa.array(compiled.version_numbers[version[src]].astype(np.int32)),
+        "currency": take_names(compiled.account_currency, account[src]),
+        "service_cycle": month_labels(cycle_month[src]),
+        "zone": take_names(compiled.zone_names, zone[src]),
+        "band": take_names(compiled.band_names, outs["band"][rows]),
+        "band_split": pa.array(outs["split"][rows] == 1),
+        "rate_id": take_names(compiled.rate_ids, outs["rate"][rows]),
+        "tier": pa.array(outs["tier"][rows].astype(np.int32)),
+        "raw_units": pa.array(raw_units[src]),
+        "charged_units": pa.array(outs["charged"][rows]),
+        "free_units": pa.array(outs["free"][rows]),
+        "allowance_units": allowance_units,
+        "connect_fee_micros": pa.array(outs["connect"][rows]),
+        "charge_micros": pa.array(outs["charge"][rows]),
+        "rounding_nanos": pa.array(outs["rounding"][rows]),
+        "input_file": b.column("input_file"), "input_position": b.column("input_position"),
+    }
+    return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+
+def rejected_batch(rows: pa.RecordBatch, reasons: np.ndarray) -> pa.RecordBatch:
+    """Rejected records (``rejected_schema()``) for decoded usage rows and their reason codes."""
+    names = [Reason(int(r)).name for r in reasons]
+    details = [DESCRIPTIONS[Reason(int(r))] for r in reasons]
+    schema = rejected_schema()
+    return pa.RecordBatch.from_arrays([
+        pa.array(names, pa.string()), pa.array(details, pa.string()),
+        rows.column("record_id"), rows.column("source"), rows.column("start_time"),
+        pa.array(rows_as_json(rows, np.arange(rows.num_rows)), pa.binary()),
+        rows.column("input_file"), rows.column("input_position"),
+    ], schema=schema)

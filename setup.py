@@ -1,0 +1,27 @@
+"""Install the usage rating pipeline; also Beam's ``--setup_file`` for remote workers."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="usage-rating",
+    version="0.1.0",
+    description="Telecom usage rating pipelines on Apache Beam: CDRs in, invoice-ready charges out.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipelines*", "rating*", "cdr_schemas*", "sinks*"]),
+    package_data={"cdr_schemas": ["avro/*.avsc"]},
+    install_requires=[
+        "apache-beam>=2.60",
+        "pyarrow>=15",
+        "polars>=1.0",
+        "numba>=0.60",
+        "numpy>=1.26",
+        "fastavro>=1.9",
+        "google-cloud-pubsub>=2.20",
+        # Tariff plans are YAML (read with yaml.safe_load); Beam already depends on PyYAML.
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+    },
+    entry_points={"console_scripts": ["usage-rating=pipelines.cli:main"]},
+)

@@ -1,0 +1,63 @@
+"""File sinks: Parquet parts and JSON documents written whole (temp file + rename), and the atomic
+publication of a finished output directory.
+
+A reader never sees a half-written file: every file is written beside its final name and renamed.
+A run's outputs are built in a staging directory and published only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch) -> None:
+    """Write ``table`` to ``path`` (parent folders created), atomically, zstd-compressed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, document: dict) -> None:
+    """Write ``document`` as indented, key-sorted JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def staging_dir_for(output: str | os.PathLike, run_id: str) -> Path:
+    """Where a run builds its outputs before publication: a hidden sibling of ``output``."""
+    output = Path(output).resolve()
+    return output.parent / f".{output.name}.staging-{run_id}"
+
+
+def publish(staging: str | os.PathLike, output: str | os.PathLike, manifest: dict) -> None:
+    """Make ``staging`` the output: write the success marker, then swap directories by rename.
+
+    A previous output at ``output`` is replaced only after the new one is complete; if anything
+    fails before the swap, the previous output is untouched and the staging directory remains for
+    inspection.
+    """
+    staging, output = Path(staging), Path(output).resolve()
+    write_json(staging / SUCCESS_MARKER, manifest)
+    previous = None
+    if output.exists():
+        previous = output.parent / f".{output.name}.previous-{uuid.uuid4().hex}"
+        os.replace(output, previous)
+    os.replace(staging, output)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""Build usage batches from short row dicts in tests: unspecified fields take neutral defaults."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from cdr_schemas import usage_batch_schema
+
+_DEFAULTS = dict(other_party=None, duration_s=0, bytes_up=0, bytes_down=0, message_count=0,
+                 visited_network=None, cell_id=None, imsi=None, apn=None, termination_cause=None,
+                 rat_type=None, partial_sequence=0, input_file="test.jsonl")
+
+
+def instant_us(text: str) -> int:
+    """Epoch microseconds of an ISO 8601 instant with offset, e.g. '2026-01-05T10:00:00+01:00'."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def usage_row(index: int = 0, **fields) -> dict:
+    """A full usage row; ``start_time`` may be an ISO string or epoch microseconds."""
+    row = {"record_id": f"r{index}", "source": "sw1", "input_position": index, **_DEFAULTS, **fields}
+    if isinstance(row["start_time"], str):
+        row["start_time"] = instant_us(row["start_time"])
+    return row
+
+
+def usage_batch(rows: list[dict]) -> pa.RecordBatch:
+    """A batch in ``usage_batch_schema()`` from full rows (start_time as epoch microseconds)."""
+    schema = usage_batch_schema()
+    columns = []
+    for field in schema:
+        values = [r[field.name] for r in rows]
+        if pa.types.is_timestamp(field.type):
+            columns.append(pa.array(values, pa.int64()).cast(field.type))
+        else:
+            columns.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
