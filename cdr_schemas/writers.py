@@ -158,9 +158,11 @@ class UsageFileWriter:
         """
         if self.fmt != "jsonl":
             raise ValueError(f"write_jsonl_lines needs fmt='jsonl', this writer writes {self.fmt!r}")
-        if lines.type not in (pa.binary(), pa.string()) or lines.null_count:
+        if lines.type not in (pa.binary(), pa.string(), pa.large_binary()) or lines.null_count:
             raise ValueError(f"write_jsonl_lines needs non-null binary lines, got {lines.type} "
                              f"with {lines.null_count} null(s)")
+        if len(lines) == 0:
+            return
         offsets = _offsets(lines)
         data = np.frombuffer(_values_buffer(lines), np.uint8)
         ends = offsets[1:] - offsets[0] - 1
@@ -320,7 +322,8 @@ def _present(column: pa.Array) -> np.ndarray | None:
 #   nums         (integer fields, rows) int64
 #   str_offsets  (string fields, rows + 1) int64 offsets into str_data
 #   valid        (fields, rows) uint8: 0 where the value is null
-# and for JSON the key literals (``"name":``) of every field.
+# and for JSON the key literals (``,"name":``) of every field. ``str_data`` and ``out`` end with
+# _SLACK spare bytes for the block copies of _put_bytes.
 
 _INTEGER, _STRING, _RAW = 0, 1, 2
 
@@ -361,20 +364,21 @@ def _encode_with_kernel(batch: pa.RecordBatch, fields, json_lines: bool, newline
     for k, (offsets, data) in enumerate(strings):
         str_offsets[k] = offsets + base
         base += len(data)
-    str_data = np.concatenate([data for _, data in strings]) if strings else np.zeros(0, np.uint8)
+    str_data = np.concatenate([data for _, data in strings] + [np.zeros(_SLACK, np.uint8)])
     out_offsets = np.zeros(n + 1, np.int64)
     kernels = _kernels()
     if json_lines:
-        keys = [json.dumps(field.name).encode() + b":" for field in fields]
+        keys = [b"," + json.dumps(field.name).encode() + b":" for field in fields]
         key_offsets = np.zeros(len(keys) + 1, np.int64)
         np.cumsum([len(k) for k in keys], out=key_offsets[1:])
-        key_data = np.frombuffer(b"".join(keys), np.uint8)
-        bound = n * (3 + sum(len(k) + 24 for k in keys)) + 6 * len(str_data)
+        key_data = np.frombuffer(b"".join(keys) + bytes(_SLACK), np.uint8)
+        plain = np.array([not _needs_escapes(data) for _, data in strings] + [False])
+        bound = n * (3 + sum(len(k) + 24 for k in keys)) + 6 * len(str_data) + _SLACK
         out = np.empty(bound, np.uint8)
-        used = kernels.json_rows(ops, num_matrix, valid, str_offsets, str_data, key_offsets, key_data,
+        used = kernels.json_rows(ops, num_matrix, valid, str_offsets, str_data, plain, key_offsets, key_data,
                                  newline, out, out_offsets)
     else:
-        bound = n * 20 * len(fields) + len(str_data)
+        bound = n * 20 * len(fields) + len(str_data) + _SLACK
         out = np.empty(bound, np.uint8)
         used = kernels.avro_rows(ops, num_matrix, valid, str_offsets, str_data, out, out_offsets)
     if used >= 2**31:
@@ -382,6 +386,11 @@ def _encode_with_kernel(batch: pa.RecordBatch, fields, json_lines: bool, newline
                                                                        pa.py_buffer(out[:used])])
     return pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(out_offsets.astype(np.int32)),
                                                         pa.py_buffer(out[:used])])
+
+
+def _needs_escapes(data: np.ndarray) -> bool:
+    """Whether UTF-8 bytes hold a quote, a backslash or a control character (JSON must escape)."""
+    return bool(np.any((data < 0x20) | (data == 0x22) | (data == 0x5C)))
 
 
 def _fixed_bytes(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -426,6 +435,22 @@ def _json_column(column: pa.Array, field: _Field):
     return _RAW, _string_buffers(_json_values(column, field))   # booleans, floats: rendered by Arrow
 
 
+_SLACK = 16   # bytes after the data and the output that _put_bytes may read or overwrite
+
+
+def _put_bytes(out, pos, data, start, stop):
+    """``data[start:stop]`` at ``out[pos]``, in 16-byte blocks (a fixed-size inner loop the compiler
+    turns into one wide move; the last block may read and write up to 15 bytes past the end, which
+    the slack after ``data`` and ``out`` allows). Returns the next position."""
+    length = stop - start
+    done = 0
+    while done < length:
+        for k in range(16):
+            out[pos + done + k] = data[start + done + k]
+        done += 16
+    return pos + length
+
+
 def _put_long(out, pos, value):
     """Avro long (zigzag varint) at ``out[pos]``; returns the next position."""
     z = np.uint64((value << 1) ^ (value >> 63))
@@ -455,9 +480,7 @@ def _avro_rows(ops, nums, valid, str_offsets, str_data, out, out_offsets):
                 start, stop = str_offsets[slot, i], str_offsets[slot, i + 1]
                 if kind == 1:
                     pos = _put_long(out, pos, stop - start)
-                for j in range(start, stop):
-                    out[pos] = str_data[j]
-                    pos += 1
+                pos = _put_bytes(out, pos, str_data, start, stop)
         out_offsets[i + 1] = pos
     return pos
 
@@ -525,8 +548,9 @@ def _put_json_string(out, pos, data, start, stop, hex_digits):
     return pos + 1
 
 
-def _json_rows(ops, nums, valid, str_offsets, str_data, key_offsets, key_data, newline, out, out_offsets):
-    """JSON objects of every row into ``out``, null fields omitted; returns the bytes used."""
+def _json_rows(ops, nums, valid, str_offsets, str_data, plain, key_offsets, key_data, newline, out, out_offsets):
+    """JSON objects of every row into ``out``, null fields omitted; returns the bytes used.
+    ``key_data`` holds ``,"name":`` per field; ``plain[slot]`` says a string column needs no escapes."""
     hex_digits = _HEX
     pos = 0
     for i in range(out_offsets.shape[0] - 1):
@@ -536,23 +560,22 @@ def _json_rows(ops, nums, valid, str_offsets, str_data, key_offsets, key_data, n
         for f in range(ops.shape[0]):
             if valid[f, i] == 0:
                 continue
-            if not first:
-                out[pos] = 44  # ,
-                pos += 1
+            skip = 1 if first else 0        # the first field written has no leading comma
             first = False
-            for j in range(key_offsets[f], key_offsets[f + 1]):
-                out[pos] = key_data[j]
-                pos += 1
+            pos = _put_bytes(out, pos, key_data, key_offsets[f] + skip, key_offsets[f + 1])
             kind, slot = ops[f, 0], ops[f, 1]
             if kind == 0:
                 pos = _put_decimal(out, pos, nums[slot, i])
-            elif kind == 1:
+            elif kind == 1 and not plain[slot]:
                 pos = _put_json_string(out, pos, str_data, str_offsets[slot, i], str_offsets[slot, i + 1],
                                        hex_digits)
+            elif kind == 1:
+                out[pos] = 34
+                pos = _put_bytes(out, pos + 1, str_data, str_offsets[slot, i], str_offsets[slot, i + 1])
+                out[pos] = 34
+                pos += 1
             else:
-                for j in range(str_offsets[slot, i], str_offsets[slot, i + 1]):
-                    out[pos] = str_data[j]
-                    pos += 1
+                pos = _put_bytes(out, pos, str_data, str_offsets[slot, i], str_offsets[slot, i + 1])
         out[pos] = 125  # }
         pos += 1
         if newline:
@@ -574,8 +597,9 @@ def _kernels() -> _Kernels:
     from numba import njit
 
     jit = njit(nogil=True, cache=False)
-    global _put_long, _put_decimal, _put_json_string    # the compiled loops call the compiled helpers
-    _put_long, _put_decimal, _put_json_string = jit(_put_long), jit(_put_decimal), jit(_put_json_string)
+    global _put_bytes, _put_long, _put_decimal, _put_json_string   # compiled loops call compiled helpers
+    _put_bytes, _put_long = jit(_put_bytes), jit(_put_long)
+    _put_decimal, _put_json_string = jit(_put_decimal), jit(_put_json_string)
     return _Kernels(avro_rows=jit(_avro_rows), json_rows=jit(_json_rows))
 
 
@@ -697,9 +721,10 @@ def _binary_from(lengths: np.ndarray, data: np.ndarray) -> pa.BinaryArray:
 
 
 def _offsets(array: pa.Array) -> np.ndarray:
-    """The value offsets of a (non-null) binary array, honouring its slice offset."""
-    buf = array.buffers()[1]
-    return np.frombuffer(buf, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    """The value offsets of a (non-null) binary or string array, honouring its slice offset."""
+    large = pa.types.is_large_binary(array.type) or pa.types.is_large_string(array.type)
+    dtype, width = (np.int64, 8) if large else (np.int32, 4)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array) + 1, offset=array.offset * width)
 
 
 def _values_buffer(array: pa.Array) -> memoryview:
@@ -780,11 +805,34 @@ def _digits(values: np.ndarray, width: int) -> np.ndarray:
 
 def iso_utc_strings(micros: np.ndarray) -> pa.StringArray:
     """ISO 8601 UTC strings of µs since the epoch: ``2026-01-05T08:30:00Z``, with ``.ffffff``
-    before the ``Z`` when any value in the array has a fraction of a second."""
+    before the ``Z`` when any value in the array has a fraction of a second. Raises ``ValueError``
+    for instants outside the years 0001..9999."""
     micros = np.asarray(micros, dtype=np.int64)
+    rows = len(micros)
     seconds, fraction = np.divmod(micros, 1_000_000)
     days, second_of_day = np.divmod(seconds, 86_400)
-    # civil_from_days (H. Hinnant): proleptic Gregorian date of a day count since 1970-01-01.
+    first, last = (int(days.min()), int(days.max())) if rows else (0, 0)
+    if first < _DAY_MIN or last > _DAY_MAX:
+        raise ValueError("timestamps outside years 0001..9999 cannot be written as ISO 8601 strings")
+    if last - first < 4 * rows:    # batches span a few days: format each day once, then look it up
+        dates = _date_matrix(np.arange(first, last + 1))[days - first]
+    else:
+        dates = _date_matrix(days)
+    parts = [dates, _sep(rows, b"T"), _clock_table()[second_of_day]]
+    if fraction.any():
+        parts += [_sep(rows, b"."), _digits(fraction, 6)]
+    parts.append(_sep(rows, b"Z"))
+    matrix = np.concatenate(parts, axis=1)
+    offsets = np.arange(rows + 1, dtype=np.int32) * matrix.shape[1]
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(matrix.reshape(-1)))
+
+
+_DAY_MIN, _DAY_MAX = -719_162, 2_932_896      # 0001-01-01 and 9999-12-31 as days since 1970-01-01
+
+
+def _date_matrix(days: np.ndarray) -> np.ndarray:
+    """(rows, 10) ASCII ``YYYY-MM-DD`` of day counts since 1970-01-01 (proleptic Gregorian;
+    civil_from_days by H. Hinnant)."""
     z = days + 719_468
     era = np.floor_divide(z, 146_097)
     doe = z - era * 146_097
@@ -794,19 +842,18 @@ def iso_utc_strings(micros: np.ndarray) -> pa.StringArray:
     day = doy - (153 * mp + 2) // 5 + 1
     month = np.where(mp < 10, mp + 3, mp - 9)
     year = yoe + era * 400 + (month <= 2)
-    if len(year) and (year.min() < 1 or year.max() > 9999):
-        raise ValueError("timestamps outside years 0001..9999 cannot be written as ISO 8601 strings")
-    with_fraction = bool(fraction.any())
-    parts = [_digits(year, 4), _sep(len(micros), b"-"), _digits(month, 2), _sep(len(micros), b"-"),
-             _digits(day, 2), _sep(len(micros), b"T"), _digits(second_of_day // 3600, 2), _sep(len(micros), b":"),
-             _digits(second_of_day // 60 % 60, 2), _sep(len(micros), b":"), _digits(second_of_day % 60, 2)]
-    if with_fraction:
-        parts += [_sep(len(micros), b"."), _digits(fraction, 6)]
-    parts.append(_sep(len(micros), b"Z"))
-    matrix = np.concatenate(parts, axis=1)
-    width = matrix.shape[1]
-    offsets = np.arange(len(micros) + 1, dtype=np.int32) * width
-    return pa.StringArray.from_buffers(len(micros), pa.py_buffer(offsets), pa.py_buffer(matrix.reshape(-1)))
+    rows = len(days)
+    return np.concatenate([_digits(year, 4), _sep(rows, b"-"), _digits(month, 2), _sep(rows, b"-"),
+                           _digits(day, 2)], axis=1)
+
+
+@functools.cache
+def _clock_table() -> np.ndarray:
+    """(86400, 8) ASCII ``HH:MM:SS`` of every second of a day."""
+    second = np.arange(86_400)
+    rows = len(second)
+    return np.concatenate([_digits(second // 3600, 2), _sep(rows, b":"), _digits(second // 60 % 60, 2),
+                           _sep(rows, b":"), _digits(second % 60, 2)], axis=1)
 
 
 def _sep(rows: int, char: bytes) -> np.ndarray:

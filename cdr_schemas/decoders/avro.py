@@ -19,10 +19,12 @@ import dataclasses
 import functools
 import io
 import json
+import zlib
 from typing import BinaryIO, Iterator, Sequence
 
 import fastavro
 import fastavro.read
+import numpy as np
 import pyarrow as pa
 from fastavro.schema import to_parsing_canonical_form
 
@@ -40,6 +42,7 @@ from cdr_schemas.registry import USAGE_LATEST, load_schema
 _MAGIC = b"Obj\x01"
 _SYNC_SIZE = 16
 _READ_PIECE_BYTES = 16 << 20
+_FIRST_BUFFER_ROWS = 1 << 16     # rows the kernel's first buffers of a batch hold (they grow)
 # The container header after the magic: metadata (schema, codec) and the sync marker.
 _HEADER_AFTER_MAGIC = fastavro.parse_schema({
     "type": "record", "name": "AvroContainerHeader",
@@ -50,26 +53,41 @@ _HEADER_AFTER_MAGIC = fastavro.parse_schema({
 })
 
 
-def decode_avro(path: str, stream: BinaryIO, batch_size: int) -> Iterator[DecodedBatch]:
-    """Decode the Avro container file open as ``stream``; see the module docstring."""
+def decode_avro(path: str, stream: BinaryIO, batch_size: int, *, fast: bool = True) -> Iterator[DecodedBatch]:
+    """Decode the Avro container file open as ``stream``; see the module docstring.
+
+    ``fast=False`` decodes every block datum by datum (the reference the fast path is tested
+    against); the batches are the same, only slower.
+    """
     writer_schema, codec, sync = _read_header(path, stream)
     datums = _DatumReader(path, writer_schema)
-    batcher = _Batcher(path, batch_size)
+    assembler = _Assembler(path, batch_size, _fast_program(writer_schema) if fast else None)
     position = 0
     for block_number, (count, payload) in enumerate(_iter_blocks(path, stream, sync)):
         try:
             data = _decompress(codec, payload)
         except Exception as error:  # each codec library raises its own error types
-            block = _Block([], [], _corrupt_rest(
+            assembler.add_block(_Block([], [], _corrupt_rest(
                 count, position, payload,
                 f"block {block_number} (records {position}..{position + count - 1}) could not be decompressed "
-                f"with codec {codec!r}: {type(error).__name__}: {error}"))
+                f"with codec {codec!r}: {type(error).__name__}: {error}")), position, count)
         else:
-            block = datums.decode_block(data, count, position, block_number)
-        yield from batcher.add(block, position, count)
+            if not assembler.add_fast(data, count, position):
+                assembler.add_block(datums.decode_block(data, count, position, block_number), position, count)
         position += count
-    if batcher.pending:
-        yield batcher.flush()
+        yield from assembler.full_batches(position)
+    if assembler.pending:
+        yield assembler.flush()
+
+
+def _fast_program(writer_schema: dict):
+    """The kernel program for this writer schema, or None when only the datum path can read it."""
+    from cdr_schemas.decoders.avro_program import UnsupportedSchema, compile_program
+
+    try:
+        return compile_program(writer_schema, load_schema(USAGE_LATEST))
+    except (UnsupportedSchema, KeyError, TypeError):  # KeyError, TypeError: shapes fastavro tolerates
+        return None
 
 
 def _read_header(path: str, stream: BinaryIO) -> tuple[dict, str, bytes]:
@@ -167,8 +185,11 @@ def _read_exactly(path: str, stream: BinaryIO, size: int) -> bytes:
 
 
 def _decompress(codec: str, payload: bytes) -> bytes:
+    """The block's datum bytes; raises as fastavro's block reader for ``codec`` does."""
     if codec == "null":
         return payload
+    if codec == "deflate":  # what fastavro's deflate reader does, without its framing round trip
+        return zlib.decompressobj(-15).decompress(payload)
     framed = io.BytesIO(_zigzag(len(payload)) + payload)  # fastavro's block readers expect the size first
     return fastavro.read.BLOCK_READERS[codec](framed).getvalue()
 
@@ -311,45 +332,142 @@ def _record_type() -> pa.StructType:
     return pa.struct([pa.field(f.name, f.arrow_type) for f in usage_fields()])
 
 
-class _Batcher:
-    """Cuts the decoded blocks into batches of ``batch_size`` consecutive input records."""
+@functools.cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    return {f.name: f.arrow_type for f in usage_fields()}
 
-    def __init__(self, path: str, batch_size: int):
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """Decoded usage rows at ascending input ``positions``: Arrow ``columns`` (the fast path) or
+    ``records`` (dicts from the datum path, converted when their batch is cut)."""
+
+    positions: np.ndarray
+    columns: dict[str, pa.Array] | None = None
+    records: list[dict] | None = None
+
+    def split(self, count: int) -> tuple[_Piece, _Piece]:
+        """(the first ``count`` rows, the rest)."""
+        if self.records is not None:
+            return (_Piece(self.positions[:count], records=self.records[:count]),
+                    _Piece(self.positions[count:], records=self.records[count:]))
+        return (_Piece(self.positions[:count], {k: v.slice(0, count) for k, v in self.columns.items()}),
+                _Piece(self.positions[count:], {k: v.slice(count) for k, v in self.columns.items()}))
+
+
+class _Assembler:
+    """Cuts the decoded blocks into batches of ``batch_size`` consecutive input records.
+
+    Blocks the kernel decodes go into :class:`ColumnBuffers` that grow across blocks, so a batch of
+    clean blocks becomes Arrow arrays without a copy; a block that falls back to the datum path
+    seals the buffers into a piece and adds its records and rejects. Without a ``program`` every
+    block takes the datum path.
+    """
+
+    def __init__(self, path: str, batch_size: int, program):
         self._path = path
         self._batch_size = batch_size
-        self._batch_start = 0          # input position of the current batch's first record
-        self._records: list[dict] = []
-        self._positions: list[int] = []
-        self._rejects = Rejects()
+        self._program = program
+        self._batch_start = 0               # input position of the current batch's first record
+        self._pieces: list[_Piece] = []     # rows before the buffers' rows, in input order
+        self._buffers = None                # ColumnBuffers or None
+        self._rejects: list[dict] = []      # ascending positions
+        self.fallback_blocks = 0            # blocks the kernel handed to the datum path
 
     @property
     def pending(self) -> int:
-        return len(self._records) + len(self._rejects)
+        """Records (usage rows and rejects) held for the batches still to come."""
+        rows = sum(len(piece.positions) for piece in self._pieces)
+        return rows + (self._buffers.rows if self._buffers is not None else 0) + len(self._rejects)
 
-    def add(self, block: _Block, first_position: int, count: int) -> Iterator[DecodedBatch]:
-        """Take the block's ``count`` records from ``first_position``; yield the batches they fill."""
-        cut = first_position
+    def add_fast(self, data: bytes, count: int, first_position: int) -> bool:
+        """Decode the block with the kernel; False (nothing kept) when it must take the datum path."""
+        if self._program is None:
+            return False
+        from cdr_schemas.decoders.avro_columns import ColumnBuffers
+
+        if self._buffers is not None and not self._buffers.fits_more(len(data)):
+            self._seal()
+        if self._buffers is None:
+            rows = min(self._batch_size, _FIRST_BUFFER_ROWS) + count
+            per_column = 2 * len(data) * rows // max(count, 1) // max(self._program.n_string, 1)
+            self._buffers = ColumnBuffers(self._program, rows, per_column)
+        if self._buffers.append_block(data, count, first_position) is None:
+            return True
+        self.fallback_blocks += 1
+        return False
+
+    def add_block(self, block: _Block, first_position: int, count: int) -> None:
+        """Take a block decoded by the datum path (records ``first_position`` .. + ``count``)."""
+        self._seal()
+        if block.records:
+            self._pieces.append(_Piece(np.asarray(block.positions, np.int64), records=block.records))
         end = first_position + count
-        reject_positions = [reject["position"] for reject in block.rejects]  # ascending
-        while cut < end:
-            limit = min(end, self._batch_start + self._batch_size)
-            low = bisect.bisect_left(block.positions, cut)
-            high = bisect.bisect_left(block.positions, limit)
-            self._records.extend(block.records[low:high])
-            self._positions.extend(block.positions[low:high])
-            low = bisect.bisect_left(reject_positions, cut)
-            high = bisect.bisect_left(reject_positions, limit)
-            for reject in block.rejects[low:high]:
-                self._rejects.add(**reject)
-            cut = limit
-            if cut == self._batch_start + self._batch_size:
-                yield self.flush()
+        self._rejects.extend(r for r in block.rejects if first_position <= r["position"] < end)
+
+    def _seal(self) -> None:
+        """Turn the buffers' rows into a piece; later fast blocks go into new buffers."""
+        buffers, self._buffers = self._buffers, None
+        if buffers is not None and buffers.rows:
+            self._pieces.append(_Piece(buffers.positions[:buffers.rows], buffers.arrays(buffers.rows, _arrow_types())))
+
+    def full_batches(self, position: int) -> Iterator[DecodedBatch]:
+        """The batches that end at or before input ``position`` (all records before it are added)."""
+        while position >= self._batch_start + self._batch_size:
+            yield self.flush()
 
     def flush(self) -> DecodedBatch:
-        # One conversion of the dicts to a struct array is several times faster than one per column.
-        columns = pa.array(self._records, type=_record_type()).flatten()
-        usage = usage_batch(dict(zip(_record_type().names, columns)), self._path, self._positions)
-        rejected = self._rejects.to_batch(self._path)
-        self._batch_start += self.pending
-        self._records, self._positions, self._rejects = [], [], Rejects()
-        return DecodedBatch(usage=usage, rejected=rejected)
+        """The next batch: held records before ``batch_start + batch_size``."""
+        end = self._batch_start + self._batch_size
+        taken, kept = [], []
+        for piece in self._pieces:
+            count = int(np.searchsorted(piece.positions, end))
+            if count == len(piece.positions):
+                taken.append(piece)
+            elif count == 0:
+                kept.append(piece)
+            else:
+                first, rest = piece.split(count)
+                taken.append(first)
+                kept.append(rest)
+        self._pieces = kept
+        buffers = self._buffers
+        if buffers is not None and buffers.rows:
+            count = int(np.searchsorted(buffers.positions[:buffers.rows], end))
+            if count:
+                taken.append(_Piece(buffers.positions[:count], buffers.arrays(count, _arrow_types())))
+                self._buffers = buffers.tail(count, buffers.row_capacity) if count < buffers.rows else None
+        cut = bisect.bisect_left([r["position"] for r in self._rejects], end)
+        rejects = Rejects()
+        for reject in self._rejects[:cut]:
+            rejects.add(**reject)
+        self._rejects = self._rejects[cut:]
+        self._batch_start = end
+        positions = np.concatenate([p.positions for p in taken]) if taken else np.empty(0, np.int64)
+        usage = usage_batch(_columns(taken), self._path, positions)
+        return DecodedBatch(usage=usage, rejected=rejects.to_batch(self._path))
+
+
+def _columns(pieces: list[_Piece]) -> dict[str, pa.Array]:
+    """One array per usage field holding the pieces' rows in order."""
+    groups: list[dict[str, pa.Array]] = []
+    records: list[dict] = []
+    for piece in pieces:
+        if piece.records is not None:
+            records.extend(piece.records)
+            continue
+        if records:
+            groups.append(_record_columns(records))
+            records = []
+        groups.append(piece.columns)
+    if records or not groups:
+        groups.append(_record_columns(records))
+    if len(groups) == 1:
+        return groups[0]
+    return {name: pa.concat_arrays([g[name] for g in groups]) for name in _arrow_types()}
+
+
+def _record_columns(records: list[dict]) -> dict[str, pa.Array]:
+    # One conversion of the dicts to a struct array is several times faster than one per column.
+    columns = pa.array(records, type=_record_type()).flatten()
+    return dict(zip(_record_type().names, columns))

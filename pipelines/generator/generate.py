@@ -50,7 +50,7 @@ def _rounded(position: int, rate: float) -> int:
     return int(np.floor(position * rate + 0.5))
 
 
-def _prepare(out_dir: Path, suffix: str) -> tuple[Path, Path]:
+def _prepare(out_dir: Path) -> tuple[Path, Path]:
     """Create ``reference/`` and ``cdrs/``, removing earlier generator output there (and only that)."""
     reference, cdrs = out_dir / "reference", out_dir / "cdrs"
     if reference.exists():
@@ -105,124 +105,131 @@ class _BackgroundWriter:
             raise self._error
 
 
+class _Tally:
+    """Everything injected and written so far, for the manifest; adds up one chunk at a time."""
+
+    def __init__(self, fmt: str):
+        self.written = 0
+        self.duplicates = {"same_file": 0, "cross_file": 0}
+        self.malformed = dict.fromkeys(malformed_kinds(fmt), 0)
+        self.rated_by_service = dict.fromkeys((s.lower() for s in SERVICE_SYMBOLS), 0)
+
+    def add(self, rows: int, same: int, cross: int, malformed: dict[str, int], rated_services: np.ndarray):
+        self.written += rows
+        self.duplicates["same_file"] += same
+        self.duplicates["cross_file"] += cross
+        for kind, n in malformed.items():
+            self.malformed[kind] += n
+        for service, n in zip(self.rated_by_service, np.bincount(rated_services, minlength=3)):
+            self.rated_by_service[service] += int(n)
+
+
 def generate(config: GeneratorConfig, progress: Progress | None = None) -> dict:
     """Write reference data, CDR files and ``manifest.json`` under ``config.out_dir``; return the
     manifest. ``progress(records_done, records_total)`` is called in the caller's thread after each
     chunk is generated and handed to the writer thread (which writes at most two chunks behind)."""
     out_dir = Path(config.out_dir)
-    suffix = FILE_SUFFIXES[config.fmt]
-    reference_dir, cdr_dir = _prepare(out_dir, suffix)
-
+    reference_dir, cdr_dir = _prepare(out_dir)
     population = build_population(_rng(config.seed, 0), config.subscribers, config.start, config.days)
     reference_summary = write_reference(reference_dir, population, config.start, config.days)
     traffic = build_traffic(population, config.start, config.days)
     files = plan_files(traffic, config.records, config.files, config.chunk_records)
     factory = RecordFactory(population, traffic)
 
-    kinds = malformed_kinds(config.fmt)
-    malformed_total = dict.fromkeys(kinds, 0)
-    duplicates_total = {"same_file": 0, "cross_file": 0}
-    rated_by_service = dict.fromkeys((s.lower() for s in SERVICE_SYMBOLS), 0)
+    tally = _Tally(config.fmt)
     per_chunk_duplicates = int(np.ceil(config.chunk_records * config.duplicate_rate))
     duplicates = Duplicates(per_chunk=2 * per_chunk_duplicates + 64, capacity=8 * per_chunk_duplicates + 256)
     fields = usage_avro_schema(config.schema_version)
-    written = 0
     file_entries = []
     background = _BackgroundWriter()
     makers = ThreadPoolExecutor(max_workers=_MAKERS, thread_name_prefix="cdr-maker")
     ahead: deque = deque()     # chunks being made, in order, at most _MAKERS + 1 ahead
-
-    plans = iter([(f, c) for f in files for c in f.chunks])
+    plans = iter([c for f in files for c in f.chunks])
 
     def start_next() -> None:
         """Start making the next planned chunk on a maker thread."""
-        item = next(plans, None)
-        if item is None:
-            return
-        file_plan, chunk_plan = item
-        rng = _rng(config.seed, 1, chunk_plan.index)
-        lo, hi = chunk_plan.first_record, chunk_plan.first_record + chunk_plan.count
-        n_duplicates = min(_rounded(hi, config.duplicate_rate) - _rounded(lo, config.duplicate_rate),
-                           chunk_plan.count - 1)
-        future = makers.submit(factory.make, rng, chunk_plan.bin_lo, chunk_plan.bin_hi,
-                               chunk_plan.count - n_duplicates)
-        ahead.append((file_plan, chunk_plan, rng, n_duplicates, future))
+        chunk_plan = next(plans, None)
+        if chunk_plan is not None:
+            rng = _rng(config.seed, 1, chunk_plan.index)
+            n_duplicates = min(_anomalies(chunk_plan, config.duplicate_rate), chunk_plan.count - 1)
+            future = makers.submit(factory.make, rng, chunk_plan.bin_lo, chunk_plan.bin_hi,
+                                   chunk_plan.count - n_duplicates)
+            ahead.append((chunk_plan, rng, n_duplicates, future))
 
     try:
         for _ in range(_MAKERS + 1):
             start_next()
         for file_plan in files:
-            path = cdr_dir / f"cdrs-{file_plan.index:04d}{suffix}"
+            path = cdr_dir / f"cdrs-{file_plan.index:04d}{FILE_SUFFIXES[config.fmt]}"
             sync = hashlib.md5(f"usage-rating generator {config.seed} {file_plan.index}".encode()).digest()
             writer = UsageFileWriter(path, config.fmt, config.schema_version, avro_codec=config.avro_codec,
                                      sync_marker=sync)
-            file_counts = {"records": 0, "same_file": 0, "cross_file": 0, "malformed": 0}
+            before = (tally.written, dict(tally.duplicates), sum(tally.malformed.values()))
             for _ in file_plan.chunks:
-                planned_file, chunk_plan, rng, n_duplicates, future = ahead.popleft()
-                assert planned_file is file_plan
+                chunk_plan, rng, n_duplicates, future = ahead.popleft()
                 chunk = factory.with_record_ids(future.result())
                 start_next()
-                lo, hi = chunk_plan.first_record, chunk_plan.first_record + chunk_plan.count
-                n_malformed = _rounded(hi, config.malformed_rate) - _rounded(lo, config.malformed_rate)
-                corruption = corrupt(rng, chunk, n_malformed, config.fmt)
-                valid = np.ones(chunk.batch.num_rows, bool)
-                valid[corruption.rows] = False
-                for service, n in zip(rated_by_service, np.bincount(chunk.service[valid], minlength=3)):
-                    rated_by_service[service] += int(n)
+                corruption = corrupt(rng, chunk, _anomalies(chunk_plan, config.malformed_rate), config.fmt)
                 cross_wanted = n_duplicates // 2 if file_plan.index > 0 else 0
                 batch, position, same, cross = duplicates.inject(rng, chunk.batch, corruption, n_duplicates,
                                                                  cross_wanted)
-                for kind, n in corruption.counts.items():
-                    malformed_total[kind] += n
-                duplicates_total["same_file"] += same
-                duplicates_total["cross_file"] += cross
-                file_counts["records"] += batch.num_rows
-                file_counts["same_file"] += same
-                file_counts["cross_file"] += cross
-                file_counts["malformed"] += len(corruption.rows)
-                written += batch.num_rows
+                tally.add(batch.num_rows, same, cross, corruption.counts,
+                          np.delete(chunk.service, corruption.rows))
                 background.submit(_write_job(writer, batch, fields, position[corruption.broken_json]))
                 if progress is not None:
-                    progress(written, config.records)
+                    progress(tally.written, config.records)
             background.submit(writer.close)
             duplicates.end_file()
-            start_us = traffic.start_us + file_plan.bin_lo * BIN_S * SECOND_US
-            end_us = traffic.start_us + file_plan.bin_hi * BIN_S * SECOND_US
-            times = iso_utc_strings(np.array([start_us, end_us])).to_pylist()
-            file_entries.append({
-                "path": f"cdrs/{path.name}", "records": file_counts["records"], "slice_start": times[0],
-                "slice_end": times[1], "duplicates": {"same_file": file_counts["same_file"],
-                                                      "cross_file": file_counts["cross_file"]},
-                "malformed": file_counts["malformed"]})
+            file_entries.append(_file_entry(path, file_plan, traffic, tally, before))
     finally:
         makers.shutdown(cancel_futures=True)
         background.close()
 
-    period_end = traffic.start_us + traffic.bins * BIN_S * SECOND_US
-    period = iso_utc_strings(np.array([traffic.start_us, period_end])).to_pylist()
-    n_duplicates = sum(duplicates_total.values())
-    n_malformed = sum(malformed_total.values())
+    manifest = _manifest(config, traffic, reference_summary, file_entries, tally)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _anomalies(chunk_plan, rate: float) -> int:
+    """Anomalies in a chunk: cumulative rounding over the run keeps the totals exact."""
+    return _rounded(chunk_plan.first_record + chunk_plan.count, rate) - _rounded(chunk_plan.first_record, rate)
+
+
+def _iso(*micros: int) -> list[str]:
+    return iso_utc_strings(np.array(micros, dtype=np.int64)).to_pylist()
+
+
+def _file_entry(path: Path, file_plan, traffic, tally: _Tally, before) -> dict:
+    written, duplicates, malformed = before
+    start, end = _iso(traffic.start_us + file_plan.bin_lo * BIN_S * SECOND_US,
+                      traffic.start_us + file_plan.bin_hi * BIN_S * SECOND_US)
+    return {"path": f"cdrs/{path.name}", "records": tally.written - written, "slice_start": start,
+            "slice_end": end, "duplicates": {k: v - duplicates[k] for k, v in tally.duplicates.items()},
+            "malformed": sum(tally.malformed.values()) - malformed}
+
+
+def _manifest(config: GeneratorConfig, traffic, reference_summary: dict, file_entries: list, tally: _Tally) -> dict:
+    start, end = _iso(traffic.start_us, traffic.start_us + traffic.bins * BIN_S * SECOND_US)
+    n_duplicates = sum(tally.duplicates.values())
     settings = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                 for k, v in dataclasses.asdict(config).items() if k != "out_dir"}
-    manifest = {
+    return {
         "manifest_version": MANIFEST_VERSION,
         "seed": config.seed,
         "config": settings,
         "format": config.fmt,
         "schema_version": config.schema_version,
-        "period": {"start": period[0], "end": period[1]},
+        "period": {"start": start, "end": end},
         "reference": reference_summary,
         "files": file_entries,
-        "records_written": written,
-        "duplicates_injected": duplicates_total,
-        "malformed_injected": malformed_total,
+        "records_written": tally.written,
+        "duplicates_injected": tally.duplicates,
+        "malformed_injected": tally.malformed,
         "expected_duplicates": n_duplicates,
-        "expected_rejected": dict(malformed_total),
-        "expected_rated": written - n_duplicates - n_malformed,
-        "expected_rated_by_service": rated_by_service,
+        "expected_rejected": dict(tally.malformed),
+        "expected_rated": tally.written - n_duplicates - sum(tally.malformed.values()),
+        "expected_rated_by_service": tally.rated_by_service,
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
 
 
 def _write_job(writer: UsageFileWriter, batch, fields, broken_rows: np.ndarray) -> Callable[[], None]:
