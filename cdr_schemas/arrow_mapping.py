@@ -18,6 +18,7 @@ import pyarrow as pa
 from cdr_schemas.registry import (
     CHARGE_LINE,
     DUPLICATE_RECORD,
+    INVOICE_SUMMARY,
     RATED_EVENT,
     REJECTED_RECORD,
     USAGE_LATEST,
@@ -146,3 +147,8 @@ def rejected_schema() -> pa.Schema:
 @functools.cache
 def duplicate_schema() -> pa.Schema:
     return avro_to_arrow(load_schema(DUPLICATE_RECORD))
+
+
+@functools.cache
+def invoice_summary_schema() -> pa.Schema:
+    return avro_to_arrow(load_schema(INVOICE_SUMMARY))

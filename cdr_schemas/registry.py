@@ -19,6 +19,7 @@ CHARGE_LINE = "charge_line_v1"
 REJECTED_RECORD = "rejected_record_v1"
 DUPLICATE_RECORD = "duplicate_record_v1"
 CONTROL_TOTALS = "control_totals_v1"
+INVOICE_SUMMARY = "invoice_summary_v1"
 
 
 @functools.cache

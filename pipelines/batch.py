@@ -8,6 +8,7 @@ command-line flags, runs it, checks the control totals and publishes the output 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -24,8 +25,9 @@ from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
 from pipelines.options import BatchConfig
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
+from rating.billing import month_index
 from rating.reference import load_reference
-from sinks.files import publish, staging_dir_for
+from sinks.files import CLOSED_CYCLES, publish, read_closed_through, staging_dir_for, write_json
 
 
 def match_inputs(glob: str) -> list[str]:
@@ -35,6 +37,13 @@ def match_inputs(glob: str) -> list[str]:
     if not paths:
         raise ValueError(f"--input {glob!r} matches no files; pass a glob such as 'cdrs/*.avro'")
     return paths
+
+
+def effective_closed_through(output_dir: str, closed_through: str | None) -> str | None:
+    """The later of ``--closed-through`` and the output store's closed-cycles file."""
+    stored = read_closed_through(output_dir)
+    candidates = [c for c in (stored, closed_through) if c is not None]
+    return max(candidates, key=month_index) if candidates else None
 
 
 class RateUsageFiles(beam.PTransform):
@@ -54,7 +63,7 @@ class RateUsageFiles(beam.PTransform):
         return {
             "rated": rated[RATED], "rejected": rejected, "duplicates": deduped[DUPLICATES],
             "counts": decoded[COUNTS],
-        } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards)
+        } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards, c.closed_through)
 
 
 def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> dict:
@@ -66,6 +75,8 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     """
     load_reference(config.reference_dir)  # fail before any worker starts
     paths = match_inputs(config.input_glob)
+    closed_through = effective_closed_through(config.output_dir, config.closed_through)
+    config = dataclasses.replace(config, closed_through=closed_through)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     staging = staging_dir_for(config.output_dir, run_id)
     for folder in OUTPUT_FOLDERS:
@@ -80,9 +91,12 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
         raise
     elapsed = time.monotonic() - started
     totals = json.loads((staging / "control" / "totals.json").read_text())
+    if closed_through is not None:
+        write_json(staging / CLOSED_CYCLES, {"closed_through": closed_through})
     publish(staging, config.output_dir, {
         "run_id": run_id, "inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
-        "shards": config.shards, "balanced": totals["balanced"], "elapsed_s": round(elapsed, 3),
+        "shards": config.shards, "closed_through": closed_through, "balanced": totals["balanced"],
+        "elapsed_s": round(elapsed, 3),
     })
     return {**totals, "elapsed_s": elapsed, "run_id": run_id, "input_files": len(paths)}
 

@@ -3,7 +3,9 @@
     usage-rating demo [--workdir DIR] [--records N]
     usage-rating generate --out DIR [--subscribers N] [--records M] ...
     usage-rating validate-reference DIR
-    usage-rating batch --input GLOB --reference DIR --output OUT [Beam pipeline flags]
+    usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [Beam flags]
+    usage-rating close-cycle --output OUT --cycle YYYY-MM
+    usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html]
 """
 
 from __future__ import annotations
@@ -64,10 +66,24 @@ def cmd_batch(args, beam_args: list[str]) -> int:
     from pipelines.summary import print_summary
 
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
-                         shards=args.shards, batch_size=args.batch_size)
+                         shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through)
     result = run_batch(config, _default_runner(beam_args))
     print_summary(result, config.output_dir)
     return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
+
+
+def cmd_close_cycle(args) -> int:
+    from rating.billing import month_index
+    from sinks.files import close_cycles, read_closed_through
+
+    month_index(args.cycle)
+    current = read_closed_through(args.output)
+    if current is not None and month_index(current) > month_index(args.cycle):
+        raise ValueError(f"cycles through {current} are already closed; closing is final, it cannot move back to "
+                         f"{args.cycle}")
+    close_cycles(args.output, args.cycle)
+    print(f"{args.output}: cycles through {args.cycle} are closed; later runs bill their late usage on the next cycle")
+    return EXIT_OK
 
 
 def cmd_demo(args, beam_args: list[str]) -> int:
@@ -107,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
     batch.add_argument("--shards", type=int, default=16)
     batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
+    batch.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
+                       help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice")
+
+    close = sub.add_parser("close-cycle", help="mark cycles up to YYYY-MM as invoiced in an output store")
+    close.add_argument("--output", required=True)
+    close.add_argument("--cycle", required=True, help="YYYY-MM")
     return parser
 
 
@@ -122,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate_reference(args)
         if args.command == "batch":
             return cmd_batch(args, beam_args)
+        if args.command == "close-cycle":
+            return cmd_close_cycle(args)
         return cmd_demo(args, beam_args)
     except ValueError as error:  # bad configuration or input: a message, not a traceback
         print(f"usage-rating {args.command}: {error}", file=sys.stderr)

@@ -15,14 +15,15 @@ TOTAL_KEYS = ("records_in", "rated", "duplicates", "rated_seconds", "rated_messa
 def empty_totals() -> dict:
     totals = {k: 0 for k in TOTAL_KEYS}
     totals["rejected"] = {}
+    totals["cycles"] = {}
     return totals
 
 
 def add_counters(totals: dict, counters: dict) -> dict:
+    """Add ``counters`` into ``totals`` in place: numbers are summed, nested dicts merged key by key."""
     for key, value in counters.items():
-        if key == "rejected":
-            for reason, count in value.items():
-                totals["rejected"][reason] = totals["rejected"].get(reason, 0) + count
+        if isinstance(value, dict):
+            add_counters(totals.setdefault(key, {}), value)
         else:
             totals[key] = totals.get(key, 0) + value
     return totals
@@ -34,7 +35,18 @@ def finish_totals(totals: dict) -> dict:
     out["rejected"] = dict(sorted(totals["rejected"].items()))
     rejected_total = sum(out["rejected"].values())
     out["rejected_total"] = rejected_total
-    out["balanced"] = out["records_in"] == out["rated"] + rejected_total + out["duplicates"]
+    out["records_balanced"] = out["records_in"] == out["rated"] + rejected_total + out["duplicates"]
+    cycles = {}
+    for cycle, entry in sorted(totals["cycles"].items()):
+        entry = dict(entry)
+        entry.setdefault("rated_micros", 0)
+        entry.setdefault("usage_line_micros", 0)
+        entry["money_balanced"] = entry["rated_micros"] == entry["usage_line_micros"] and \
+            entry.get("invoice_lines_minor", {}) == entry.get("invoice_totals_minor", {})
+        cycles[cycle] = entry
+    out["cycles"] = cycles
+    out["money_balanced"] = all(c["money_balanced"] for c in cycles.values())
+    out["balanced"] = out["records_balanced"] and out["money_balanced"]
     return out
 
 

@@ -6,6 +6,8 @@ import dataclasses
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from rating.billing import month_index
+
 
 class BatchOptions(PipelineOptions):
     @classmethod
@@ -16,6 +18,8 @@ class BatchOptions(PipelineOptions):
         parser.add_argument("--shards", type=int, default=16,
                             help="Shards for deduplication and per-account rating; fixes output file names.")
         parser.add_argument("--batch_size", type=int, default=65_536, help="Rows per Arrow batch when decoding.")
+        parser.add_argument("--closed_through", default=None,
+                            help="Cycles up to this YYYY-MM are closed: their late usage goes on the next invoice.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +29,11 @@ class BatchConfig:
     output_dir: str
     shards: int = 16
     batch_size: int = 65_536
+    closed_through: str | None = None
 
     def __post_init__(self):
+        if self.closed_through is not None:
+            month_index(self.closed_through)
         if not 1 <= self.shards <= 4096:
             raise ValueError(f"--shards must be between 1 and 4096, got {self.shards}")
         if not 1 <= self.batch_size <= 10_000_000:
@@ -39,4 +46,4 @@ class BatchConfig:
         if missing:
             raise ValueError(f"missing required option(s): {', '.join(missing)}")
         return cls(input_glob=o.input, reference_dir=o.reference, output_dir=o.output,
-                   shards=o.shards, batch_size=o.batch_size)
+                   shards=o.shards, batch_size=o.batch_size, closed_through=o.closed_through)

@@ -2,7 +2,8 @@
 
 Layout (see docs/outputs.md):
     rated/service_cycle=YYYY-MM/part-SSSSS.parquet   one file per account shard and cycle
-    charges/charges.parquet                          invoice-ready lines, sorted
+    charges/part-SSSSS.parquet                       invoice-ready lines of the accounts of a shard
+    invoices/part-SSSSS.parquet                      one summary row per account and billing cycle
     rejected/part-SSSSS.parquet                      sorted by (input_file, input_position)
     duplicates/part-SSSSS.parquet                    sorted by (source, record_id, input_file, input_position)
     control/totals.json                              control totals
@@ -20,12 +21,13 @@ import pyarrow.compute as pc
 
 from pipelines.coders import KeyedBatch
 from pipelines.counters import SumCounters
-from rating.charges import usage_lines
+from cdr_schemas import rated_event_schema
+from rating.billing import BillingPeriod, bill_accounts
+from rating.engine import RatingEngine
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
-from rating.reference import load_reference
 from sinks.files import write_json, write_parquet
 
-OUTPUT_FOLDERS = ("rated", "charges", "rejected", "duplicates", "control")
+OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "control")
 
 
 def _part(shard: int) -> str:
@@ -48,35 +50,61 @@ class _WriteRated(beam.DoFn):
         def units(name):
             return int(pc.sum(raw.filter(pc.equal(service, name))).as_py() or 0)
 
+        cycles = {}
+        for row in pa.TableGroupBy(table, ["service_cycle", "service"]).aggregate(
+                [("charge_micros", "sum"), ("charge_micros", "count")]).to_pylist():
+            entry = cycles.setdefault(row["service_cycle"], {"rated_micros": 0, "events": {}})
+            entry["rated_micros"] += row["charge_micros_sum"]
+            entry["events"][row["service"]] = row["charge_micros_count"]
         yield {"rated": table.num_rows, "rated_seconds": units("VOICE"), "rated_messages": units("SMS"),
-               "rated_bytes": units("DATA"), "charge_micros": int(pc.sum(table.column("charge_micros")).as_py() or 0)}
+               "rated_bytes": units("DATA"), "charge_micros": int(pc.sum(table.column("charge_micros")).as_py() or 0),
+               "cycles": cycles}
 
 
-class _ChargeLines(beam.DoFn):
-    def __init__(self, reference_dir: str):
+class _BillShard(beam.DoFn):
+    """Charge lines and invoice summaries of the accounts hashed to one shard."""
+
+    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None):
+        self._staging = staging
         self._reference_dir = reference_dir
+        self._shards = shards
+        self._closed_through = closed_through
+        self._engine = None
 
     def setup(self):
-        operator = load_reference(self._reference_dir).operator
-        self._minor_digits = {c.code: c.minor_unit_digits for c in operator.currencies.values()}
-        self._rounding = operator.invoice_rounding
+        self._engine = RatingEngine.load(self._reference_dir)
+        self._engine.warm_up()
 
-    def process(self, element):
-        _, batch = element
-        yield usage_lines(batch, self._minor_digits, self._rounding)
+    def process(self, element, usage_cycles):
+        shard, grouped = element
+        batches = list(grouped["rated"])
+        rated = pa.Table.from_batches(batches, schema=rated_event_schema())
+        period = BillingPeriod.from_usage_cycles(usage_cycles, self._closed_through)
+        lines, summary = bill_accounts(self._engine.compiled, self._engine.accounts_of_shard(shard, self._shards),
+                                       rated, period)
+        if lines.num_rows:
+            write_parquet(Path(self._staging, "charges", _part(shard)), lines)
+        if summary.num_rows:
+            write_parquet(Path(self._staging, "invoices", _part(shard)), summary)
+        yield _billing_counters(lines, summary)
 
 
-class _WriteCharges(beam.DoFn):
-    def __init__(self, staging: str):
-        self._staging = staging
-
-    def process(self, tables):
-        from cdr_schemas import charge_line_schema
-        table = pa.concat_tables(tables) if tables else charge_line_schema().empty_table()
-        keys = ["account_id", "billing_cycle", "line_type", "service", "zone", "band"]
-        table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]))
-        write_parquet(Path(self._staging, "charges", "charges.parquet"), table)
-        yield {}
+def _billing_counters(lines: pa.Table, summary: pa.Table) -> dict:
+    """Per-cycle money from the charge lines, to check against the rated events."""
+    cycles: dict = {}
+    for row in lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros", "amount_minor",
+                             "rounding_micros", "currency"]).to_pylist():
+        if row["line_type"] == "USAGE":
+            entry = cycles.setdefault(row["service_cycle"], {})
+            entry["usage_line_micros"] = entry.get("usage_line_micros", 0) + row["amount_micros"]
+        billed = cycles.setdefault(row["billing_cycle"], {})
+        money = billed.setdefault("invoice_lines_minor", {})
+        money[row["currency"]] = money.get(row["currency"], 0) + row["amount_minor"]
+        billed["rounding_micros"] = billed.get("rounding_micros", 0) + row["rounding_micros"]
+    for row in summary.select(["billing_cycle", "currency", "total_minor"]).to_pylist():
+        totals = cycles.setdefault(row["billing_cycle"], {}).setdefault("invoice_totals_minor", {})
+        totals[row["currency"]] = totals.get(row["currency"], 0) + row["total_minor"]
+    return {"cycles": cycles}
 
 
 class _SplitRejects(beam.DoFn):
@@ -126,19 +154,27 @@ class WriteOutputs(beam.PTransform):
     ``duplicates`` ((shard, batch)) and ``counts`` (counter dicts from decoding).
     """
 
-    def __init__(self, staging: str, reference_dir: str, shards: int):
+    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None = None):
         super().__init__()
         self._staging = str(staging)
         self._reference_dir = reference_dir
         self._shards = shards
+        self._closed_through = closed_through
 
     def expand(self, pcolls):
         rated_counts = pcolls["rated"] | "WriteRated" >> beam.ParDo(_WriteRated(self._staging))
-        charge_counts = (
+        usage_cycles = (
             pcolls["rated"]
-            | "ChargeLines" >> beam.ParDo(_ChargeLines(self._reference_dir))
-            | "CollectCharges" >> beam.combiners.ToList()
-            | "WriteCharges" >> beam.ParDo(_WriteCharges(self._staging))
+            | "UsageCycles" >> beam.FlatMap(lambda kv: kv[1].column("service_cycle").unique().to_pylist())
+            | "DistinctCycles" >> beam.Distinct()
+        )
+        shard_ids = pcolls["rated"].pipeline | "ShardIds" >> beam.Create([(s, None) for s in range(self._shards)])
+        charge_counts = (
+            {"rated": pcolls["rated"], "shard": shard_ids}
+            | "GroupForBilling" >> beam.CoGroupByKey()
+            | "BillShard" >> beam.ParDo(
+                _BillShard(self._staging, self._reference_dir, self._shards, self._closed_through),
+                usage_cycles=beam.pvalue.AsList(usage_cycles))
         )
         reject_counts = (
             pcolls["rejected"]

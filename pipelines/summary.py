@@ -21,8 +21,10 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
     print(f"rejected        {result['rejected_total']:>14,}")
     for reason, count in result["rejected"].items():
         print(f"  {reason:<22}{count:>12,}")
-    print(f"balanced        {'yes' if result['balanced'] else 'NO — see control/totals.json':>14}")
-    charges = pl.read_parquet(out / "charges" / "charges.parquet")
+    print(f"balanced        {'yes' if result['balanced'] else 'NO — see control/totals.json':>14}"
+          f"   (records {'yes' if result['records_balanced'] else 'NO'}, money {'yes' if result['money_balanced'] else 'NO'})")
+    parts = sorted((out / "charges").glob("*.parquet"))
+    charges = pl.read_parquet(parts).filter(pl.col("line_type") == "USAGE") if parts else pl.DataFrame()
     if charges.height:
         print("revenue by service (before tax):")
         by_service = charges.group_by(["service", "currency"]).agg(pl.col("amount_micros").sum()).sort(
@@ -34,5 +36,5 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
                       .sort(["amount_micros", "account_id"], descending=[True, False]).head(top))
         for row in by_account.iter_rows(named=True):
             print(f"  {row['account_id']:<14}{_money(row['amount_micros'], row['currency']):>18}")
-    print(f"outputs         {out.resolve()}/{{rated,charges,rejected,duplicates,control}}")
+    print(f"outputs         {out.resolve()}/{{rated,charges,invoices,rejected,duplicates,control}}")
     print(f"elapsed         {elapsed:>12.1f} s   ({records / max(elapsed, 1e-9):,.0f} records/s)")

@@ -39,6 +39,7 @@ class CompiledReference:
     plan_ids: tuple[str, ...]
     version_numbers: np.ndarray        # per global version row
     version_plan: np.ndarray           # plan row per version row
+    plan_versions: tuple               # PlanVersion per version row
     home_networks: pa.Array            # string
     # enrichment
     msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
@@ -343,7 +344,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         tables=tables, zone_names=tuple(zone_names), band_names=tuple(band_names),
         allowance_names=tuple(allowance_names), tier_group_names=tuple(tier_groups),
         rate_ids=tuple(rate_ids), plan_ids=plan_ids, version_numbers=version_numbers,
-        version_plan=version_plan,
+        version_plan=version_plan, plan_versions=tuple(v for _, v in versions),
         home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
         msisdns=pa.array(msisdn_list, pa.string()), sub_first=sub_first, sub_count=sub_count,
         sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),

@@ -55,6 +55,10 @@ class RatingEngine:
                            c.sub_from_us, c.sub_to_us, rows, reason)
         return np.where(rows >= 0, c.sub_account[np.maximum(rows, 0)], -1)
 
+    def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
+        """Account rows whose events ``split_by_account`` sends to ``shard``."""
+        return np.flatnonzero(shard_of_hash(self._account_hash, shards) == shard)
+
     def split_by_account(self, batch: pa.RecordBatch, shards: int) -> list[tuple[int, pa.RecordBatch]]:
         """(shard, sub-batch) pairs: all events of an account in one shard; unknown subscribers by MSISDN."""
         accounts = self.account_rows(batch)

@@ -20,7 +20,7 @@ from cdr_schemas.decoders.common import rows_as_json
 from cdr_schemas.reasons import DESCRIPTIONS, Reason
 from rating.arrow_utils import column, digits_to_strings, int_column, is_in, month_labels, string_buffers, take_names
 from rating.compile import CompiledReference
-from rating.kernels.enrich import active_days, assign_cycles, find_subscriptions, find_versions
+from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
@@ -98,7 +98,7 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordB
                             ).to_numpy(zero_copy_only=False)
     ok = reason[order] == 0
     allow_slot, tier_slot, allow_state, tier_state = _state_slots(
-        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, version, account_tz)
+        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz)
 
     o_reason = reason[order].copy()
     outs = {k: np.zeros(n, np.int64) for k in ("charge", "connect", "charged", "free", "band", "split",
@@ -119,7 +119,7 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordB
     return rated, rejected
 
 
-def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, version, account_tz):
+def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz):
     """Allowance slots per (subscription, cycle) with prorated grants; tier slots per (account, cycle)."""
     T = compiled.tables
     n = len(order)
@@ -132,16 +132,20 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     allow_key = sub_row[idx] * _MONTH_KEY + cycle_month[idx]
     keys, first, inverse = np.unique(allow_key, return_index=True, return_inverse=True)
     allow_slot[ok] = inverse
-    first_event = idx[first]  # sorted order: the slot's earliest event
+    first_event = idx[first]  # any event of the slot: all share subscription and cycle
+    rows = sub_row[first_event]
+    active_from = np.maximum(compiled.sub_from_us[rows], cycle_start[first_event])
+    active_to = np.minimum(compiled.sub_to_us[rows], cycle_end[first_event])
     days = np.zeros(len(keys), np.int64)
     cycle_days = np.ones(len(keys), np.int64)
-    rows = sub_row[first_event]
     active_days(compiled.sub_from_us[rows], compiled.sub_to_us[rows], cycle_start[first_event],
                 cycle_end[first_event], account_tz[first_event], T.tz_start, T.tz_transitions, T.tz_offsets,
                 days, cycle_days)
+    slot_version = np.empty(len(keys), np.int64)
+    find_overlapping_versions(compiled.sub_plan[rows], active_from, active_to, T.plan_first_version,
+                              T.plan_version_count, T.ver_from_us, T.ver_to_us, slot_version)
     allow_state = np.zeros((len(keys), n_names), np.int64)
-    slot_version = version[first_event]
-    for v in np.unique(slot_version):
+    for v in np.unique(slot_version[slot_version >= 0]):
         slots = np.flatnonzero(slot_version == v)
         for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
             allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]

@@ -135,6 +135,25 @@ def prorated_units(units: int, sub, cycle_start: int, cycle_end: int, timezone: 
     return units * days // cycle_days
 
 
+def version_end_us(plan, index: int) -> int | None:
+    version = plan.versions[index]
+    if version.valid_to_us is not None:
+        return version.valid_to_us
+    return plan.versions[index + 1].valid_from_us if index + 1 < len(plan.versions) else None
+
+
+def grant_version(plan, sub, cycle_start: int, cycle_end: int) -> PlanVersion | None:
+    """The version whose allowances and fees a subscription gets for a cycle: the first version in
+    force at some instant of the subscription's part of the cycle."""
+    start = max(sub.valid_from_us, cycle_start)
+    end = min(sub.valid_to_us if sub.valid_to_us is not None else cycle_end, cycle_end)
+    for index, version in enumerate(plan.versions):
+        version_end = version_end_us(plan, index)
+        if version.valid_from_us < end and (version_end is None or version_end > start):
+            return version
+    return None
+
+
 class _State:
     """Allowance units left per (subscription, cycle, allowance) and tier usage per (account, cycle, group)."""
 
@@ -181,8 +200,7 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     account = ref.accounts[sub.account_id]
     version = None
     for k, v in enumerate(plan.versions):
-        end = v.valid_to_us if v.valid_to_us is not None else (
-            plan.versions[k + 1].valid_from_us if k + 1 < len(plan.versions) else None)
+        end = version_end_us(plan, k)
         if v.valid_from_us <= t and (end is None or t < end):
             version = v
     if version is None:
@@ -241,9 +259,8 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
 
     slot = (p["sub"], p["cycle"])
     if slot not in state.granted:
-        # Granted once per (subscription, cycle), from the version of its first event.
         state.granted.add(slot)
-        for a in version.allowances:
+        for a in grant_version(plan, p["sub"], p["cycle_start"], p["cycle_end"]).allowances:
             state.allowance_left[(*slot, a.name)] = prorated_units(
                 a.units, p["sub"], p["cycle_start"], p["cycle_end"], p["account_tz"])
     allowances = [a.name for a in sorted(version.allowances, key=lambda a: a.order)

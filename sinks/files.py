@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SUCCESS_MARKER = "_SUCCESS"
+CLOSED_CYCLES = "closed_cycles.json"   # {"closed_through": "YYYY-MM"}: invoices already issued
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch) -> None:
@@ -61,3 +62,22 @@ def publish(staging: str | os.PathLike, output: str | os.PathLike, manifest: dic
     os.replace(staging, output)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_closed_through(output: str | os.PathLike) -> str | None:
+    """The output store's last closed cycle (``closed_cycles.json``), or None."""
+    path = Path(output) / CLOSED_CYCLES
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text())["closed_through"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: expected {{\"closed_through\": \"YYYY-MM\"}}; fix or delete the file") from None
+    return value
+
+
+def close_cycles(output: str | os.PathLike, closed_through: str) -> None:
+    """Mark every cycle up to ``closed_through`` as invoiced in the output store."""
+    if not Path(output).is_dir():
+        raise ValueError(f"{output}: no output store here; run usage-rating batch first")
+    write_json(Path(output) / CLOSED_CYCLES, {"closed_through": closed_through})

@@ -54,3 +54,29 @@ def test_unknown_flags_are_refused_outside_pipeline_commands(capsys):
         main(["validate-reference", "x", "--runner=DirectRunner"])
     assert exit_.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_close_cycle_then_rerun_bills_late_usage_on_the_next_cycle(tmp_path, capsys):
+    import polars as pl
+
+    gen = tmp_path / "gen"
+    assert main(["generate", "--out", str(gen), "--records", "3000", "--subscribers", "100", "--files", "2",
+                 "--format", "jsonl", "--seed", "5", "--start", "2026-01-01", "--days", "20"]) == 0
+    args = ["batch", "--input", str(gen / "cdrs" / "*"), "--reference", str(gen / "reference"),
+            "--output", str(tmp_path / "out")]
+    assert main(args) == 0
+    first = pl.read_parquet(tmp_path / "out" / "charges")
+    assert set(first["billing_cycle"]) >= {"2025-12", "2026-01"}
+    assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-12"]) == 0
+    assert main(args) == 0  # the closed-cycles file of the store is honoured by the next run
+    second = pl.read_parquet(tmp_path / "out" / "charges")
+    assert "2025-12" not in set(second["billing_cycle"])
+    late = second.filter(pl.col("late"))
+    assert late.height > 0 and set(late["service_cycle"]) == {"2025-12"} and set(late["billing_cycle"]) == {"2026-01"}
+    usage = lambda frame: frame.filter(pl.col("line_type") == "USAGE")["amount_micros"].sum()  # noqa: E731
+    assert usage(second) == usage(first)  # the same money, on a later invoice
+    totals = json.loads((tmp_path / "out" / "control" / "totals.json").read_text())
+    assert totals["balanced"]
+    assert json.loads((tmp_path / "out" / "closed_cycles.json").read_text()) == {"closed_through": "2025-12"}
+    assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-11"]) == 1
+    assert "already closed" in capsys.readouterr().err

@@ -8,13 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdr_schemas.reasons import Reason
 from rating.engine import RatingEngine
-from rating.twin import rate_rows_twin
+from tests.rating_oracle import assert_same_as_twin
 from tests.usage_rows import instant_us, usage_batch, usage_row
 
-COMPARED = ("charge_micros", "charged_units", "free_units", "band", "band_split", "tier", "connect_fee_micros",
-            "rate_id", "zone", "rounding_nanos", "destination_e164", "plan_version", "raw_units")
 DESTINATIONS = ["015112345678", "030123456", "+441234567", "00331234567", "0900123456", "0012125551234",
                 "01x5", "0099912345", "+8613912345678", "0761123", "07700900123", "02079460000", "+4915112345"]
 VISITED = [None, None, None, None, "20801", "26201", "99999", "310260"]
@@ -60,21 +57,6 @@ def _row_strategy(msisdns):
             fields["bytes_down"] = draw(st.integers(0, 3 * 10**9))
         return usage_row(index, **fields)
     return rows
-
-
-def assert_same_as_twin(engine, reference, rows):
-    rated, rejected = engine.rate(usage_batch(rows))
-    assert rated.num_rows + rejected.num_rows == len(rows)
-    by_key = {(r["source"], r["record_id"]): r for r in rated.to_pylist()}
-    rejected_by_key = {(r["source"], r["record_id"]): r["reason"] for r in rejected.to_pylist()}
-    for row, twin in zip(rows, rate_rows_twin(rows, reference)):
-        key = (row["source"], row["record_id"])
-        if twin["reason"] != Reason.RATED:
-            assert rejected_by_key.get(key) == twin["reason"].name, (row, twin["reason"])
-            continue
-        kernel = by_key[key]
-        assert {f: kernel[f] for f in COMPARED} == {f: twin[f] for f in COMPARED}, row
-        assert [(a["allowance"], a["units"]) for a in kernel["allowance_units"]] == twin["allowance_units"], row
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

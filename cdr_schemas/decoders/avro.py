@@ -373,6 +373,7 @@ class _Assembler:
         self._buffers = None                # ColumnBuffers or None
         self._rejects: list[dict] = []      # ascending positions
         self.fallback_blocks = 0            # blocks the kernel handed to the datum path
+        self._bytes_per_row = None          # per string column, to size new buffers
 
     @property
     def pending(self) -> int:
@@ -389,9 +390,10 @@ class _Assembler:
         if self._buffers is not None and not self._buffers.fits_more(len(data)):
             self._seal()
         if self._buffers is None:
+            if self._bytes_per_row is None:  # first block: its bytes shared evenly by the string columns
+                self._bytes_per_row = np.full(self._program.n_string, len(data) / max(count, 1) / 4)
             rows = min(self._batch_size, _FIRST_BUFFER_ROWS) + count
-            per_column = 2 * len(data) * rows // max(count, 1) // max(self._program.n_string, 1)
-            self._buffers = ColumnBuffers(self._program, rows, per_column)
+            self._buffers = ColumnBuffers(self._program, rows, self._bytes_per_row)
         if self._buffers.append_block(data, count, first_position) is None:
             return True
         self.fallback_blocks += 1
@@ -409,6 +411,7 @@ class _Assembler:
         """Turn the buffers' rows into a piece; later fast blocks go into new buffers."""
         buffers, self._buffers = self._buffers, None
         if buffers is not None and buffers.rows:
+            self._bytes_per_row = buffers.bytes_per_row()
             self._pieces.append(_Piece(buffers.positions[:buffers.rows], buffers.arrays(buffers.rows, _arrow_types())))
 
     def full_batches(self, position: int) -> Iterator[DecodedBatch]:
@@ -435,6 +438,7 @@ class _Assembler:
         if buffers is not None and buffers.rows:
             count = int(np.searchsorted(buffers.positions[:buffers.rows], end))
             if count:
+                self._bytes_per_row = buffers.bytes_per_row()
                 taken.append(_Piece(buffers.positions[:count], buffers.arrays(count, _arrow_types())))
                 self._buffers = buffers.tail(count, buffers.row_capacity) if count < buffers.rows else None
         cut = bisect.bisect_left([r["position"] for r in self._rejects], end)

@@ -2,10 +2,15 @@
 
 A :class:`ColumnBuffers` holds the rows of consecutive blocks that decoded cleanly, with their
 input positions. :meth:`ColumnBuffers.append_block` runs the kernel over one block and keeps its
-records only when every datum decoded (otherwise it reports why, and the buffers are as before);
-:meth:`ColumnBuffers.arrays` hands the first rows to Arrow (zero-copy views of the buffers, which
-must not be written again: the caller starts new buffers, :meth:`ColumnBuffers.tail` copies the
-rows that are left over into them).
+records only when every datum decoded (otherwise it says why, and the buffers are as before).
+:meth:`ColumnBuffers.arrays` hands rows to Arrow as views of the buffers, which must then not be
+written again: the caller starts new buffers, and :meth:`ColumnBuffers.tail` copies the rows past
+a batch's end into them.
+
+Memory comes from Arrow's memory pool, which recycles the buffers of batches already released,
+and is sized from the bytes per record seen so far, so that pages are touched densely: sparse
+buffers cost a page fault per few records (more with transparent huge pages) and that, not the
+decoding, would bound the speed.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import pyarrow as pa
 from cdr_schemas.decoders import avro_kernel
 from cdr_schemas.decoders.avro_program import Program
 
-_MAX_STRING_BYTES = 2**31 - 1   # int32 Arrow offsets
+_MAX_COLUMN_BYTES = 2**31 - 1   # Arrow string offsets are int32
+_MIN_COLUMN_BYTES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,68 +40,92 @@ class BlockError:
         return f"record {self.record}: {avro_kernel.ERROR_NAMES.get(self.code, self.code)} (byte {self.offset})"
 
 
-class ColumnBuffers:
-    """Growable per-kind 2-D buffers (one row per output column) for ``program``'s columns."""
+def _pool_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised NumPy array over a buffer from Arrow's memory pool."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = pa.allocate_buffer(max(nbytes, 1))
+    return np.frombuffer(buffer, np.uint8, count=nbytes).view(dtype).reshape(shape)
 
-    def __init__(self, program: Program, row_capacity: int, byte_capacity: int):
+
+class ColumnBuffers:
+    """Buffers for ``program``'s columns: ``row_capacity`` rows, and per string column
+    ``bytes_per_row`` (an estimate, grown on demand) times that many bytes."""
+
+    def __init__(self, program: Program, row_capacity: int, bytes_per_row: np.ndarray):
         self.program = program
         self.rows = 0
         self._error = np.zeros(3, np.int64)
-        self._allocate(max(1, row_capacity), max(1, byte_capacity))
+        p = program
+        self._allocate_rows(max(1, row_capacity))
+        self.str_cap = np.maximum(np.ceil(bytes_per_row * self.row_capacity * 1.125), _MIN_COLUMN_BYTES)
+        self.str_cap = np.minimum(self.str_cap, _MAX_COLUMN_BYTES).astype(np.int64)
+        self.str_base = np.zeros(p.n_string, np.int64)
+        self.str_base[1:] = np.cumsum(self.str_cap)[:-1]
+        self.str_data = _pool_array((int(self.str_cap.sum()),), np.uint8)
 
-    def _allocate(self, rows: int, nbytes: int) -> None:
+    def _allocate_rows(self, rows: int) -> None:
         p = self.program
-        self.positions = np.empty(rows, np.int64)
-        self.longs = np.empty((p.n_long, rows), np.int64)
-        self.ints = np.empty((p.n_int, rows), np.int32)
-        self.enums = np.empty((p.n_enum, rows), np.int32)
-        self.valid = np.empty((p.n_valid, rows), np.uint8)
-        self.str_offsets = np.zeros((p.n_string, rows + 1), np.int32)
-        self.str_data = np.empty((p.n_string, nbytes), np.uint8)
+        self.positions = _pool_array((rows,), np.int64)
+        self.longs = _pool_array((p.n_long, rows), np.int64)
+        self.ints = _pool_array((p.n_int, rows), np.int32)
+        self.enums = _pool_array((p.n_enum, rows), np.int32)
+        self.valid = _pool_array((p.n_valid, rows), np.uint8)
+        self.str_offsets = _pool_array((p.n_string, rows + 1), np.int32)
+        self.str_offsets[:, 0] = 0
 
     @property
     def row_capacity(self) -> int:
         return self.positions.shape[0]
 
-    @property
-    def string_bytes(self) -> int:
-        """Bytes used by the fullest string column."""
-        if not self.program.n_string:
-            return 0
-        return int(self.str_offsets[:, self.rows].max())
+    def used_bytes(self, row: int | None = None) -> np.ndarray:
+        """Bytes each string column holds before ``row`` (default: all rows)."""
+        return self.str_offsets[:, self.rows if row is None else row].astype(np.int64)
 
-    def _grow(self, rows: int, nbytes: int) -> None:
-        old = dict(positions=self.positions, longs=self.longs, ints=self.ints, enums=self.enums,
-                   valid=self.valid, str_offsets=self.str_offsets, str_data=self.str_data)
-        used_bytes = self.string_bytes
-        self._allocate(rows, nbytes)
+    def bytes_per_row(self) -> np.ndarray:
+        """Mean bytes per record of each string column so far (for sizing the next buffers)."""
+        return self.used_bytes() / max(self.rows, 1)
+
+    def _grow_rows(self, rows: int) -> None:
+        old = (self.positions, self.longs, self.ints, self.enums, self.valid, self.str_offsets)
+        self._allocate_rows(rows)
         n = self.rows
-        self.positions[:n] = old["positions"][:n]
-        for name in ("longs", "ints", "enums", "valid"):
-            getattr(self, name)[:, :n] = old[name][:, :n]
-        self.str_offsets[:, :n + 1] = old["str_offsets"][:, :n + 1]
-        self.str_data[:, :used_bytes] = old["str_data"][:, :used_bytes]
+        self.positions[:n] = old[0][:n]
+        for new, previous in zip((self.longs, self.ints, self.enums, self.valid), old[1:5]):
+            new[:, :n] = previous[:, :n]
+        self.str_offsets[:, :n + 1] = old[5][:, :n + 1]
+
+    def _grow_column(self, column: int, needed: int) -> None:
+        used = self.used_bytes()
+        cap = self.str_cap.copy()
+        cap[column] = min(max(2 * cap[column], needed), _MAX_COLUMN_BYTES)
+        base = np.zeros_like(self.str_base)
+        base[1:] = np.cumsum(cap)[:-1]
+        data = _pool_array((int(cap.sum()),), np.uint8)
+        for s in range(len(cap)):
+            data[base[s]:base[s] + used[s]] = self.str_data[self.str_base[s]:self.str_base[s] + used[s]]
+        self.str_cap, self.str_base, self.str_data = cap, base, data
 
     def append_block(self, data: bytes, count: int, first_position: int) -> BlockError | None:
         """Decode the block's ``count`` datums after the rows already held; None when they all
-        decoded (they are then held, at ``first_position``...), else why not (nothing is kept)."""
+        decoded (they are then held, at input positions ``first_position`` on), else why not
+        (nothing of the block is kept)."""
         view = np.frombuffer(data, np.uint8)
-        if len(view) > _MAX_STRING_BYTES:
-            return BlockError(0, avro_kernel.ERR_CAPACITY, 0)
         if self.rows + count > self.row_capacity:
-            self._grow(max(2 * self.row_capacity, self.rows + count), self.str_data.shape[1])
+            self._grow_rows(max(2 * self.row_capacity, self.rows + count))
         p = self.program
         while True:
             avro_kernel.decode_block(view, count, p.ops, p.n_fields, p.enum_map, self.rows, self.longs, self.ints,
-                                     self.enums, self.valid, self.str_offsets, self.str_data, self._error)
+                                     self.enums, self.valid, self.str_offsets, self.str_base, self.str_cap,
+                                     self.str_data, self._error)
             record, code, offset = (int(x) for x in self._error)
             if code != avro_kernel.ERR_CAPACITY:
                 break
-            # A column's new bytes cannot exceed the block's size: one growth always suffices.
-            needed = self.string_bytes + len(view)
-            if needed > _MAX_STRING_BYTES:
+            # One column is full: grow it (a block adds at most len(data) bytes to it) and rerun.
+            needed = int(self.used_bytes()[offset]) + min(len(view), 2 * int(self.str_cap[offset]))
+            if needed > _MAX_COLUMN_BYTES or self.str_cap[offset] >= _MAX_COLUMN_BYTES:
                 return BlockError(record, code, offset)
-            self._grow(self.row_capacity, max(2 * self.str_data.shape[1], needed))
+            self._grow_column(offset, needed)
         if code != avro_kernel.ERR_NONE:
             return BlockError(record, code, offset)
         self.positions[self.rows:self.rows + count] = np.arange(first_position, first_position + count)
@@ -103,8 +133,8 @@ class ColumnBuffers:
         return None
 
     def fits_more(self, nbytes: int) -> bool:
-        """False when a block of ``nbytes`` might overflow a string column's int32 offsets."""
-        return self.string_bytes + nbytes <= _MAX_STRING_BYTES
+        """False when a block of ``nbytes`` might take a string column past int32 offsets."""
+        return not self.program.n_string or int(self.used_bytes().max()) + nbytes <= _MAX_COLUMN_BYTES
 
     def arrays(self, stop: int, arrow_types: dict[str, pa.DataType]) -> dict[str, pa.Array]:
         """Arrow arrays of rows ``0..stop-1`` of every column (by name), viewing the buffers."""
@@ -122,7 +152,8 @@ class ColumnBuffers:
                     validity = pa.py_buffer(np.packbits(present, bitorder="little"))
             if column.kind == "string":
                 offsets = self.str_offsets[column.slot, :stop + 1]
-                data = self.str_data[column.slot, :int(offsets[-1])]
+                base = self.str_base[column.slot]
+                data = self.str_data[base:base + int(offsets[-1])]
                 array = pa.Array.from_buffers(arrow_type, stop, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
                                               null_count=null_count)
             elif column.kind == "enum":
@@ -136,18 +167,23 @@ class ColumnBuffers:
         return columns
 
     def tail(self, start: int, row_capacity: int) -> ColumnBuffers:
-        """New buffers holding copies of rows ``start..`` of these (the rows past a batch's end)."""
+        """New buffers holding copies of rows ``start..`` of these (the rows past a batch's end),
+        sized for ``row_capacity`` rows at the bytes per record seen here."""
         n = self.rows - start
-        first = self.str_offsets[:, start]
-        last = self.str_offsets[:, self.rows]
-        nbytes = int((last - first).max()) if self.program.n_string else 0
-        out = ColumnBuffers(self.program, max(row_capacity, n), max(self.str_data.shape[1], nbytes))
+        out = ColumnBuffers(self.program, max(row_capacity, n), self.bytes_per_row())
+        first, last = self.used_bytes(start), self.used_bytes()
+        if np.any(last - first > out.str_cap):
+            out = ColumnBuffers(self.program, max(row_capacity, n),
+                                np.maximum(self.bytes_per_row(), (last - first) / max(out.row_capacity, 1)))
         out.positions[:n] = self.positions[start:self.rows]
-        for name in ("longs", "ints", "enums", "valid"):
-            getattr(out, name)[:, :n] = getattr(self, name)[:, start:self.rows]
-        out.str_offsets[:, :n + 1] = self.str_offsets[:, start:self.rows + 1] - first[:, None]
+        for new, old in ((out.longs, self.longs), (out.ints, self.ints), (out.enums, self.enums),
+                         (out.valid, self.valid)):
+            new[:, :n] = old[:, start:self.rows]
+        out.str_offsets[:, :n + 1] = self.str_offsets[:, start:self.rows + 1] - first[:, None].astype(np.int32)
         for s in range(self.program.n_string):
-            out.str_data[s, :last[s] - first[s]] = self.str_data[s, first[s]:last[s]]
+            source = self.str_base[s]
+            out.str_data[out.str_base[s]:out.str_base[s] + last[s] - first[s]] = \
+                self.str_data[source + first[s]:source + last[s]]
         out.rows = n
         return out
 

@@ -5,12 +5,13 @@ row per writer field, in writer order, ``(opcode, target, valid_slot, arg0, arg1
 row says where its branch rows start (``arg0``) and how many there are (``arg1``); each branch row
 is a plain value op (Avro has no union directly inside a union).
 
-Outputs are caller-supplied 2-D buffers, one row per output column of a kind, one column per
-record: ``longs`` (int64), ``ints`` (int32), ``enums`` (int32 reader symbol index), ``valid``
-(uint8, 0 where a nullable value is null), and for strings ``str_offsets`` (int32, Arrow-style:
-record ``r`` of string column ``s`` is ``str_data[s, str_offsets[s, r]:str_offsets[s, r + 1]]``).
-Records are written at rows ``row0 .. row0 + count - 1``; ``str_offsets[:, row0]`` must already
-hold where each string column's data continues.
+Outputs are caller-supplied buffers, one row per output column of a kind, one column per record:
+``longs`` (int64), ``ints`` (int32), ``enums`` (int32 reader symbol index), ``valid`` (uint8, 0
+where a nullable value is null). Strings: string column ``s`` owns the region
+``str_data[str_base[s]:str_base[s] + str_cap[s]]`` of one byte buffer, and ``str_offsets[s]`` holds
+Arrow-style offsets into that region (record ``r`` is bytes ``str_offsets[s, r]`` to
+``str_offsets[s, r + 1]`` of it). Records are written at rows ``row0 .. row0 + count - 1``;
+``str_offsets[:, row0]`` must already hold where each string column continues.
 
 The kernel is deliberately *stricter* than fastavro, never laxer: a datum it has any doubt about
 (see the ``ERR_*`` codes) stops the walk and is reported in ``out_error``; the caller then decodes
@@ -57,7 +58,7 @@ ERR_RANGE = 5            # an int beyond 32 bits, or a timestamp-millis beyond d
 ERR_INDEX = 6            # a union branch or enum index out of range
 ERR_UNRESOLVED = 7       # the value does not resolve to the reader schema (unknown symbol, null for a required field)
 ERR_LEFTOVER = 8         # bytes left in the block after its records
-ERR_CAPACITY = 9         # str_data is full: grow it and run the block again
+ERR_CAPACITY = 9         # a string column's region is full (out_error[2] says which): grow, run again
 ERR_BOOLEAN = 10         # a boolean byte other than 0 or 1
 
 ERROR_NAMES = {
@@ -71,32 +72,6 @@ ERROR_NAMES = {
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # epoch + timedelta(milliseconds=x) must be a datetime (years 1..9999), as fastavro builds one.
 MILLIS_MIN, MILLIS_MAX = -62_135_596_800_000, 253_402_300_799_999
-
-
-@njit(nogil=True, cache=True)
-def read_long(data, pos, end):
-    """Avro long (zigzag varint) at ``data[pos]``: (value, next position), or (0, -ERR_*) when the
-    varint runs past ``end`` or has more than 64 bits (at most 10 bytes, the 10th 0 or 1)."""
-    if pos >= end:
-        return np.int64(0), -ERR_TRUNCATED
-    b = data[pos]
-    if b < 0x80:
-        small = np.int64(b)
-        return (small >> 1) ^ -(small & 1), pos + 1
-    z = np.uint64(b & 0x7F)
-    shift = np.uint64(7)
-    pos += 1
-    while True:
-        if pos >= end:
-            return np.int64(0), -ERR_TRUNCATED
-        b = data[pos]
-        pos += 1
-        if shift == np.uint64(63) and b > 1:
-            return np.int64(0), -ERR_VARINT
-        z |= np.uint64(b & 0x7F) << shift
-        if b < 0x80:
-            return np.int64(z >> np.uint64(1)) ^ -np.int64(z & np.uint64(1)), pos
-        shift += np.uint64(7)
 
 
 @njit(nogil=True, cache=True)
@@ -137,145 +112,168 @@ def is_utf8(data, start, stop):
     return True
 
 
-@njit(nogil=True, cache=True)
-def _skip_length_prefixed(data, pos, end, check_utf8):
-    n, pos = read_long(data, pos, end)
-    if pos < 0:
-        return pos
-    if n < 0:
-        return -ERR_NEGATIVE_LENGTH
-    if n > end - pos:
-        return -ERR_TRUNCATED
-    if check_utf8 and not is_utf8(data, pos, pos + n):
-        return -ERR_UTF8
-    return pos + n
-
-
-@njit(nogil=True, cache=True)
-def _value(program, k, data, pos, end, row, enum_map, longs, ints, enums, valid, str_offsets, str_data):
-    """Run value op ``program[k]`` for record ``row``: the next position, or -ERR_*."""
-    op = program[k, OPCODE]
-    target = program[k, TARGET]
-    slot = program[k, VALID]
-    if op == OP_STRING:
-        n, pos = read_long(data, pos, end)
-        if pos < 0:
-            return pos
-        if n < 0:
-            return -ERR_NEGATIVE_LENGTH
-        if n > end - pos:
-            return -ERR_TRUNCATED
-        start = np.int64(str_offsets[target, row])
-        if start + n > str_data.shape[1]:
-            return -ERR_CAPACITY
-        seen = 0
-        for j in range(n):
-            c = data[pos + j]
-            str_data[target, start + j] = c
-            seen |= c
-        if seen >= 0x80 and not is_utf8(data, pos, pos + n):
-            return -ERR_UTF8
-        str_offsets[target, row + 1] = start + n
-        pos += n
-    elif op == OP_LONG or op == OP_INT or op == OP_MILLIS:
-        x, pos = read_long(data, pos, end)
-        if pos < 0:
-            return pos
-        if op == OP_LONG:
-            longs[target, row] = x
-        elif op == OP_INT:
-            if x < INT32_MIN or x > INT32_MAX:
-                return -ERR_RANGE
-            ints[target, row] = x
-        else:
-            if x < MILLIS_MIN or x > MILLIS_MAX:
-                return -ERR_RANGE
-            longs[target, row] = x * 1000
-    elif op == OP_ENUM:
-        x, pos = read_long(data, pos, end)
-        if pos < 0:
-            return pos
-        if x < 0 or x >= program[k, ARG1]:
-            return -ERR_INDEX
-        symbol = enum_map[program[k, ARG0] + x]
-        if symbol < 0:
-            return -ERR_UNRESOLVED
-        enums[target, row] = symbol
-    elif op == OP_NULL:
-        valid[slot, row] = 0
-        kind = program[k, ARG0]
-        if kind == COL_STRING:
-            str_offsets[target, row + 1] = str_offsets[target, row]
-        elif kind == COL_LONG:
-            longs[target, row] = 0
-        elif kind == COL_INT:
-            ints[target, row] = 0
-        else:
-            enums[target, row] = 0
-        return pos
-    elif op == OP_SKIP_VARINT or op == OP_SKIP_ENUM:
-        x, pos = read_long(data, pos, end)
-        if pos < 0:
-            return pos
-        if op == OP_SKIP_ENUM and (x < 0 or x >= program[k, ARG1]):
-            return -ERR_INDEX
-        return pos
-    elif op == OP_SKIP_STRING:
-        return _skip_length_prefixed(data, pos, end, True)
-    elif op == OP_SKIP_BYTES:
-        return _skip_length_prefixed(data, pos, end, False)
-    elif op == OP_SKIP_FIXED:
-        if program[k, ARG0] > end - pos:
-            return -ERR_TRUNCATED
-        return pos + program[k, ARG0]
-    elif op == OP_SKIP_BOOLEAN:
-        if pos >= end:
-            return -ERR_TRUNCATED
-        if data[pos] > 1:
-            return -ERR_BOOLEAN
-        return pos + 1
-    elif op == OP_SKIP_NULL:
-        return pos
-    else:  # OP_FAIL
-        return -ERR_UNRESOLVED
-    if slot >= 0:
-        valid[slot, row] = 1
-    return pos
+# Ops that start with a varint: a length, a number, an index or a branch.
+_NEEDS_VARINT = np.zeros(16, np.bool_)
+for _op in (OP_LONG, OP_INT, OP_MILLIS, OP_STRING, OP_ENUM, OP_UNION, OP_SKIP_VARINT, OP_SKIP_STRING,
+            OP_SKIP_BYTES, OP_SKIP_ENUM):
+    _NEEDS_VARINT[_op] = True
 
 
 @njit(nogil=True, cache=True)
 def decode_block(data, count, program, n_fields, enum_map, row0,
-                 longs, ints, enums, valid, str_offsets, str_data, out_error):
+                 longs, ints, enums, valid, str_offsets, str_base, str_cap, str_data, out_error):
     """Decode the ``count`` datums of the block ``data`` (uint8) into rows ``row0..`` of the buffers.
 
     ``out_error`` (int64[3]) receives ``(record index, ERR_* code, byte offset of that record)``:
-    ``(-1, ERR_NONE, len(data))`` when every datum decoded and the block had no bytes left over.
+    ``(-1, ERR_NONE, len(data))`` when every datum decoded and the block had no bytes left over;
+    for ERR_CAPACITY the third value is the string column that is full instead.
     On an error, the rows written so far are not meaningful; the caller discards them.
+
+    One function on purpose: Numba reference-counts arrays passed to helpers, which costs more
+    than the decoding itself, so the op dispatch and the varint reading are written inline.
     """
+    needs_varint = _NEEDS_VARINT
     end = data.shape[0]
     pos = 0
-    for i in range(count):
+    error = ERR_NONE
+    full_column = -1
+    i = 0
+    while i < count and error == ERR_NONE:
         row = row0 + i
-        start = pos
-        for f in range(n_fields):
+        record_start = pos
+        f = 0
+        while f < n_fields and error == ERR_NONE:
             k = f
-            if program[f, OPCODE] == OP_UNION:
-                branch, pos = read_long(data, pos, end)
-                if pos < 0:
+            while True:   # runs twice for a union: the branch index, then the branch's value
+                op = program[k, OPCODE]
+                x = np.int64(0)
+                if needs_varint[op]:
+                    # Avro long: zigzag varint, at most 10 bytes (the 10th 0 or 1).
+                    if pos >= end:
+                        error = ERR_TRUNCATED
+                        break
+                    b = data[pos]
+                    pos += 1
+                    if b < 0x80:
+                        x = np.int64(b)
+                        x = (x >> 1) ^ -(x & 1)
+                    else:
+                        z = np.uint64(b & 0x7F)
+                        shift = np.uint64(7)
+                        while True:
+                            if pos >= end:
+                                error = ERR_TRUNCATED
+                                break
+                            b = data[pos]
+                            pos += 1
+                            if shift == np.uint64(63) and b > 1:
+                                error = ERR_VARINT
+                                break
+                            z |= np.uint64(b & 0x7F) << shift
+                            if b < 0x80:
+                                break
+                            shift += np.uint64(7)
+                        if error != ERR_NONE:
+                            break
+                        x = np.int64(z >> np.uint64(1)) ^ -np.int64(z & np.uint64(1))
+                if op == OP_UNION:
+                    if x < 0 or x >= program[k, ARG1]:
+                        error = ERR_INDEX
+                        break
+                    k = program[k, ARG0] + x
+                    continue
+                target = program[k, TARGET]
+                slot = program[k, VALID]
+                if op == OP_STRING or op == OP_SKIP_STRING or op == OP_SKIP_BYTES:
+                    if x < 0:
+                        error = ERR_NEGATIVE_LENGTH
+                        break
+                    if x > end - pos:
+                        error = ERR_TRUNCATED
+                        break
+                    if op == OP_STRING:
+                        start = np.int64(str_offsets[target, row])
+                        if start + x > str_cap[target]:
+                            error = ERR_CAPACITY
+                            full_column = target
+                            break
+                        out = str_base[target] + start
+                        seen = 0
+                        for j in range(x):
+                            c = data[pos + j]
+                            str_data[out + j] = c
+                            seen |= c
+                        str_offsets[target, row + 1] = start + x
+                    else:
+                        seen = 0
+                        if op == OP_SKIP_STRING:
+                            for j in range(x):
+                                seen |= data[pos + j]
+                    if seen >= 0x80 and not is_utf8(data, pos, pos + x):
+                        error = ERR_UTF8
+                        break
+                    pos += x
+                elif op == OP_LONG:
+                    longs[target, row] = x
+                elif op == OP_INT:
+                    if x < INT32_MIN or x > INT32_MAX:
+                        error = ERR_RANGE
+                        break
+                    ints[target, row] = x
+                elif op == OP_MILLIS:
+                    if x < MILLIS_MIN or x > MILLIS_MAX:
+                        error = ERR_RANGE
+                        break
+                    longs[target, row] = x * 1000
+                elif op == OP_ENUM or op == OP_SKIP_ENUM:
+                    if x < 0 or x >= program[k, ARG1]:
+                        error = ERR_INDEX
+                        break
+                    if op == OP_ENUM:
+                        symbol = enum_map[program[k, ARG0] + x]
+                        if symbol < 0:
+                            error = ERR_UNRESOLVED
+                            break
+                        enums[target, row] = symbol
+                elif op == OP_NULL:
+                    valid[slot, row] = 0
+                    kind = program[k, ARG0]
+                    if kind == COL_STRING:
+                        str_offsets[target, row + 1] = str_offsets[target, row]
+                    elif kind == COL_LONG:
+                        longs[target, row] = 0
+                    elif kind == COL_INT:
+                        ints[target, row] = 0
+                    else:
+                        enums[target, row] = 0
                     break
-                if branch < 0 or branch >= program[f, ARG1]:
-                    pos = -ERR_INDEX
+                elif op == OP_SKIP_FIXED:
+                    if program[k, ARG0] > end - pos:
+                        error = ERR_TRUNCATED
+                        break
+                    pos += program[k, ARG0]
+                elif op == OP_SKIP_BOOLEAN:
+                    if pos >= end:
+                        error = ERR_TRUNCATED
+                        break
+                    if data[pos] > 1:
+                        error = ERR_BOOLEAN
+                        break
+                    pos += 1
+                elif op == OP_FAIL:
+                    error = ERR_UNRESOLVED
                     break
-                k = program[f, ARG0] + branch
-            pos = _value(program, k, data, pos, end, row, enum_map, longs, ints, enums, valid,
-                         str_offsets, str_data)
-            if pos < 0:
+                # OP_SKIP_VARINT: the varint is read; OP_SKIP_NULL: nothing to read.
+                if slot >= 0:
+                    valid[slot, row] = 1
                 break
-        if pos < 0:
+            f += 1
+        if error != ERR_NONE:
             out_error[0] = i
-            out_error[1] = -pos
-            out_error[2] = start
+            out_error[1] = error
+            out_error[2] = full_column if error == ERR_CAPACITY else record_start
             return
+        i += 1
     if pos != end:
         out_error[0] = count
         out_error[1] = ERR_LEFTOVER

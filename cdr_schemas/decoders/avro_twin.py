@@ -15,9 +15,10 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 class _Failed(Exception):
-    def __init__(self, code: int):
+    def __init__(self, code: int, column: int = -1):
         super().__init__(code)
         self.code = code
+        self.column = column   # the full string column, for ERR_CAPACITY
 
 
 class _Cursor:
@@ -69,7 +70,7 @@ def _millis_as_micros(value: int) -> int:
 
 
 def decode_block_twin(data, count, program, n_fields, enum_map, row0,
-                      longs, ints, enums, valid, str_offsets, str_data, out_error) -> None:
+                      longs, ints, enums, valid, str_offsets, str_base, str_cap, str_data, out_error) -> None:
     """See ``avro_kernel.decode_block``; identical contract."""
     cursor = _Cursor(bytes(data))
     for i in range(count):
@@ -83,9 +84,9 @@ def decode_block_twin(data, count, program, n_fields, enum_map, row0,
                         raise _Failed(k.ERR_INDEX)
                     row = program[f][k.ARG0] + branch
                 _one_value(cursor, [int(x) for x in program[row]], enum_map, row0 + i,
-                           longs, ints, enums, valid, str_offsets, str_data)
+                           longs, ints, enums, valid, str_offsets, (str_base, str_cap, str_data))
         except _Failed as failure:
-            out_error[:] = (i, failure.code, start)
+            out_error[:] = (i, failure.code, failure.column if failure.code == k.ERR_CAPACITY else start)
             return
     if cursor.pos != len(cursor.data):
         out_error[:] = (count, k.ERR_LEFTOVER, cursor.pos)
@@ -93,8 +94,9 @@ def decode_block_twin(data, count, program, n_fields, enum_map, row0,
     out_error[:] = (-1, k.ERR_NONE, cursor.pos)
 
 
-def _one_value(cursor: _Cursor, op, enum_map, row, longs, ints, enums, valid, str_offsets, str_data) -> None:
+def _one_value(cursor: _Cursor, op, enum_map, row, longs, ints, enums, valid, str_offsets, strings) -> None:
     code, target, slot, arg0, arg1 = op
+    str_base, str_cap, str_data = strings
     if code == k.OP_NULL:
         valid[slot, row] = 0
         if arg0 == k.COL_STRING:
@@ -107,10 +109,11 @@ def _one_value(cursor: _Cursor, op, enum_map, row, longs, ints, enums, valid, st
     if code == k.OP_STRING:
         value = cursor.length_prefixed()
         start = int(str_offsets[target, row])
-        if start + len(value) > str_data.shape[1]:
-            raise _Failed(k.ERR_CAPACITY)
+        if start + len(value) > str_cap[target]:
+            raise _Failed(k.ERR_CAPACITY, target)
         _text(value)
-        str_data[target, start:start + len(value)] = list(value)
+        base = int(str_base[target]) + start
+        str_data[base:base + len(value)] = list(value)
         str_offsets[target, row + 1] = start + len(value)
     elif code == k.OP_LONG:
         longs[target, row] = cursor.long()

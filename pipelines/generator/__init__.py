@@ -4,6 +4,6 @@
 """
 
 from pipelines.generator.config import GeneratorConfig
-from pipelines.generator.generate import generate
+from pipelines.generator.run import generate
 
 __all__ = ["GeneratorConfig", "generate"]

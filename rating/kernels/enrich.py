@@ -101,3 +101,31 @@ def active_days(sub_from_us, sub_to_us, cycle_start_us, cycle_end_us, tz, tz_sta
         else:
             out_days[i] = (local_day(b - 1, tz[i], tz_start, tz_transitions, tz_offsets)
                            - local_day(a, tz[i], tz_start, tz_transitions, tz_offsets) + 1)
+
+
+@njit(nogil=True, cache=True)
+def cycle_bounds(month, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets, out_start_us, out_end_us):
+    """UTC start and end of cycle ``month`` (year*12+month-1 of its start) for each account row."""
+    for i in range(len(month)):
+        m = month[i]
+        start_day = days_from_civil(m // 12, m % 12 + 1, bill_cycle_day[i])
+        end_day = days_from_civil((m + 1) // 12, (m + 1) % 12 + 1, bill_cycle_day[i])
+        out_start_us[i] = local_to_utc(start_day * US_PER_DAY, tz[i], tz_start, tz_transitions, tz_offsets)
+        out_end_us[i] = local_to_utc(end_day * US_PER_DAY, tz[i], tz_start, tz_transitions, tz_offsets)
+
+
+@njit(nogil=True, cache=True)
+def find_overlapping_versions(plan, from_us, to_us, plan_first_version, plan_version_count, ver_from_us,
+                              ver_to_us, out_version):
+    """First version of each plan that is in force at some instant of [from, to); -1 if none.
+
+    That is the version in force at ``from``, or else the first one starting before ``to``: the
+    version whose allowances and fees a subscription gets for (its part of) a cycle.
+    """
+    for i in range(len(plan)):
+        out_version[i] = -1
+        p = plan[i]
+        for v in range(plan_first_version[p], plan_first_version[p] + plan_version_count[p]):
+            if ver_from_us[v] < to_us[i] and ver_to_us[v] > from_us[i]:
+                out_version[i] = v
+                break

@@ -12,7 +12,7 @@ import re
 
 from rating.reference import plan_rates, times
 from rating.reference import yaml_fields as f
-from rating.reference.model import WEEKDAYS, BandRule, Numbering, Plan, PlanVersion
+from rating.reference.model import HOME_ZONE, WEEKDAYS, BandRule, Numbering, Plan, PlanVersion
 from rating.reference.yaml_doc import Path_, format_path
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
 
@@ -157,7 +157,8 @@ def _zones(spec: dict, ctx: PlanContext, zone_table: str | None, roaming_table: 
         if roaming_table is None or ctx.roaming_tables.get(roaming_table) is None:
             return None, ""
         zones, source = zones | ctx.roaming_tables[roaming_table], f"{source} or {roaming_table}"
-    return zones, source
+    # HOME is built in: data usage at home has no destination to zone (docs/tariffs.md).
+    return zones | {HOME_ZONE}, f"{source} (or the built-in {HOME_ZONE})"
 
 
 def _read_bands(reader: f.FieldReader, version: dict, path: Path_, *, has_calendar: bool
