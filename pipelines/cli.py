@@ -86,6 +86,25 @@ def cmd_close_cycle(args) -> int:
     return EXIT_OK
 
 
+def cmd_invoice(args) -> int:
+    from pipelines.invoice import load_invoice
+    from pipelines.invoice_render import render_html, render_text
+
+    data = load_invoice(args.output, args.account, args.cycle)
+    for warning in data.warnings:
+        print(f"usage-rating invoice: warning: {warning}", file=sys.stderr)
+    document = render_html(data) if args.format == "html" else render_text(data)
+    if args.out is None:
+        sys.stdout.write(document)
+        return EXIT_OK
+    try:
+        Path(args.out).write_text(document, encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"--out {args.out}: cannot write it ({error.strerror})") from None
+    print(f"wrote the {args.format} invoice of {data.account_id} for {data.billing_cycle} to {args.out}")
+    return EXIT_OK
+
+
 def cmd_demo(args, beam_args: list[str]) -> int:
     from pipelines.demo import run_demo
 
@@ -129,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     close = sub.add_parser("close-cycle", help="mark cycles up to YYYY-MM as invoiced in an output store")
     close.add_argument("--output", required=True)
     close.add_argument("--cycle", required=True, help="YYYY-MM")
+
+    invoice = sub.add_parser("invoice", help="render one account's invoice for a billing cycle from an output store")
+    invoice.add_argument("--output", required=True, help="output store written by usage-rating batch")
+    invoice.add_argument("--account", required=True, help="account id, e.g. ACC0000001")
+    invoice.add_argument("--cycle", default=None, help="billing cycle YYYY-MM (default: the account's latest)")
+    invoice.add_argument("--format", choices=("text", "html"), default="text")
+    invoice.add_argument("--out", default=None, help="write to this file instead of stdout")
     return parser
 
 
@@ -146,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_batch(args, beam_args)
         if args.command == "close-cycle":
             return cmd_close_cycle(args)
+        if args.command == "invoice":
+            return cmd_invoice(args)
         return cmd_demo(args, beam_args)
     except ValueError as error:  # bad configuration or input: a message, not a traceback
         print(f"usage-rating {args.command}: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ from typing import Iterator
 import apache_beam as beam
 import pyarrow as pa
 
+from cdr_schemas.decoders import avro as avro_decoder
 from cdr_schemas.decoders import decode_file
 from cdr_schemas.validate import validate_usage
 from pipelines import coders  # noqa: F401  (registers the RecordBatch coder)
@@ -16,23 +17,31 @@ REJECTED = "rejected"
 COUNTS = "counts"
 
 
+def validated_outputs(decoded_batches) -> Iterator:
+    """Usage batches (main), rejected batches and the record count of decoded batches, validated."""
+    records = 0
+    for decoded in decoded_batches:
+        records += decoded.usage.num_rows + decoded.rejected.num_rows
+        if decoded.rejected.num_rows:
+            yield beam.pvalue.TaggedOutput(REJECTED, decoded.rejected)
+        if decoded.usage.num_rows:
+            valid, rejected = validate_usage(decoded.usage)
+            if rejected.num_rows:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            if valid.num_rows:
+                yield valid
+    yield beam.pvalue.TaggedOutput(COUNTS, {"records_in": records})
+
+
 class _DecodeFile(beam.DoFn):
     def __init__(self, batch_size: int):
         self._batch_size = batch_size
 
+    def setup(self):
+        avro_decoder.warm_up()  # load the compiled Avro kernel before the first file
+
     def process(self, path: str) -> Iterator:
-        records = 0
-        for decoded in decode_file(path, batch_size=self._batch_size):
-            records += decoded.usage.num_rows + decoded.rejected.num_rows
-            if decoded.rejected.num_rows:
-                yield beam.pvalue.TaggedOutput(REJECTED, decoded.rejected)
-            if decoded.usage.num_rows:
-                valid, rejected = validate_usage(decoded.usage)
-                if rejected.num_rows:
-                    yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-                if valid.num_rows:
-                    yield valid
-        yield beam.pvalue.TaggedOutput(COUNTS, {"records_in": records})
+        yield from validated_outputs(decode_file(path, batch_size=self._batch_size))
 
 
 class DecodeUsage(beam.PTransform):

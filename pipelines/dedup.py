@@ -14,7 +14,9 @@ UNIQUE = "unique"
 DUPLICATES = "duplicates"
 
 
-class _SplitByKey(beam.DoFn):
+class SplitByRecordKey(beam.DoFn):
+    """Usage batch -> (shard, sub-batch) pairs by the hash of (source, record_id)."""
+
     def __init__(self, shards: int):
         self._shards = shards
 
@@ -45,7 +47,7 @@ class DeduplicateUsage(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "KeyByRecordId" >> beam.ParDo(_SplitByKey(self._shards)).with_output_types(KeyedBatch)
+            | "KeyByRecordId" >> beam.ParDo(SplitByRecordKey(self._shards)).with_output_types(KeyedBatch)
             | "GroupByRecordId" >> beam.GroupByKey()
             | "DropDuplicates" >> beam.ParDo(_DedupShard()).with_output_types(pa.RecordBatch).with_outputs(DUPLICATES, main=UNIQUE)
         )

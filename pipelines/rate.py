@@ -13,7 +13,9 @@ RATED = "rated"
 REJECTED = "rejected"
 
 
-class _KeyByAccount(beam.DoFn):
+class KeyByAccount(beam.DoFn):
+    """Usage batch -> (shard, sub-batch) pairs: every event of an account in one shard."""
+
     def __init__(self, reference_dir: str, shards: int):
         self._reference_dir = reference_dir
         self._shards = shards
@@ -62,7 +64,7 @@ class RateByAccount(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "KeyByAccount" >> beam.ParDo(_KeyByAccount(self._reference_dir, self._shards)).with_output_types(KeyedBatch)
+            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._reference_dir, self._shards)).with_output_types(KeyedBatch)
             | "GroupByAccount" >> beam.GroupByKey()
             | "RateShard" >> beam.ParDo(_RateShard(self._reference_dir)).with_output_types(KeyedBatch).with_outputs(REJECTED, main=RATED)
         )

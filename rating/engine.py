@@ -14,11 +14,12 @@ import pyarrow as pa
 from cdr_schemas import usage_batch_schema
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
-from rating.kernels.enrich import find_subscriptions
+from rating.kernels.enrich import assign_cycles, find_subscriptions
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
 from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.model import ReferenceData
+from rating.state import RatingState
 
 
 class RatingEngine:
@@ -36,16 +37,16 @@ class RatingEngine:
     def from_reference(cls, reference: ReferenceData) -> "RatingEngine":
         return cls(compile_reference(reference))
 
-    def rate(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    def rate(self, batch: pa.RecordBatch, state: RatingState | None = None) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         """(rated, rejected) for a validated usage batch; see ``rating.rate.rate``."""
-        return rate(batch, self.compiled)
+        return rate(batch, self.compiled, state)
 
     def warm_up(self) -> None:
         """Compile every kernel now (first calls compile), so no batch pays for it."""
         self.rate(pa.RecordBatch.from_pylist([], schema=usage_batch_schema()))
 
-    def account_rows(self, batch: pa.RecordBatch) -> np.ndarray:
-        """Account row of each record's subscription at its start time, -1 when there is none."""
+    def subscription_rows(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Subscription row in force at each record's start time, -1 when there is none."""
         c = self.compiled
         subscriber = pa.compute.fill_null(pa.compute.index_in(column(batch, "served_msisdn"), value_set=c.msisdns), -1)
         subscriber = subscriber.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -53,7 +54,29 @@ class RatingEngine:
         reason = np.zeros(batch.num_rows, np.int64)
         find_subscriptions(subscriber, int_column(column(batch, "start_time")), c.sub_first, c.sub_count,
                            c.sub_from_us, c.sub_to_us, rows, reason)
-        return np.where(rows >= 0, c.sub_account[np.maximum(rows, 0)], -1)
+        return rows
+
+    def account_rows(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Account row of each record's subscription at its start time, -1 when there is none."""
+        rows = self.subscription_rows(batch)
+        return np.where(rows >= 0, self.compiled.sub_account[np.maximum(rows, 0)], -1)
+
+    def cycle_keys(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(subscription row, account row, cycle month, cycle end in UTC us) of each record's start;
+        -1 rows and months when the record has no subscription."""
+        c = self.compiled
+        T = c.tables
+        subs = self.subscription_rows(batch)
+        known = subs >= 0
+        accounts = np.where(known, c.sub_account[np.maximum(subs, 0)], -1)
+        safe = np.maximum(accounts, 0)
+        month = np.empty(batch.num_rows, np.int64)
+        start = np.zeros(batch.num_rows, np.int64)
+        end = np.zeros(batch.num_rows, np.int64)
+        assign_cycles(int_column(column(batch, "start_time")), np.where(known, c.account_tz[safe], -1),
+                      np.where(known, c.account_bcd[safe], 1), T.tz_start, T.tz_transitions, T.tz_offsets,
+                      month, start, end)
+        return subs, accounts, month, end
 
     def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
         """Account rows whose events ``split_by_account`` sends to ``shard``."""

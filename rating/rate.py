@@ -24,13 +24,19 @@ from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_v
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
+from rating.state import RatingState, slot_key
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, SERVICE_CODES
 
-_MONTH_KEY = 100_000  # cycle months (year*12+m) stay far below this
 
 
-def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Rate a validated usage batch (``usage_batch_schema()``). Returns (rated, rejected)."""
+def rate(batch: pa.RecordBatch, compiled: CompiledReference,
+         state: RatingState | None = None) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Rate a validated usage batch (``usage_batch_schema()``). Returns (rated, rejected).
+
+    Without ``state`` every allowance starts from its prorated grant and every tier counter from
+    zero. With ``state``, balances it holds are used instead, and the balances after this call are
+    written back to it (streaming: one cycle's events over many calls).
+    """
     n = batch.num_rows
     T = compiled.tables
     reason = np.zeros(n, np.int64)
@@ -97,8 +103,8 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordB
     order = pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
                             ).to_numpy(zero_copy_only=False)
     ok = reason[order] == 0
-    allow_slot, tier_slot, allow_state, tier_state = _state_slots(
-        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz)
+    allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
+        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state)
 
     o_reason = reason[order].copy()
     outs = {k: np.zeros(n, np.int64) for k in ("charge", "connect", "charged", "free", "band", "split",
@@ -110,6 +116,11 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordB
                 o_reason, outs["charge"], outs["connect"], outs["charged"], outs["free"], outs["band"],
                 outs["split"], outs["rate"], outs["tier"], outs["rounding"], allow_name, allow_used)
 
+    if state is not None:
+        for slot, key in enumerate(allow_keys.tolist()):
+            state.allowances[key] = allow_state[slot].copy()
+        for slot, key in enumerate(tier_keys.tolist()):
+            state.tiers[key] = tier_state[slot].copy()
     sorted_batch = batch.take(pa.array(order))
     rated_rows = np.flatnonzero(o_reason == 0)
     rejected_rows = np.flatnonzero(o_reason != 0)
@@ -119,17 +130,20 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference) -> tuple[pa.RecordB
     return rated, rejected
 
 
-def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz):
-    """Allowance slots per (subscription, cycle) with prorated grants; tier slots per (account, cycle)."""
+def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state):
+    """Allowance slots per (subscription, cycle) with prorated grants (or the balances in ``state``);
+    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys."""
     T = compiled.tables
     n = len(order)
     n_names = max(len(compiled.allowance_names), 1)
     allow_slot = np.full(n, -1, np.int64)
     tier_slot = np.full(n, -1, np.int64)
     idx = order[ok]
+    n_groups = max(len(compiled.tier_group_names), 1)
     if len(idx) == 0:
-        return allow_slot, tier_slot, np.zeros((0, n_names), np.int64), np.zeros((0, 1), np.int64)
-    allow_key = sub_row[idx] * _MONTH_KEY + cycle_month[idx]
+        empty = np.zeros(0, np.int64)
+        return allow_slot, tier_slot, np.zeros((0, n_names), np.int64), np.zeros((0, n_groups), np.int64), empty, empty
+    allow_key = slot_key(sub_row[idx], cycle_month[idx])
     keys, first, inverse = np.unique(allow_key, return_index=True, return_inverse=True)
     allow_slot[ok] = inverse
     first_event = idx[first]  # any event of the slot: all share subscription and cycle
@@ -149,11 +163,19 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
         slots = np.flatnonzero(slot_version == v)
         for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
             allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
-    tier_key = account[idx] * _MONTH_KEY + cycle_month[idx]
-    tier_keys, tier_inverse = np.unique(tier_key, return_inverse=True)
+    tier_keys, tier_inverse = np.unique(slot_key(account[idx], cycle_month[idx]), return_inverse=True)
     tier_slot[ok] = tier_inverse
-    tier_state = np.zeros((len(tier_keys), max(len(compiled.tier_group_names), 1)), np.int64)
-    return allow_slot, tier_slot, allow_state, tier_state
+    tier_state = np.zeros((len(tier_keys), n_groups), np.int64)
+    if state is not None:
+        for slot, key in enumerate(keys.tolist()):
+            saved = state.allowances.get(key)
+            if saved is not None:
+                allow_state[slot] = saved
+        for slot, key in enumerate(tier_keys.tolist()):
+            saved = state.tiers.get(key)
+            if saved is not None:
+                tier_state[slot] = saved
+    return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
 
 
 def _rated_batch(compiled, sorted_batch, rows, order, service, raw_units, account, plan, version, cycle_month,
@@ -197,6 +219,7 @@ def _rated_batch(compiled, sorted_batch, rows, order, service, raw_units, accoun
         "connect_fee_micros": pa.array(outs["connect"][rows]),
         "charge_micros": pa.array(outs["charge"][rows]),
         "rounding_nanos": pa.array(outs["rounding"][rows]),
+        "revision": pa.array(np.zeros(n, np.int32)),
         "input_file": b.column("input_file"), "input_position": b.column("input_position"),
     }
     return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)

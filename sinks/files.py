@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute in write_part)
 import pyarrow.parquet as pq
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -81,3 +82,21 @@ def close_cycles(output: str | os.PathLike, closed_through: str) -> None:
     if not Path(output).is_dir():
         raise ValueError(f"{output}: no output store here; run usage-rating batch first")
     write_json(Path(output) / CLOSED_CYCLES, {"closed_through": closed_through})
+
+
+def write_part(folder: str | os.PathLike, table: pa.Table, *, partition: str | None = None) -> list[Path]:
+    """Write ``table`` as new uniquely named part files under ``folder`` (one per value of the
+    ``partition`` column, Hive-style), for streaming outputs. Returns the paths written."""
+    folder = Path(folder)
+    stamp = f"{uuid.uuid1().hex}"
+    if partition is None:
+        path = folder / f"part-{stamp}.parquet"
+        write_parquet(path, table)
+        return [path]
+    paths = []
+    for value in sorted(set(table.column(partition).to_pylist())):
+        part = table.filter(pa.compute.equal(table.column(partition), value))
+        path = folder / f"{partition}={value}" / f"part-{stamp}.parquet"
+        write_parquet(path, part)
+        paths.append(path)
+    return paths

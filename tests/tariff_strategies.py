@@ -40,15 +40,16 @@ from rating.reference.model import (
 from tests.usage_rows import usage_row
 
 UTC = dt.timezone.utc
-# Southern DST (Sydney, Santiago), no DST with a half-hour offset (Kolkata), DST at local midnight
-# (Santiago), plain UTC.
+# Southern DST (Sydney, Santiago), no DST with a half-hour offset (Kolkata), plain UTC, and DST changes
+# at local midnight: Santiago skips 00:00-01:00 in September, Havana skips it in March and repeats
+# 00:00-01:00 in November (cycle starts and band edges on those days).
 TIMEZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "UTC",
-             "America/Santiago")
+             "America/Santiago", "America/Havana")
 CURRENCIES = {"EUR": 2, "GBP": 2, "USD": 2, "JPY": 0}
 COUNTRY_CODES = ("1", "7", "33", "44", "49", "56", "61", "91", "352", "880")
 ZONE_NAMES = ("NATIONAL", "MOBILE", "EUROPE", "WORLD", "PREMIUM", "SATELLITE", "Z1", "Z2")
 ROAMING_ZONE_NAMES = ("ROAM_EU", "ROAM_WORLD", "ROAM_US", "R1")
-HOME = "HOME"  # the built-in zone of data at home; a table may name it too (then rates may say HOME)
+HOME = "HOME"  # the built-in zone of data at home: rates and allowances may name it; tables sometimes do too
 BANDS = ("PEAK", "OFFPEAK", "WEEKEND", "NIGHT", "HOLIDAY", "B1")
 ALLOWANCE_NAMES = ("BUNDLE_A", "BUNDLE_B", "BUNDLE_C", "BUNDLE_D")  # shared by versions: re-granted by name
 TIER_GROUPS = ("DATA", "ROAM_DATA", "G1")
@@ -259,8 +260,7 @@ def _tiers(draw, service: str, incs: dict) -> Tiers:
     return Tiers(draw(st.sampled_from(TIER_GROUPS)), inc, tuple(levels))
 
 
-def _rate(draw, service: str, zone: str, band: str, incs: dict, tiered_time: bool) -> Rate:
-    tiered = draw(st.integers(0, 9)) < 4 if service == "data" else tiered_time and draw(st.integers(0, 19)) == 0
+def _rate(draw, service: str, zone: str, band: str, incs: dict, tiered: bool) -> Rate:
     cap = 50_000_000
     minimum = _money(draw, cap) if draw(st.integers(0, 4)) == 0 else None
     maximum = None
@@ -280,6 +280,10 @@ def _rate(draw, service: str, zone: str, band: str, incs: dict, tiered_time: boo
 
 
 def _rates(draw, zones: list[str], bands: list[str], incs: dict, tiered_time: bool) -> tuple[Rate, ...]:
+    """Rates with unique (service, zone, band) keys; data rates often tiered, voice and SMS rarely.
+
+    Voice rates of a version are all tiered or all stepped: a call crossing from a stepped band into
+    a tiered one is not rated consistently (see test_voice_call_crossing_into_a_tiered_band)."""
     keys = []
     for service in SERVICES:
         if draw(st.integers(0, 9)) > 0:  # usually a catch-all: coverage complete unless band rates leave holes
@@ -290,7 +294,18 @@ def _rates(draw, zones: list[str], bands: list[str], incs: dict, tiered_time: bo
                 keys.append(key)
     if not keys:  # a version needs at least one rate
         keys.append((draw(st.sampled_from(SERVICES)), ANY, ANY))
-    return tuple(_rate(draw, *key, incs=incs, tiered_time=tiered_time) for key in keys)
+    voice_tiered = tiered_time and draw(st.integers(0, 9)) == 0
+    rates = []
+    for key in keys:
+        service = key[0]
+        if service == "voice":
+            tiered = voice_tiered
+        elif service == "sms":
+            tiered = tiered_time and draw(st.integers(0, 9)) == 0
+        else:
+            tiered = draw(st.integers(0, 9)) < 4
+        rates.append(_rate(draw, *key, incs=incs, tiered=tiered))
+    return tuple(rates)
 
 
 def _allowance_units(draw, service: str) -> int:
@@ -331,7 +346,7 @@ def _version(draw, number: int, valid_from: int, valid_to: int | None, tables: d
     zone_table = draw(st.sampled_from(sorted(tables["zones"])))
     roaming_table = draw(st.sampled_from([None] + sorted(tables["roaming"])))
     calendar = draw(st.sampled_from([None] + sorted(tables["calendars"])))
-    zones = sorted({z for _, z in tables["zones"][zone_table].prefixes}
+    zones = sorted({z for _, z in tables["zones"][zone_table].prefixes} | {HOME}
                    | ({z for _, z in tables["roaming"][roaming_table].prefixes} if roaming_table else set()))
     default, rules = _band_rules(draw, calendar is not None)
     bands = sorted({default} | {r.band for r in rules})
@@ -417,13 +432,11 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
     accounts = {}
     for k in range(draw(st.integers(1, 4))):
         account_id = f"A{k + 1}"
-        accounts[account_id] = Account(account_id, draw(st.sampled_from(currencies)), draw(st.sampled_from(TIMEZONES)),
-                                       draw(st.one_of(st.sampled_from((1, 28)), st.integers(1, 28))), "R1")
+        accounts[account_id] = _account(draw, account_id, draw(st.sampled_from(currencies)))
     for currency in currencies:  # every plan currency has an account
         if not any(a.currency == currency for a in accounts.values()):
             account_id = f"A{len(accounts) + 1}"
-            accounts[account_id] = Account(account_id, currency, draw(st.sampled_from(TIMEZONES)),
-                                           draw(st.integers(1, 28)), "R1")
+            accounts[account_id] = _account(draw, account_id, currency)
 
     subscriptions = []
     taken: set[str] = set()
@@ -448,6 +461,14 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
         root=Path("/nonexistent/generated-reference"), operator=operator, plans=plans, zone_tables=zone_tables,
         roaming_tables=roaming_tables, calendars=calendars, accounts=accounts, subscriptions=tuple(subscriptions),
         tax_rates=(TaxRate("R1", us(dt.datetime(2020, 1, 1, tzinfo=UTC)), 190_000, "VAT 19%"),))
+
+
+def _account(draw, account_id: str, currency: str) -> Account:
+    """An account whose bill cycle day is 1, 28, any, or sometimes a DST day of its timezone."""
+    timezone = draw(st.sampled_from(TIMEZONES))
+    dst_days = sorted({local_date(t, timezone).day for t in dst_transitions_us(timezone)} - {29, 30, 31})
+    days = st.one_of(st.sampled_from((1, 28)), st.integers(1, 28), *([st.sampled_from(dst_days)] if dst_days else []))
+    return Account(account_id, currency, timezone, draw(days), "R1")
 
 
 def _with_country_codes(table: ZoneTable, country_codes: list[str]) -> ZoneTable:

@@ -7,14 +7,23 @@ become MALFORMED_RECORD rejects (record boundaries are unknown after corruption)
 cannot be trusted (bad magic, unreadable header or writer schema, a block cut short, a wrong sync
 marker) means the record count itself is unknown: that is an :class:`InputFileError`.
 
-Datums are decoded by fastavro with the file's writer schema and, when its parsing canonical form
-differs from the latest usage schema's, that schema as reader schema (Avro resolution: new fields
-take their defaults). ``timestamp-micros`` is read as the plain long it is stored as, not as a datetime.
+Two paths decode a block's datums, with the same results:
+
+* the fast path: a Numba kernel walks the block's bytes datum by datum, driven by a program
+  compiled from the writer schema resolved against the latest usage schema (``avro_program``,
+  ``avro_kernel``), and writes column buffers that become the batch's Arrow arrays without a copy
+  (``avro_columns``). It takes a block only when every datum in it decodes cleanly;
+* the per-datum path, the definition: fastavro decodes each datum with the file's writer schema
+  and, when its parsing canonical form differs from the latest usage schema's, that schema as
+  reader schema (Avro resolution: new fields take their defaults). ``timestamp-micros`` is read as
+  the plain long it is stored as, not as a datetime. It decodes every block the kernel refuses (a
+  corrupt datum, invalid UTF-8, an enum symbol the reader lacks...), so rejects are its rejects,
+  and every file whose writer schema the program compiler does not support.
 """
 
 from __future__ import annotations
 
-import bisect
+import collections
 import dataclasses
 import functools
 import io
@@ -78,6 +87,16 @@ def decode_avro(path: str, stream: BinaryIO, batch_size: int, *, fast: bool = Tr
         yield from assembler.full_batches(position)
     if assembler.pending:
         yield assembler.flush()
+
+
+def warm_up() -> None:
+    """Load the fast path's compiled kernel now (from Numba's on-disk cache, else compiling it,
+    a few seconds) instead of at the first file: call it once per worker process, e.g. in a
+    DoFn's ``setup()``."""
+    from cdr_schemas.decoders.avro_columns import ColumnBuffers
+
+    program = _fast_program(load_schema(USAGE_LATEST))
+    ColumnBuffers(program, 1, np.zeros(program.n_string)).append_block(b"", 0, 0)
 
 
 def _fast_program(writer_schema: dict):
@@ -340,19 +359,25 @@ def _arrow_types() -> dict[str, pa.DataType]:
 @dataclasses.dataclass(frozen=True)
 class _Piece:
     """Decoded usage rows at ascending input ``positions``: Arrow ``columns`` (the fast path) or
-    ``records`` (dicts from the datum path, converted when their batch is cut)."""
+    dicts (the datum path; ``records[first:first + len(positions)]``, converted when their batch
+    is cut). Splitting shares the columns and the records list, it copies neither."""
 
     positions: np.ndarray
     columns: dict[str, pa.Array] | None = None
     records: list[dict] | None = None
+    first: int = 0
 
     def split(self, count: int) -> tuple[_Piece, _Piece]:
         """(the first ``count`` rows, the rest)."""
+        head, rest = self.positions[:count], self.positions[count:]
         if self.records is not None:
-            return (_Piece(self.positions[:count], records=self.records[:count]),
-                    _Piece(self.positions[count:], records=self.records[count:]))
-        return (_Piece(self.positions[:count], {k: v.slice(0, count) for k, v in self.columns.items()}),
-                _Piece(self.positions[count:], {k: v.slice(count) for k, v in self.columns.items()}))
+            return (_Piece(head, records=self.records, first=self.first),
+                    _Piece(rest, records=self.records, first=self.first + count))
+        return (_Piece(head, {k: v.slice(0, count) for k, v in self.columns.items()}),
+                _Piece(rest, {k: v.slice(count) for k, v in self.columns.items()}))
+
+    def dicts(self) -> list[dict]:
+        return self.records[self.first:self.first + len(self.positions)]
 
 
 class _Assembler:
@@ -371,9 +396,11 @@ class _Assembler:
         self._batch_start = 0               # input position of the current batch's first record
         self._pieces: list[_Piece] = []     # rows before the buffers' rows, in input order
         self._buffers = None                # ColumnBuffers or None
-        self._rejects: list[dict] = []      # ascending positions
-        self.fallback_blocks = 0            # blocks the kernel handed to the datum path
+        self._rejects: collections.deque[dict] = collections.deque()   # ascending positions
         self._bytes_per_row = None          # per string column, to size new buffers
+        if program is not None:             # Numba loads with the kernel: only when it is used
+            from cdr_schemas.decoders.avro_columns import ColumnBuffers
+            self._new_buffers = ColumnBuffers
 
     @property
     def pending(self) -> int:
@@ -385,19 +412,14 @@ class _Assembler:
         """Decode the block with the kernel; False (nothing kept) when it must take the datum path."""
         if self._program is None:
             return False
-        from cdr_schemas.decoders.avro_columns import ColumnBuffers
-
         if self._buffers is not None and not self._buffers.fits_more(len(data)):
             self._seal()
         if self._buffers is None:
             if self._bytes_per_row is None:  # first block: its bytes shared evenly by the string columns
                 self._bytes_per_row = np.full(self._program.n_string, len(data) / max(count, 1) / 4)
             rows = min(self._batch_size, _FIRST_BUFFER_ROWS) + count
-            self._buffers = ColumnBuffers(self._program, rows, self._bytes_per_row)
-        if self._buffers.append_block(data, count, first_position) is None:
-            return True
-        self.fallback_blocks += 1
-        return False
+            self._buffers = self._new_buffers(self._program, rows, self._bytes_per_row)
+        return self._buffers.append_block(data, count, first_position) is None
 
     def add_block(self, block: _Block, first_position: int, count: int) -> None:
         """Take a block decoded by the datum path (records ``first_position`` .. + ``count``)."""
@@ -422,6 +444,12 @@ class _Assembler:
     def flush(self) -> DecodedBatch:
         """The next batch: held records before ``batch_start + batch_size``."""
         end = self._batch_start + self._batch_size
+        buffers = self._buffers
+        if buffers is not None and buffers.rows:
+            count = int(np.searchsorted(buffers.positions[:buffers.rows], end))
+            if 0 < count < buffers.rows - count:
+                # Batches smaller than the rows held: hand the rest out as slices, not copies.
+                self._seal()
         taken, kept = [], []
         for piece in self._pieces:
             count = int(np.searchsorted(piece.positions, end))
@@ -437,15 +465,13 @@ class _Assembler:
         buffers = self._buffers
         if buffers is not None and buffers.rows:
             count = int(np.searchsorted(buffers.positions[:buffers.rows], end))
-            if count:
+            if count:  # the rows left over (fewer than those taken) move to new buffers
                 self._bytes_per_row = buffers.bytes_per_row()
                 taken.append(_Piece(buffers.positions[:count], buffers.arrays(count, _arrow_types())))
                 self._buffers = buffers.tail(count, buffers.row_capacity) if count < buffers.rows else None
-        cut = bisect.bisect_left([r["position"] for r in self._rejects], end)
         rejects = Rejects()
-        for reject in self._rejects[:cut]:
-            rejects.add(**reject)
-        self._rejects = self._rejects[cut:]
+        while self._rejects and self._rejects[0]["position"] < end:
+            rejects.add(**self._rejects.popleft())
         self._batch_start = end
         positions = np.concatenate([p.positions for p in taken]) if taken else np.empty(0, np.int64)
         usage = usage_batch(_columns(taken), self._path, positions)
@@ -458,7 +484,7 @@ def _columns(pieces: list[_Piece]) -> dict[str, pa.Array]:
     records: list[dict] = []
     for piece in pieces:
         if piece.records is not None:
-            records.extend(piece.records)
+            records.extend(piece.dicts())
             continue
         if records:
             groups.append(_record_columns(records))

@@ -7,10 +7,12 @@ records only when every datum decoded (otherwise it says why, and the buffers ar
 written again: the caller starts new buffers, and :meth:`ColumnBuffers.tail` copies the rows past
 a batch's end into them.
 
-Memory comes from Arrow's memory pool, which recycles the buffers of batches already released,
-and is sized from the bytes per record seen so far, so that pages are touched densely: sparse
-buffers cost a page fault per few records (more with transparent huge pages) and that, not the
-decoding, would bound the speed.
+Buffers are sized from the bytes per record seen so far, so that their pages are touched densely:
+sparse buffers cost a page fault every few records (far more with transparent huge pages, which
+NumPy asks for on large arrays), and that, not the decoding, would bound the speed. They are plain
+NumPy arrays: the C allocator hands the memory of released batches back to the next ones, where
+Arrow's default pool (mimalloc) returned it to the system and faulted it in again (~13k page
+faults per million records against a few hundred, measured with ``perf/bench_decode.py`` inputs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cdr_schemas.decoders.avro_program import Program
 
 _MAX_COLUMN_BYTES = 2**31 - 1   # Arrow string offsets are int32
 _MIN_COLUMN_BYTES = 256
+_FIRST_COLUMN_BYTES = 1 << 26   # at most this much per column from an estimate; more only when used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +43,6 @@ class BlockError:
         return f"record {self.record}: {avro_kernel.ERROR_NAMES.get(self.code, self.code)} (byte {self.offset})"
 
 
-def _pool_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised NumPy array over a buffer from Arrow's memory pool."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buffer = pa.allocate_buffer(max(nbytes, 1))
-    return np.frombuffer(buffer, np.uint8, count=nbytes).view(dtype).reshape(shape)
-
-
 class ColumnBuffers:
     """Buffers for ``program``'s columns: ``row_capacity`` rows, and per string column
     ``bytes_per_row`` (an estimate, grown on demand) times that many bytes."""
@@ -58,20 +53,20 @@ class ColumnBuffers:
         self._error = np.zeros(3, np.int64)
         p = program
         self._allocate_rows(max(1, row_capacity))
-        self.str_cap = np.maximum(np.ceil(bytes_per_row * self.row_capacity * 1.125), _MIN_COLUMN_BYTES)
-        self.str_cap = np.minimum(self.str_cap, _MAX_COLUMN_BYTES).astype(np.int64)
+        estimate = np.ceil(np.asarray(bytes_per_row, np.float64) * self.row_capacity * 1.125)
+        self.str_cap = np.clip(estimate, _MIN_COLUMN_BYTES, _FIRST_COLUMN_BYTES).astype(np.int64)
         self.str_base = np.zeros(p.n_string, np.int64)
         self.str_base[1:] = np.cumsum(self.str_cap)[:-1]
-        self.str_data = _pool_array((int(self.str_cap.sum()),), np.uint8)
+        self.str_data = np.empty((int(self.str_cap.sum()),), np.uint8)
 
     def _allocate_rows(self, rows: int) -> None:
         p = self.program
-        self.positions = _pool_array((rows,), np.int64)
-        self.longs = _pool_array((p.n_long, rows), np.int64)
-        self.ints = _pool_array((p.n_int, rows), np.int32)
-        self.enums = _pool_array((p.n_enum, rows), np.int32)
-        self.valid = _pool_array((p.n_valid, rows), np.uint8)
-        self.str_offsets = _pool_array((p.n_string, rows + 1), np.int32)
+        self.positions = np.empty((rows,), np.int64)
+        self.longs = np.empty((p.n_long, rows), np.int64)
+        self.ints = np.empty((p.n_int, rows), np.int32)
+        self.enums = np.empty((p.n_enum, rows), np.int32)
+        self.valid = np.empty((p.n_valid, rows), np.uint8)
+        self.str_offsets = np.empty((p.n_string, rows + 1), np.int32)
         self.str_offsets[:, 0] = 0
 
     @property
@@ -101,7 +96,7 @@ class ColumnBuffers:
         cap[column] = min(max(2 * cap[column], needed), _MAX_COLUMN_BYTES)
         base = np.zeros_like(self.str_base)
         base[1:] = np.cumsum(cap)[:-1]
-        data = _pool_array((int(cap.sum()),), np.uint8)
+        data = np.empty((int(cap.sum()),), np.uint8)
         for s in range(len(cap)):
             data[base[s]:base[s] + used[s]] = self.str_data[self.str_base[s]:self.str_base[s] + used[s]]
         self.str_cap, self.str_base, self.str_data = cap, base, data
@@ -157,8 +152,8 @@ class ColumnBuffers:
                 array = pa.Array.from_buffers(arrow_type, stop, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
                                               null_count=null_count)
             elif column.kind == "enum":
-                indices = pa.Array.from_buffers(pa.int32(), stop, [validity, pa.py_buffer(self.enums[column.slot, :stop])],
-                                                null_count=null_count)
+                codes = pa.py_buffer(self.enums[column.slot, :stop])
+                indices = pa.Array.from_buffers(pa.int32(), stop, [validity, codes], null_count=null_count)
                 array = pa.array(column.symbols, arrow_type).take(indices)
             else:
                 values = (self.longs if column.kind == "long" else self.ints)[column.slot, :stop]
@@ -172,9 +167,8 @@ class ColumnBuffers:
         n = self.rows - start
         out = ColumnBuffers(self.program, max(row_capacity, n), self.bytes_per_row())
         first, last = self.used_bytes(start), self.used_bytes()
-        if np.any(last - first > out.str_cap):
-            out = ColumnBuffers(self.program, max(row_capacity, n),
-                                np.maximum(self.bytes_per_row(), (last - first) / max(out.row_capacity, 1)))
+        for s in np.flatnonzero(last - first > out.str_cap):
+            out._grow_column(int(s), int(last[s] - first[s]))
         out.positions[:n] = self.positions[start:self.rows]
         for new, old in ((out.longs, self.longs), (out.ints, self.ints), (out.enums, self.enums),
                          (out.valid, self.valid)):

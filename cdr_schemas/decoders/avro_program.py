@@ -118,7 +118,6 @@ def _primitive(avro_type) -> tuple[str, str | None]:
 @dataclasses.dataclass(frozen=True)
 class _ReaderField:
     column: Column
-    value_type: object        # the reader's type without its null branch
     timestamp: bool           # a timestamp-micros long
 
 
@@ -161,7 +160,7 @@ def _reader_fields(reader: dict, writer_names: set[str]) -> list[_ReaderField]:
             if "default" not in field or not _default_fits(field["default"], kind, nullable, symbols):
                 raise UnsupportedSchema(f"reader field {field['name']!r}: no usable default")
             column = Column(field["name"], kind, -1, -1, False, field["default"], symbols, full_name)
-        out.append(_ReaderField(column, avro_type, timestamp))
+        out.append(_ReaderField(column, timestamp))
     return out
 
 

@@ -129,14 +129,22 @@ def corrupt(rng: np.random.Generator, chunk: Chunk, count: int, fmt: str) -> Cor
 
 def _numbers(rng: np.random.Generator, country: np.ndarray, foreign: bool) -> pa.Array:
     """Foreign subscriber MSISDNs (E.164) or unzoned destinations (international prefix + 999…)."""
-    heads = []
+    heads, widths = [], []
     for iso in HOME_COUNTRIES:
         numbering = NUMBERING[iso]
-        heads.append(numbering.country_code + numbering.foreign_prefix if foreign
-                     else numbering.international_prefix + "999")
-    head = pa.array(heads, pa.string()).take(pa.array(country.astype(np.int64)))
-    digits = 10**7 + rng.integers(0, 10**7, len(country))
-    tail = pc.utf8_slice_codeunits(pc.cast(pa.array(digits), pa.string()), 1)
+        if foreign:     # as long as the operator's own numbers
+            heads.append(numbering.country_code + numbering.foreign_prefix)
+            own = (len(numbering.country_code) + len(numbering.subscriber_prefixes[0])
+                   + numbering.subscriber_digits)
+            widths.append(own - len(heads[-1]))
+        else:
+            heads.append(numbering.international_prefix + "999")
+            widths.append(8)
+    country = country.astype(np.int64)
+    head = pa.array(heads, pa.string()).take(pa.array(country))
+    width = np.array(widths)[country]
+    digits = 10 ** width + (rng.random(len(country)) * 10.0 ** width).astype(np.int64)
+    tail = pc.utf8_slice_codeunits(pc.cast(pa.array(digits), pa.string()), 1)    # drop the leading 1
     return pc.binary_join_element_wise(head, tail, "")
 
 

@@ -23,7 +23,7 @@ class GeneratorConfig:
     files: int = 8
     duplicate_rate: float = 0.001
     malformed_rate: float = 0.0005
-    # Further options (CLI flags --schema-version, --avro-codec; chunk_records is for tests/tuning).
+    # Options of GeneratorConfig only (no CLI flag): see docs/generator.md.
     schema_version: str = "v1"          # usage schema the CDR files are written with
     avro_codec: str = "deflate"         # Avro block codec: "deflate" (level 1) or "null"
     chunk_records: int = 250_000        # records generated and written per step (bounds memory)
@@ -50,8 +50,8 @@ class GeneratorConfig:
                              "leaves too few valid records to duplicate (each duplicate needs its own valid "
                              "original): keep 2 * duplicate_rate + malformed_rate <= 0.9")
         if self.schema_version not in SCHEMA_VERSIONS:
-            raise ValueError(f"--schema-version must be one of {', '.join(SCHEMA_VERSIONS)}, got {self.schema_version!r}")
+            raise ValueError(f"schema_version must be one of {', '.join(SCHEMA_VERSIONS)}, got {self.schema_version!r}")
         if self.avro_codec not in AVRO_CODECS:
-            raise ValueError(f"--avro-codec must be one of {', '.join(AVRO_CODECS)}, got {self.avro_codec!r}")
+            raise ValueError(f"avro_codec must be one of {', '.join(AVRO_CODECS)}, got {self.avro_codec!r}")
         if self.chunk_records < 1000:
             raise ValueError(f"chunk_records must be at least 1000, got {self.chunk_records}")

@@ -83,21 +83,50 @@ def _group_sizes(rng: np.random.Generator, count: int, sizes: np.ndarray, probs:
 
 def build_population(rng: np.random.Generator, subscribers: int, start: dt.date, days: int) -> Population:
     t0 = int(np.datetime64(start, "us").astype(np.int64))
-    t1 = t0 + days * DAY_US
-    n = subscribers
-    counts = np.floor(np.array(COUNTRY_SHARES) * n).astype(np.int64)
-    counts[0] += n - counts.sum()
-    counts = np.maximum(counts, 0)
+    counts = np.floor(np.array(COUNTRY_SHARES) * subscribers).astype(np.int64)
+    counts[0] += subscribers - counts.sum()
+    country = np.repeat(np.arange(len(HOME_COUNTRIES), dtype=np.int8), counts)
+    accounts = _accounts(rng, counts)
+    msisdn, imsi = _numbers(rng, counts)
+    weight, service_cdf = _activity(rng, subscribers)
+    lines = _subscription_lines(rng, country, accounts, weight, start, t0, days)
+    trip_first, trip_last, trip_network = _trips(rng, country, accounts.business, days)
+    home_cell = (country.astype(np.int32) * CELLS_PER_HOME_NETWORK
+                 + rng.integers(0, CELLS_PER_HOME_NETWORK, subscribers).astype(np.int32))
+    account_table, subscriptions = _reference_tables(rng, msisdn, accounts, lines)
+    return Population(
+        msisdn=msisdn, imsi=imsi, country=country, plan=accounts.plan, business=accounts.business,
+        timezone=accounts.timezone, weight=weight, service_cdf=service_cdf, active_from_us=lines.active_from,
+        active_to_us=lines.active_to, trip_first_day=trip_first, trip_last_day=trip_last,
+        trip_network=trip_network, home_cell=home_cell, cell_ids=_cells(), accounts=account_table,
+        subscriptions=subscriptions, plan_changes=int(lines.changer.sum()), starters=int(lines.starter.sum()),
+        enders=int(lines.ender.sum()))
 
-    country = np.repeat(np.arange(3, dtype=np.int8), counts)
-    business = np.zeros(n, bool)
-    plan = np.zeros(n, np.int8)
-    timezone = np.zeros(n, np.int8)
-    account_of = np.zeros(n, np.int64)
-    account_country, account_tz, account_plan_business = [], [], []
+
+@dataclasses.dataclass(frozen=True)
+class _Accounts:
+    # per subscriber
+    account: np.ndarray      # account row
+    plan: np.ndarray         # int8 index into tariffs.PLANS
+    timezone: np.ndarray     # int8 index into TIMEZONES
+    business: np.ndarray     # bool
+    # per account
+    country: np.ndarray
+    account_timezone: np.ndarray
+    account_plan: np.ndarray
+
+
+def _accounts(rng: np.random.Generator, counts: np.ndarray) -> _Accounts:
+    """Group each country's subscribers into accounts, with the plan and timezone of each account:
+    German consumers in families of 1-4 lines on MOBILE_S or MOBILE_L, German business lines in
+    accounts of 5-200 on BUSINESS_PRO, British ones on UK_FLEX, American ones on US_TALK in three
+    timezones."""
+    n = int(counts.sum())
     plan_index = {p.plan_id: i for i, p in enumerate(tariffs.PLANS)}
-    next_account = 0
-    offset = 0
+    account, plan = np.zeros(n, np.int64), np.zeros(n, np.int8)
+    timezone, business = np.zeros(n, np.int8), np.zeros(n, bool)
+    per_account: dict[str, list] = {"country": [], "timezone": [], "plan": []}
+    next_account = offset = 0
     for c, (iso, count) in enumerate(zip(HOME_COUNTRIES, counts)):
         n_business = int(round(count * BUSINESS_SHARE[c]))
         for is_business, members in ((True, n_business), (False, int(count) - n_business)):
@@ -111,30 +140,31 @@ def build_population(rng: np.random.Generator, subscribers: int, start: dt.date,
             if iso == "DE":
                 acc_plan = (np.full(k, plan_index["BUSINESS_PRO"]) if is_business else
                             np.where(rng.random(k) < 0.6, plan_index["MOBILE_S"], plan_index["MOBILE_L"]))
-                acc_tz = np.zeros(k, np.int64)
+                acc_tz = np.full(k, TIMEZONES.index("Europe/Berlin"))
             elif iso == "GB":
-                acc_plan, acc_tz = np.full(k, plan_index["UK_FLEX"]), np.ones(k, np.int64)
+                acc_plan, acc_tz = np.full(k, plan_index["UK_FLEX"]), np.full(k, TIMEZONES.index("Europe/London"))
             else:
                 acc_plan = np.full(k, plan_index["US_TALK"])
-                acc_tz = 2 + rng.choice(3, size=k, p=_US_TIMEZONE_SHARES)
-            sl = slice(offset, offset + members)
-            account_of[sl] = next_account + np.repeat(np.arange(k), sizes)
-            plan[sl] = np.repeat(acc_plan, sizes)
-            timezone[sl] = np.repeat(acc_tz, sizes)
-            business[sl] = is_business
-            account_country.append(np.full(k, c))
-            account_tz.append(acc_tz)
-            account_plan_business.append(acc_plan)
+                acc_tz = TIMEZONES.index("America/New_York") + rng.choice(3, size=k, p=_US_TIMEZONE_SHARES)
+            rows = slice(offset, offset + members)
+            account[rows] = next_account + np.repeat(np.arange(k), sizes)
+            plan[rows] = np.repeat(acc_plan, sizes)
+            timezone[rows] = np.repeat(acc_tz, sizes)
+            business[rows] = is_business
+            per_account["country"].append(np.full(k, c))
+            per_account["timezone"].append(acc_tz)
+            per_account["plan"].append(acc_plan)
             next_account += k
             offset += members
-    account_country = np.concatenate(account_country)
-    account_tz = np.concatenate(account_tz)
-    n_accounts = next_account
+    return _Accounts(account, plan, timezone, business, *(np.concatenate(per_account[k])
+                                                          for k in ("country", "timezone", "plan")))
 
-    # MSISDNs: per country, cycle through the operator's prefixes; within a prefix the local number
-    # is an affine map of the subscriber's position (unique, scattered over the range).
-    msisdn_parts = []
-    imsi_parts = []
+
+def _numbers(rng: np.random.Generator, counts: np.ndarray) -> tuple[pa.StringArray, pa.StringArray]:
+    """MSISDNs and IMSIs per subscriber. Per country the MSISDNs cycle through the operator's
+    prefixes; within a prefix the local number is an affine map of the subscriber's position
+    (unique, scattered over the range)."""
+    msisdn_parts, imsi_parts = [], []
     for c, iso in enumerate(HOME_COUNTRIES):
         numbering = NUMBERING[iso]
         local = np.arange(int(counts[c]), dtype=np.int64)
@@ -145,39 +175,58 @@ def build_population(rng: np.random.Generator, subscribers: int, start: dt.date,
         msisdn_parts.append(pc.binary_join_element_wise(head, digit_strings(suffix, numbering.subscriber_digits), ""))
         home = networks.HOME_NETWORKS[iso]
         imsi_parts.append(pc.binary_join_element_wise(home, digit_strings(local + 10_000_000, 15 - len(home)), ""))
-    msisdn = pa.concat_arrays(msisdn_parts)
-    imsi = pa.concat_arrays(imsi_parts)
+    return pa.concat_arrays(msisdn_parts), pa.concat_arrays(imsi_parts)
 
-    # Activity: Zipf-like weights over a random ranking; service mix around 40/15/45 per subscriber.
+
+def _activity(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zipf-like activity weights over a random ranking, and each subscriber's service mix (around
+    40 % voice, 15 % SMS, 45 % data; some data-only) as cumulative P(voice), P(voice or SMS)."""
     ranks = rng.permutation(n) + 1.0
     weight = (ranks + 4.0) ** -0.75
     mix = np.array([0.40, 0.15, 0.45]) * rng.lognormal(0.0, 0.5, size=(n, 3))
     mix[rng.random(n) < DATA_ONLY_SHARE] = (0.0, 0.0, 1.0)
     mix /= mix.sum(axis=1, keepdims=True)
-    service_cdf = np.cumsum(mix, axis=1)[:, :2]
+    return weight, np.cumsum(mix, axis=1)[:, :2]
 
-    # Subscription intervals.
+
+@dataclasses.dataclass(frozen=True)
+class _Lines:
+    """Subscription intervals (µs; -1 = open) and the instants each subscriber can have records."""
+    valid_from: np.ndarray
+    valid_to: np.ndarray
+    change_at: np.ndarray      # where a starter starts, an ender ends, a changer changes plan
+    changer: np.ndarray
+    starter: np.ndarray
+    ender: np.ndarray
+    active_from: np.ndarray
+    active_to: np.ndarray
+
+
+def _subscription_lines(rng, country, accounts: _Accounts, weight, start: dt.date, t0: int, days: int) -> _Lines:
+    n = len(country)
+    t1 = t0 + days * DAY_US
     kind = rng.random(n)
-    is_consumer_de = (country == 0) & ~business
-    changer = is_consumer_de & (kind < CHANGER_SHARE)
+    changer = (country == HOME_COUNTRIES.index("DE")) & ~accounts.business & (kind < CHANGER_SHARE)
     starter = ~changer & (kind >= 0.5) & (kind < 0.5 + STARTER_SHARE)
     ender = ~changer & (kind >= 0.6) & (kind < 0.6 + ENDER_SHARE)
     # Every timezone with subscribers keeps its most active one subscribed all period, so a record
     # drawn for an inactive subscriber can always be given to an active one of the same timezone.
-    for tz in np.unique(timezone):
-        members = np.flatnonzero(timezone == tz)
+    for tz in np.unique(accounts.timezone):
+        members = np.flatnonzero(accounts.timezone == tz)
         top = members[np.argmax(weight[members])]
         starter[top] = ender[top] = False
-    span_s = days * 86_400
-    change_at = t0 + (1 + (rng.random(n) * (span_s - 2)).astype(np.int64)) * SECOND_US   # inside (t0, t1)
+    change_at = t0 + (1 + (rng.random(n) * (days * 86_400 - 2)).astype(np.int64)) * SECOND_US  # in (t0, t1)
     first_day_us = int(np.datetime64(tariffs.first_version_day(start), "us").astype(np.int64))
     since = first_day_us + (rng.random(n) * ((t0 - first_day_us) // SECOND_US - 86_400)).astype(np.int64) * SECOND_US
-    valid_from = np.where(starter, change_at, since)
-    valid_to = np.where(ender, change_at, -1)
-    active_from = np.where(starter, change_at, t0)
-    active_to = np.where(ender, change_at, t1)
+    return _Lines(valid_from=np.where(starter, change_at, since), valid_to=np.where(ender, change_at, -1),
+                  change_at=change_at, changer=changer, starter=starter, ender=ender,
+                  active_from=np.where(starter, change_at, t0), active_to=np.where(ender, change_at, t1))
 
-    # Roaming trips: a stretch of days on one foreign network.
+
+def _trips(rng: np.random.Generator, country: np.ndarray, business: np.ndarray, days: int):
+    """A trip abroad of 2-10 days on one foreign network for 4 % of consumers and 12 % of business
+    lines: (first day, last day, network index into networks.FOREIGN_NETWORKS); days -1 without a trip."""
+    n = len(country)
     travels = rng.random(n) < np.where(business, 0.12, 0.04)
     trip_first = np.where(travels, rng.integers(0, days, n), -1).astype(np.int32)
     trip_last = np.where(travels, trip_first + rng.integers(1, 10, n), -1).astype(np.int32)
@@ -190,20 +239,7 @@ def build_population(rng: np.random.Generator, subscribers: int, start: dt.date,
         members = np.flatnonzero(country == c)
         pick = rng.choice(len(candidates), size=len(members), p=w / w.sum())
         trip_network[members] = np.array([foreign_index[net] for net, _i, _r in candidates])[pick]
-
-    cell_ids = _cells()
-    home_cell = (country.astype(np.int32) * CELLS_PER_HOME_NETWORK
-                 + rng.integers(0, CELLS_PER_HOME_NETWORK, n).astype(np.int32))
-
-    accounts, subscriptions = _reference_tables(
-        rng, msisdn, account_of, n_accounts, account_country, account_tz, np.concatenate(account_plan_business),
-        plan, changer, change_at, valid_from, valid_to)
-    return Population(
-        msisdn=msisdn, imsi=imsi, country=country, plan=plan, business=business, timezone=timezone,
-        weight=weight, service_cdf=service_cdf, active_from_us=active_from, active_to_us=active_to,
-        trip_first_day=trip_first, trip_last_day=trip_last, trip_network=trip_network, home_cell=home_cell,
-        cell_ids=cell_ids, accounts=accounts, subscriptions=subscriptions, plan_changes=int(changer.sum()),
-        starters=int(starter.sum()), enders=int(ender.sum()))
+    return trip_first, trip_last, trip_network
 
 
 def _cells() -> pa.StringArray:
@@ -222,33 +258,35 @@ def _network_cells(network: str, count: int) -> list[str]:
             for i in range(count)]
 
 
-def _reference_tables(rng, msisdn, account_of, n_accounts, account_country, account_tz, account_plan, plan,
-                      changer, change_at, valid_from, valid_to) -> tuple[pa.Table, pa.Table]:
+def _reference_tables(rng, msisdn: pa.StringArray, accounts: _Accounts, lines: _Lines) -> tuple[pa.Table, pa.Table]:
+    """accounts.csv and subscriptions.csv as Arrow tables of strings and ints."""
+    n_accounts = len(accounts.country)
     account_ids = pc.binary_join_element_wise("ACC", digit_strings(np.arange(1, n_accounts + 1), 7), "")
     currencies = np.array([p.currency for p in tariffs.PLANS])
-    accounts = pa.table({
+    account_table = pa.table({
         "account_id": account_ids,
-        "currency": pa.array(currencies[account_plan]),
-        "timezone": pa.array(np.array(TIMEZONES)[account_tz]),
+        "currency": pa.array(currencies[accounts.account_plan]),
+        "timezone": pa.array(np.array(TIMEZONES)[accounts.account_timezone]),
         "bill_cycle_day": pa.array(rng.integers(1, 29, n_accounts)),
-        "tax_region": pa.array(np.array(TAX_REGIONS)[account_country]),
+        "tax_region": pa.array(np.array(TAX_REGIONS)[accounts.country]),
     })
     # Changers get two rows: the old plan until the change, the other German consumer plan after it.
     plan_ids = np.array([p.plan_id for p in tariffs.PLANS])
     index = {p.plan_id: i for i, p in enumerate(tariffs.PLANS)}
+    plan = accounts.plan
     swapped = np.where(plan == index["MOBILE_S"], index["MOBILE_L"], index["MOBILE_S"])
-    changers = np.flatnonzero(changer)
+    changers = np.flatnonzero(lines.changer)
     rows_sub = np.concatenate([np.arange(len(plan)), changers])
     rows_plan = np.concatenate([plan, swapped[changers]])
-    rows_from = np.concatenate([valid_from, change_at[changers]])
-    rows_to = np.concatenate([np.where(changer, change_at, valid_to), np.full(len(changers), -1)])
+    rows_from = np.concatenate([lines.valid_from, lines.change_at[changers]])
+    rows_to = np.concatenate([np.where(lines.changer, lines.change_at, lines.valid_to), np.full(len(changers), -1)])
     to_strings = pc.if_else(pa.array(rows_to >= 0), iso_utc_strings(np.maximum(rows_to, 0)),
                             pa.scalar(None, pa.string()))
     subscriptions = pa.table({
         "msisdn": pc.take(msisdn, pa.array(rows_sub)),
-        "account_id": pc.take(account_ids, pa.array(account_of[rows_sub])),
+        "account_id": pc.take(account_ids, pa.array(accounts.account[rows_sub])),
         "plan_id": pa.array(plan_ids[rows_plan]),
         "valid_from": iso_utc_strings(rows_from),
         "valid_to": to_strings,
     }).sort_by([("msisdn", "ascending"), ("valid_from", "ascending")])
-    return accounts, subscriptions
+    return account_table, subscriptions

@@ -1,0 +1,122 @@
+"""The ``import-cgrates`` and ``rate-one`` commands of ``usage-rating``.
+
+    usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C[=SERVICE]]...
+                                [--rounding cgrates|native] [--currency EUR] [--timezone UTC]
+                                [--add-subject MSISDN]... [--allow-partial]
+    usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s
+                          [--service voice|sms|data] [--category C] [--json]
+
+``pipelines.cli`` adds the parsers with :func:`add_parsers` and hands the parsed arguments to
+:func:`dispatch`, which returns the exit status (``None`` for another command). Bad arguments or
+input raise ``ValueError``, which the CLI prints as a one-line error with exit status 1.
+
+Exit status of ``import-cgrates``: 0 when everything was imported (or with ``--allow-partial``),
+1 when something cannot be expressed — the report is printed and nothing is written. ``rate-one``
+exits 0 for a charge and for a rejected event alike: a rejection is an answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+SERVICES = ("voice", "sms", "data")
+COMMANDS = ("import-cgrates", "rate-one")
+
+
+def add_parsers(subparsers) -> None:
+    """Add ``import-cgrates`` and ``rate-one`` to an ``ArgumentParser``'s subparsers."""
+    imp = subparsers.add_parser(
+        "import-cgrates", help="convert a CGRateS tariff plan folder into reference data",
+        description="Convert a CGRateS tariff plan (Timings, Destinations, Rates, DestinationRates, RatingPlans, "
+                    "RatingProfiles) into a reference-data directory. What cannot be expressed is reported; "
+                    "then nothing is written unless --allow-partial. See docs/cgrates.md.")
+    imp.add_argument("directory", help="CGRateS tariff plan folder (its CSV files)")
+    imp.add_argument("--out", required=True, help="reference-data directory to write (replaces an earlier import)")
+    imp.add_argument("--tenant", help="tenant to import (default: the only one, else cgrates.org)")
+    imp.add_argument("--category", action="append", metavar="CATEGORY[=SERVICE]",
+                     help="category to import, as voice, sms or data (repeatable; default: call=voice, sms, data)")
+    imp.add_argument("--rounding", choices=("cgrates", "native"), default="cgrates",
+                     help="cgrates: round each increment's price to 5 decimals like CGRateS (default); "
+                          "native: the project's exact arithmetic")
+    imp.add_argument("--currency", default="EUR", help="ISO 4217 code of the tariffs (CGRateS names none)")
+    imp.add_argument("--timezone", default="UTC", help="IANA timezone timings are evaluated in (default UTC)")
+    imp.add_argument("--add-subject", action="append", default=[], metavar="MSISDN",
+                     help="also subscribe this subject (rated by its profile, else by *any); repeatable")
+    imp.add_argument("--allow-partial", action="store_true",
+                     help="write the reference even when some rules cannot be expressed (they are reported)")
+
+    one = subparsers.add_parser(
+        "rate-one", help="rate one event and explain the charge",
+        description="Rate one event with the rating engine and print the charge with its breakdown (zone, band, "
+                    "steps, increments, rounding). A rejected event is an answer (exit status 0).")
+    one.add_argument("--reference", required=True, help="reference-data directory")
+    one.add_argument("--subject", required=True, help="served MSISDN (the CGRateS subject)")
+    one.add_argument("--destination", help="destination as dialled (not needed for data)")
+    one.add_argument("--start", required=True, help="start (answer) time, ISO 8601 with Z or an offset")
+    one.add_argument("--usage", required=True, help="voice: 85s, 1m25s or seconds; sms: messages; data: bytes")
+    one.add_argument("--service", choices=SERVICES, help="default: from --category, else voice")
+    one.add_argument("--category", help="CGRateS category (call, sms, data, or one mapped at import)")
+    one.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def dispatch(args: argparse.Namespace) -> int | None:
+    """Run ``args.command`` if it is one of this module's; ``None`` otherwise."""
+    if args.command == "import-cgrates":
+        return cmd_import_cgrates(args)
+    if args.command == "rate-one":
+        return cmd_rate_one(args)
+    return None
+
+
+def cmd_import_cgrates(args) -> int:
+    from rating.cgrates import DEFAULT_CATEGORIES, ImportOptions, check_target, convert_tariff_plan, write_reference
+    from rating.cgrates.report import NOTE, UNSUPPORTED
+
+    categories = None
+    if args.category:
+        categories = tuple(_category(text, DEFAULT_CATEGORIES) for text in args.category)
+    options = ImportOptions(tenant=args.tenant, categories=categories, arithmetic=args.rounding,
+                            currency=args.currency, timezone=args.timezone, extra_subjects=tuple(args.add_subject))
+    check_target(args.out)
+    result = convert_tariff_plan(args.directory, options)
+    report = result.report
+    summary = (f"{report.count(UNSUPPORTED)} rule(s) cannot be expressed, {report.count(NOTE)} note(s)")
+    if report.partial and not args.allow_partial:
+        print(report.format_text(), file=sys.stderr)
+        print(f"usage-rating import-cgrates: {summary}; nothing written to {args.out}. Pass --allow-partial to "
+              f"write what can be expressed (the report is kept in it).", file=sys.stderr)
+        return EXIT_PARTIAL
+    out = write_reference(result, args.out)
+    if report.findings:
+        print(report.format_text())
+    versions = sum(len(p.versions) for p in result.plans)
+    print(f"{out}: tenant {result.tenant}, categories "
+          f"{', '.join(f'{c}={s}' for c, s in result.categories.items())}, {len(result.plans)} plan(s) "
+          f"({versions} version(s)), {len(result.zones.chains)} zone(s), {len(result.subscriptions)} subscription(s), "
+          f"{args.rounding} arithmetic; {summary}" + (" (partial import)" if report.partial else ""))
+    return EXIT_OK
+
+
+def cmd_rate_one(args) -> int:
+    from pipelines.rate_one import RateOneRequest, format_text, rate_one
+
+    answer = rate_one(RateOneRequest(reference_dir=args.reference, subject=args.subject,
+                                     destination=args.destination, start=args.start, usage=args.usage,
+                                     service=args.service, category=args.category))
+    print(json.dumps(answer, ensure_ascii=False) if args.json else format_text(answer))
+    return EXIT_OK
+
+
+def _category(text: str, defaults: dict[str, str]) -> tuple[str, str]:
+    category, _, service = text.partition("=")
+    if not service:
+        if category not in defaults:
+            raise ValueError(f"--category {category}: say which service it is, e.g. --category {category}=voice")
+        service = defaults[category]
+    if service not in SERVICES:
+        raise ValueError(f"--category {text}: the service must be one of {', '.join(SERVICES)}")
+    return category, service

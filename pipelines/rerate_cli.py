@@ -1,0 +1,127 @@
+"""``usage-rating rerate``: re-rate a billing cycle, or report a candidate tariff's impact (--what-if).
+
+    usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT
+                        [--what-if REFDIR] [--report FILE] [--closed-through YYYY-MM]
+                        [--shards N] [--batch-size N] [--top N] [Beam flags]
+
+Exit status: 0 done (also when nothing changed), 1 bad configuration or input, 3 control totals not
+balanced (the version is published anyway, for investigation, like the batch job).
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNBALANCED = 3
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``rerate`` sub-command to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "rerate", help="re-rate a billing cycle and publish a new version of it (or --what-if: report only); "
+                       "extra flags go to Beam")
+    p.add_argument("--cycle", required=True, help="YYYY-MM: the service cycle to re-rate")
+    p.add_argument("--input", required=True, help="glob of CDR files: every file the cycle's records came from "
+                                                  "(records of other cycles in them are counted, not re-rated)")
+    p.add_argument("--reference", required=True, help="reference-data directory in force now")
+    p.add_argument("--output", required=True, help="the output store (a batch job's --output)")
+    p.add_argument("--what-if", "--what_if", dest="what_if", default=None, metavar="REFDIR",
+                   help="candidate reference data: rate with it and report the revenue impact; writes nothing "
+                        "to the store")
+    p.add_argument("--report", default=None, metavar="FILE", help="also save the report as JSON here")
+    p.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
+                   help="YYYY-MM: cycles up to it are invoiced (the store's closed_cycles.json counts too)")
+    p.add_argument("--shards", type=int, default=16)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
+    p.add_argument("--top", type=int, default=20, help="records that change most, listed in the report")
+
+
+def _default_runner(beam_args: list[str]) -> list[str]:
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return beam_args
+    return ["--runner=DirectRunner", *beam_args]
+
+
+def run(args, beam_args: list[str]) -> int:
+    """Run the sub-command from parsed ``args``; returns the exit status."""
+    from pipelines.rerate import RerateConfig, run_rerate
+
+    try:
+        config = RerateConfig(cycle=args.cycle, input_glob=args.input, reference_dir=args.reference,
+                              output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
+                              shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
+                              top_records=args.top)
+        result = run_rerate(config, _default_runner(beam_args))
+    except ValueError as error:
+        print(f"usage-rating rerate: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(format_result(result))
+    return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
+
+
+def _money(micros: int, currency: str) -> str:
+    return f"{micros / 1e6:,.2f} {currency}"  # display only; reports keep exact micros
+
+
+def _signed(micros: int, currency: str) -> str:
+    return ("+" if micros > 0 else "") + _money(micros, currency)
+
+
+def format_result(result: dict, *, rows: int = 10) -> str:
+    """The run as text: what happened to the store, records per status, and the revenue impact."""
+    totals, summary = result["totals"], result["summary"]
+    lines = []
+    if result["what_if"]:
+        lines.append(f"what-if for cycle {result['cycle']} with {result['reference']} (the store is not written)")
+    elif result["version"] is None:
+        lines.append(f"cycle {result['cycle']}: no change against version {result['previous_version']}; "
+                     "no new version written")
+    else:
+        lines.append(f"cycle {result['cycle']}: version {result['version']} published (was "
+                     f"{result['previous_version']}) at {result['path']}")
+    state = "closed: adjustments on the next open invoice" if result["closed"] else "open: the new version replaces it"
+    lines.append(f"cycle is {state}")
+    lines.append(f"records in      {totals['records_in']:>14,}   ({result['input_files']} files)")
+    lines.append(f"in the cycle    {totals['in_cycle']['rated']:>14,} rated, {totals['in_cycle']['rejected_total']:,} "
+                 "rejected")
+    other = sum(totals["out_of_scope"]["rated"].values()) + totals["out_of_scope"]["rejected"]
+    lines.append(f"other cycles    {other:>14,}   duplicates {totals['duplicates']:,}")
+    for status, count in summary["records"].items():
+        lines.append(f"  {status:<16}{count:>12,}")
+    for reason, count in summary["recycled"].items():
+        lines.append(f"  recycled from {reason}: {count:,}")
+    lines.append("revenue (usage, before tax):")
+    for currency, money in summary["totals"].items():
+        lines.append(f"  {currency}  previous {_money(money['previous_micros'], currency):>18}  "
+                     f"re-rated {_money(money['rerated_micros'], currency):>18}  "
+                     f"change {_signed(money['delta_micros'], currency):>16}")
+    for title, key, name in (("by plan", "by_plan", "plan_id"), ("by zone", "by_zone", "zone")):
+        moved = [r for r in summary[key] if r["delta_micros"] != 0]
+        if moved:
+            lines.append(f"{title} (changed only):")
+            for r in sorted(moved, key=lambda r: -abs(r["delta_micros"]))[:rows]:
+                lines.append(f"  {r[name] or '-':<16}{_signed(r['delta_micros'], r['currency']):>18}   "
+                             f"{r['changed_records']:,} records changed")
+    deciles = [r for r in summary["by_account_decile"] if r["delta_micros"] != 0]
+    if deciles:
+        lines.append("by account decile of previous revenue (10 = top):")
+        for r in deciles:
+            lines.append(f"  {r['currency']} {r['decile']:>2}  {_signed(r['delta_micros'], r['currency']):>18}  "
+                         f"({r['accounts']:,} accounts)")
+    if summary["top_records"]:
+        lines.append("records that change most:")
+        for r in summary["top_records"][:rows]:
+            lines.append(f"  {r['source']}/{r['record_id']}  {r['account_id'] or '-'}  {r['status']:<14} "
+                         f"{_signed(r['delta_micros'], r['currency'] or '')}  {r['reasons']}")
+    adjustments = totals.get("adjustments")
+    if adjustments and adjustments["lines"]:
+        lines.append(f"adjustments: {adjustments['lines']} lines on {totals['adjustments_billing_cycle']}, "
+                     f"{adjustments['records']:,} records behind them")
+    lines.append(f"balanced        {'yes' if totals['balanced'] else 'NO - see control/totals.json':>14}")
+    timings = result["timings"]
+    lines.append(f"elapsed         {timings['total_s']:>12.1f} s   (pipeline {timings['pipeline_s']:.1f} s, "
+                 f"comparison {timings['compare_s']:.1f} s, {totals['records_in'] / max(timings['total_s'], 1e-9):,.0f} "
+                 "records/s)")
+    return "\n".join(lines)

@@ -1,0 +1,502 @@
+"""Re-rating comparison, Beam-free: record-by-record differences, revenue impact, adjustment lines.
+
+Everything is vectorised Polars over whole frames (joins on (source, record_id)), money in exact
+int64 micro-units. The re-rate job (``pipelines/rerate.py``) feeds it what the output store held for
+a cycle and what re-rating produced; a library user can call it on any two sets of rated events.
+
+Record statuses (``status``), with ``previous`` saying what the store held before:
+
+* ``UNCHANGED`` / ``CHANGED`` — rated before and now in the cycle; ``reasons`` says what changed.
+* ``NEWLY_RATED`` — rated now; ``previous`` is ``REJECTED`` (recycled: its reject cause is fixed),
+  ``OTHER_CYCLE`` (it was rated in another cycle, ``other_cycle``) or ``NONE`` (a late arrival).
+* ``NEWLY_REJECTED`` — rejected now; ``previous`` is ``RATED`` (rated in the cycle before) or ``NONE``.
+* ``STILL_REJECTED`` — rejected before and now (the reason may differ).
+* ``LEFT_CYCLE`` — in the cycle before, now rated in another cycle (``other_cycle``).
+
+Change reasons (comma-separated in ``reasons``): ``ACCOUNT`` (subscription: account, plan or
+currency), ``TARIFF_VERSION``, ``ZONE``, ``BAND`` (band or band split), ``RATE`` (another rate rule
+for the same plan version, zone and band), ``TIER``, ``UNITS`` (charged units), ``ALLOWANCE`` (free
+units or allowance consumption), ``PRICE`` (only the money changed: a price of the same rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from cdr_schemas import charge_line_schema, invoice_summary_schema
+from rating.billing import LINE_ORDER, month_index
+from rating.compile import CompiledReference
+from rating.kernels.enrich import cycle_bounds
+
+KEY = ["source", "record_id"]
+STATUSES = ("UNCHANGED", "CHANGED", "NEWLY_RATED", "NEWLY_REJECTED", "STILL_REJECTED", "LEFT_CYCLE")
+# Rated-event columns the comparison reads (a store reader may select just these).
+RATED_COLUMNS = ["source", "record_id", "service", "start_time", "account_id", "plan_id", "plan_version", "currency",
+                 "zone", "band", "band_split", "rate_id", "tier", "charged_units", "free_units", "allowance_units",
+                 "connect_fee_micros", "charge_micros"]
+_COMPARED = RATED_COLUMNS[4:]
+_CARRIED = ["service", "start_time"]
+# Columns of a change row, in order.
+CHANGE_COLUMNS = [
+    "status", "previous", "reasons", "source", "record_id", "service", "start_time", "currency",
+    "account_id", "old_account_id", "plan_id", "old_plan_id", "old_plan_version", "new_plan_version",
+    "old_zone", "new_zone", "old_band", "new_band", "old_rate_id", "new_rate_id", "old_tier", "new_tier",
+    "old_charged_units", "new_charged_units", "old_free_units", "new_free_units",
+    "old_charge_micros", "new_charge_micros", "delta_micros",
+    "old_reject_reason", "new_reject_reason", "other_cycle",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordDiff:
+    """The record-by-record comparison of one cycle.
+
+    ``changes``: one row per record whose outcome or rating changed (every status but UNCHANGED and
+    STILL_REJECTED), columns ``CHANGE_COLUMNS``. ``counts``: records per status. ``recycled``:
+    previously rejected records now rated, per previous reject reason. ``rejected``: the rejects now
+    in the cycle's scope (full rejected rows). ``previous_micros`` / ``rerated_micros``: money per
+    currency. ``by_plan``, ``by_zone``, ``by_account``: revenue before and after. ``unkeyed_rejects``:
+    rejects in scope without a usable (source, record_id), which cannot be compared.
+    """
+    changes: pl.DataFrame
+    counts: dict
+    recycled: dict
+    rejected: pl.DataFrame
+    previous_micros: dict
+    rerated_micros: dict
+    by_plan: pl.DataFrame
+    by_zone: pl.DataFrame
+    by_account: pl.DataFrame
+    unkeyed_rejects: int
+
+    @property
+    def delta_micros(self) -> dict:
+        currencies = sorted(set(self.previous_micros) | set(self.rerated_micros))
+        return {c: self.rerated_micros.get(c, 0) - self.previous_micros.get(c, 0) for c in currencies}
+
+    @property
+    def has_changes(self) -> bool:
+        return self.changes.height > 0
+
+
+def _side(rated: pl.LazyFrame, prefix: str) -> pl.LazyFrame:
+    return rated.select(KEY + [pl.col(c).alias(prefix + c) for c in _CARRIED + _COMPARED]) \
+        .with_columns(pl.lit(True).alias(prefix + "present"))
+
+
+def _keyed(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows with a usable key: rejects before parsing may have no record_id or an empty one."""
+    return frame.filter(pl.col("source").is_not_null() & pl.col("record_id").is_not_null()
+                        & (pl.col("record_id") != ""))
+
+
+def _differs(name: str, list_length: int = 0) -> pl.Expr:
+    """Old and new values of column ``name`` differ (null = absent). ``allowance_units`` is compared
+    element by element (``list_length``: the longest list), much faster than list equality."""
+    old, new = pl.col("old_" + name), pl.col("new_" + name)
+    if name != "allowance_units":
+        return old.ne_missing(new)
+    differs = old.list.len().ne_missing(new.list.len())
+    for i in range(list_length):
+        a, b = old.list.get(i, null_on_oob=True), new.list.get(i, null_on_oob=True)
+        differs = differs | a.struct.field("allowance").ne_missing(b.struct.field("allowance")) \
+            | a.struct.field("units").ne_missing(b.struct.field("units"))
+    return differs
+
+
+def _reasons(list_length: int) -> pl.Expr:
+    account = _differs("account_id") | _differs("plan_id") | _differs("currency")
+    version = _differs("plan_version")
+    zone = _differs("zone")
+    band = _differs("band") | _differs("band_split")
+    rule = _differs("rate_id") & ~(account | version | zone | band)
+    tier = _differs("tier")
+    units = _differs("charged_units")
+    allowance = _differs("free_units") | _differs("allowance_units", list_length)
+    money = _differs("charge_micros") | _differs("connect_fee_micros")
+    price = money & ~(account | version | zone | band | rule | tier | units | allowance)
+    flags = [("ACCOUNT", account), ("TARIFF_VERSION", version), ("ZONE", zone), ("BAND", band), ("RATE", rule),
+             ("TIER", tier), ("UNITS", units), ("ALLOWANCE", allowance), ("PRICE", price)]
+    joined = pl.concat_str([pl.when(flag).then(pl.lit(name + ",")).otherwise(pl.lit("")) for name, flag in flags])
+    return joined.str.strip_suffix(",")
+
+
+def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFrame, rerated: pl.LazyFrame,
+                    rejected_now: pl.LazyFrame, *, prior_rejects: pl.LazyFrame | None = None,
+                    other_rated: pl.LazyFrame | None = None, out_of_scope: pl.LazyFrame | None = None) -> RecordDiff:
+    """Compare what the store held for a cycle with what re-rating produced, record by record.
+
+    ``previous_rated`` / ``rerated``: rated events of the cycle (at least ``RATED_COLUMNS``).
+    ``previous_rejected``: the cycle's rejects before (rejected-record columns). ``rejected_now``:
+    every reject of the re-rate run with a boolean ``in_scope`` column (the store's scope rule for
+    rejects); those in scope, or whose key was in the cycle before, are the cycle's rejects now.
+    ``prior_rejects``: every reject the store knows (to tell recycled records from late arrivals;
+    defaults to ``previous_rejected``), ``other_rated``: (source, record_id, service_cycle) of other
+    cycles' current rated events, ``out_of_scope``: the same for this run's rated events of other
+    cycles. Missing lookups count as empty. Only the records present on one side are looked up.
+    """
+    empty_keys = pl.LazyFrame(schema={"source": pl.Utf8, "record_id": pl.Utf8, "service_cycle": pl.Utf8})
+    other_rated = empty_keys if other_rated is None else other_rated
+    out_of_scope = empty_keys if out_of_scope is None else out_of_scope
+    prior_rejects = previous_rejected if prior_rejects is None else prior_rejects
+
+    joined = (_side(previous_rated, "old_").join(_side(rerated, "new_"), on=KEY, how="full", coalesce=True)
+              .with_columns(pl.col("old_present").fill_null(False), pl.col("new_present").fill_null(False))
+              .collect())
+    list_length = int(joined.select(pl.max_horizontal(pl.col("old_allowance_units").list.len().max(),
+                                                       pl.col("new_allowance_units").list.len().max())).item() or 0)
+    joined = joined.with_columns(
+        pl.when(pl.col("old_present") & pl.col("new_present"))
+        .then(pl.when(pl.any_horizontal([_differs(c, list_length) for c in _COMPARED]))
+              .then(pl.lit("CHANGED")).otherwise(pl.lit("UNCHANGED")))
+        .when(pl.col("new_present")).then(pl.lit("NEWLY_RATED"))
+        .otherwise(pl.lit("LEFT_CYCLE")).alias("status"))
+
+    old_keys = pl.concat([previous_rated.select(KEY), _keyed(previous_rejected).select(KEY)]).unique() \
+        .with_columns(pl.lit(True).alias("_was_in_cycle"))
+    rejected = (rejected_now.join(old_keys, on=KEY, how="left")
+                .filter(pl.col("in_scope") | pl.col("_was_in_cycle").fill_null(False))
+                .drop(["in_scope", "_was_in_cycle"]).collect())
+    new_rejects = _keyed(rejected.lazy()).select(KEY + [pl.col("reason").alias("new_reject_reason")]).unique(KEY)
+
+    # Records on one side only: where they were before (NEWLY_RATED) or went (LEFT_CYCLE).
+    only_new = joined.filter(pl.col("status") == "NEWLY_RATED")
+    only_new_keys = only_new.lazy().select(KEY)
+    prior = (_keyed(prior_rejects).join(only_new_keys, on=KEY, how="semi")
+             .select(KEY + [pl.col("reason").alias("old_reject_reason")]).unique(KEY, keep="last", maintain_order=True))
+    before = (other_rated.join(only_new_keys, on=KEY, how="semi")
+              .select(KEY + [pl.col("service_cycle").alias("other_cycle")]).unique(KEY))
+    only_new = (only_new.lazy().join(prior, on=KEY, how="left").join(before, on=KEY, how="left")
+                .with_columns(pl.when(pl.col("other_cycle").is_not_null()).then(pl.lit("OTHER_CYCLE"))
+                              .when(pl.col("old_reject_reason").is_not_null()).then(pl.lit("REJECTED"))
+                              .otherwise(pl.lit("NONE")).alias("previous"),
+                              pl.lit(None, pl.Utf8).alias("new_reject_reason"))
+                .with_columns(pl.when(pl.col("previous") == "REJECTED").then(pl.col("old_reject_reason"))
+                              .otherwise(pl.lit(None, pl.Utf8)).alias("old_reject_reason"))
+                .collect())
+    only_old = joined.filter(pl.col("status") == "LEFT_CYCLE")
+    went = (out_of_scope.join(only_old.lazy().select(KEY), on=KEY, how="semi")
+            .select(KEY + [pl.col("service_cycle").alias("other_cycle")]).unique(KEY))
+    only_old = (only_old.lazy().join(new_rejects, on=KEY, how="left").join(went, on=KEY, how="left")
+                .with_columns(pl.when(pl.col("new_reject_reason").is_not_null()).then(pl.lit("NEWLY_REJECTED"))
+                              .otherwise(pl.lit("LEFT_CYCLE")).alias("status"),
+                              pl.lit("RATED").alias("previous"), pl.lit(None, pl.Utf8).alias("old_reject_reason"))
+                .collect())
+    on_both = joined.filter(pl.col("old_present") & pl.col("new_present")).with_columns(
+        pl.lit("RATED").alias("previous"), pl.lit(None, pl.Utf8).alias("old_reject_reason"),
+        pl.lit(None, pl.Utf8).alias("new_reject_reason"), pl.lit(None, pl.Utf8).alias("other_cycle"))
+    changed = on_both.filter(pl.col("status") == "CHANGED").with_columns(_reasons(list_length).alias("reasons"))
+    unchanged = on_both.filter(pl.col("status") == "UNCHANGED").with_columns(pl.lit("").alias("reasons"))
+    rated_rows = pl.concat([unchanged, changed, only_new, only_old], how="diagonal_relaxed").with_columns(
+        pl.col("reasons").fill_null(""),
+        pl.coalesce("new_service", "old_service").alias("service"),
+        pl.coalesce("new_start_time", "old_start_time").alias("start_time"),
+        pl.coalesce("new_currency", "old_currency").alias("currency"),
+        pl.coalesce("new_account_id", "old_account_id").alias("account_id"),
+        pl.coalesce("new_plan_id", "old_plan_id").alias("plan_id"),
+        (pl.col("new_charge_micros").fill_null(0) - pl.col("old_charge_micros").fill_null(0)).alias("delta_micros"),
+    )
+
+    # Rejects on both sides, and rejects of records that are rated on neither side.
+    old_rejects = _keyed(previous_rejected).select(KEY + [pl.col("reason").alias("old_reject_reason")]).unique(KEY)
+    starts = pl.concat([_keyed(rejected.lazy()).select(KEY + ["start_time"]),
+                        _keyed(previous_rejected).select(KEY + ["start_time"])]).unique(KEY, maintain_order=True)
+    reject_rows = (old_rejects.join(new_rejects, on=KEY, how="full", coalesce=True)
+                   .join(rated_rows.lazy().select(KEY), on=KEY, how="anti"))
+    reject_rows = (reject_rows.join(out_of_scope.join(reject_rows.select(KEY), on=KEY, how="semi")
+                                    .select(KEY + [pl.col("service_cycle").alias("other_cycle")]).unique(KEY),
+                                    on=KEY, how="left")
+                   .join(starts, on=KEY, how="left")
+                   .with_columns(
+                       pl.when(pl.col("old_reject_reason").is_not_null() & pl.col("new_reject_reason").is_not_null())
+                       .then(pl.lit("STILL_REJECTED"))
+                       .when(pl.col("new_reject_reason").is_not_null()).then(pl.lit("NEWLY_REJECTED"))
+                       .otherwise(pl.lit("LEFT_CYCLE")).alias("status"),
+                       pl.when(pl.col("old_reject_reason").is_not_null()).then(pl.lit("REJECTED"))
+                       .otherwise(pl.lit("NONE")).alias("previous"),
+                       pl.lit("").alias("reasons"))
+                   .collect())
+
+    changes = pl.concat([
+        rated_rows.filter(pl.col("status") != "UNCHANGED").select(_change_columns(rated_rows)),
+        reject_rows.filter(pl.col("status") != "STILL_REJECTED").select(_change_columns(reject_rows)),
+    ], how="vertical_relaxed").sort(KEY)
+
+    counts = {s: 0 for s in STATUSES}
+    for frame in (rated_rows, reject_rows):
+        for status_name, n in frame.group_by("status").len().iter_rows():
+            counts[status_name] += n
+    recycled = dict(sorted(rated_rows.filter((pl.col("status") == "NEWLY_RATED") & (pl.col("previous") == "REJECTED"))
+                           .group_by("old_reject_reason").len().iter_rows()))
+    unkeyed = rejected.height - _keyed(rejected.lazy()).collect().height
+    return RecordDiff(
+        changes=changes, counts=counts, recycled=recycled, rejected=rejected,
+        previous_micros=_money(rated_rows, "old_"), rerated_micros=_money(rated_rows, "new_"),
+        by_plan=_revenue_by(rated_rows, "plan_id"), by_zone=_revenue_by(rated_rows, "zone"),
+        by_account=_revenue_by(rated_rows, "account_id"), unkeyed_rejects=unkeyed)
+
+
+def _change_columns(frame: pl.DataFrame) -> list[pl.Expr]:
+    types = {"start_time": pl.Datetime("us", "UTC"), "delta_micros": pl.Int64, "old_charge_micros": pl.Int64,
+             "new_charge_micros": pl.Int64, "old_plan_version": pl.Int32, "new_plan_version": pl.Int32,
+             "old_tier": pl.Int32, "new_tier": pl.Int32, "old_charged_units": pl.Int64,
+             "new_charged_units": pl.Int64, "old_free_units": pl.Int64, "new_free_units": pl.Int64}
+    return [(pl.col(c) if c in frame.columns else pl.lit(None)).cast(types.get(c, pl.Utf8)).alias(c)
+            for c in CHANGE_COLUMNS]
+
+
+def _money(rows: pl.DataFrame, prefix: str) -> dict:
+    present = rows.filter(pl.col(prefix + "present"))
+    sums = present.group_by(prefix + "currency").agg(pl.col(prefix + "charge_micros").sum())
+    return {currency: int(micros) for currency, micros in sorted(sums.iter_rows())}
+
+
+def _revenue_by(rows: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Revenue per (currency, ``name``): old money under the old value, new money under the new one."""
+    def side(prefix, label):
+        return (rows.filter(pl.col(prefix + "present"))
+                .group_by([pl.col(prefix + "currency").alias("currency"), pl.col(prefix + name).alias(name)])
+                .agg(pl.col(prefix + "charge_micros").sum().alias(label), pl.len().alias(label.replace("micros", "records"))))
+    changed = (rows.filter(~pl.col("status").is_in(["UNCHANGED"]))
+               .group_by(["currency", pl.coalesce("new_" + name, "old_" + name).alias(name)])
+               .agg(pl.len().alias("changed_records")))
+    keys = ["currency", name]
+    out = (side("old_", "previous_micros").join(side("new_", "rerated_micros"), on=keys, how="full", coalesce=True)
+           .join(changed, on=keys, how="left"))
+    out = out.with_columns([pl.col(c).fill_null(0).cast(pl.Int64) for c in
+                            ("previous_micros", "rerated_micros", "previous_records", "rerated_records",
+                             "changed_records")])
+    return out.with_columns((pl.col("rerated_micros") - pl.col("previous_micros")).alias("delta_micros")).sort(keys)
+
+
+def account_deciles(by_account: pl.DataFrame) -> pl.DataFrame:
+    """Revenue before and after per (currency, decile of accounts by previous revenue; 10 = the top)."""
+    if by_account.height == 0:
+        return pl.DataFrame(schema={"currency": pl.Utf8, "decile": pl.Int64, "accounts": pl.Int64,
+                                    "previous_micros": pl.Int64, "rerated_micros": pl.Int64, "delta_micros": pl.Int64})
+    ranked = by_account.sort(["currency", "previous_micros", "account_id"]).with_columns(
+        pl.int_range(pl.len()).over("currency").alias("_rank"), pl.len().over("currency").alias("_n"))
+    ranked = ranked.with_columns((pl.col("_rank") * 10 // pl.col("_n") + 1).cast(pl.Int64).alias("decile"))
+    return (ranked.group_by(["currency", "decile"])
+            .agg(pl.len().cast(pl.Int64).alias("accounts"), pl.col("previous_micros").sum(),
+                 pl.col("rerated_micros").sum(), pl.col("delta_micros").sum())
+            .sort(["currency", "decile"]))
+
+
+def impact_summary(diff: RecordDiff, *, top: int = 20) -> dict:
+    """The revenue impact as a JSON-ready document: totals, per plan, per zone, per account decile,
+    and the ``top`` records that change most (by absolute money difference)."""
+    def rows(frame: pl.DataFrame) -> list[dict]:
+        return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+                for row in frame.iter_rows(named=True)]
+
+    totals = {c: {"previous_micros": diff.previous_micros.get(c, 0), "rerated_micros": diff.rerated_micros.get(c, 0),
+                  "delta_micros": d} for c, d in diff.delta_micros.items()}
+    moved = diff.changes.filter(pl.col("delta_micros") != 0)
+    biggest = (moved.with_columns(pl.col("delta_micros").abs().alias("_abs"))
+               .sort(["_abs", "source", "record_id"], descending=[True, False, False]).head(top).drop("_abs"))
+    return {
+        "records": dict(diff.counts), "recycled": dict(diff.recycled), "unkeyed_rejects": diff.unkeyed_rejects,
+        "totals": totals,
+        "by_plan": rows(diff.by_plan), "by_zone": rows(diff.by_zone),
+        "by_account_decile": rows(account_deciles(diff.by_account)),
+        "top_records": rows(biggest.select(["status", "reasons", "source", "record_id", "account_id", "currency",
+                                            "service", "start_time", "plan_id", "old_zone", "new_zone",
+                                            "old_charge_micros", "new_charge_micros", "delta_micros"])),
+    }
+
+
+# --- charge lines and adjustments -------------------------------------------------------------------
+
+_KIND = (pl.when(pl.col("line_type") == "USAGE").then(pl.col("service"))
+         .when(pl.col("line_type") == "PLAN_FEE").then(pl.lit("PLAN_FEE"))
+         .when(pl.col("line_type") == "ADJUSTMENT").then(pl.col("item"))
+         .otherwise(pl.lit(None, pl.Utf8)))
+_SERVICES = ("VOICE", "SMS", "DATA")
+
+
+def _money_by_kind(lines: pl.DataFrame, with_fees: bool) -> pl.DataFrame:
+    frame = lines.with_columns(_KIND.alias("kind")).filter(pl.col("kind").is_not_null())
+    if not with_fees:
+        frame = frame.filter(pl.col("kind") != "PLAN_FEE")
+    return frame.group_by(["account_id", "currency", "kind"]).agg(
+        pl.col("amount_micros").sum(), pl.col("amount_minor").sum(), pl.col("tax_minor").sum())
+
+
+def record_contributions(changes: pl.DataFrame) -> pl.DataFrame:
+    """Per-record money behind adjustments: one row per (record, account) whose charge moved.
+
+    A record that changed account gives two rows (a credit on the old one, a debit on the new one),
+    so the rows of an (account, service) sum exactly to its usage adjustment.
+    """
+    moved = changes.filter(pl.col("delta_micros") != 0)
+    same = moved.filter(pl.col("old_account_id").is_null() | pl.col("old_account_id").eq_missing(pl.col("account_id"))
+                        | pl.col("new_charge_micros").is_null())
+    same = same.with_columns(pl.coalesce("account_id", "old_account_id").alias("account_id"))
+    switched = moved.filter(pl.col("old_account_id").is_not_null() & pl.col("new_charge_micros").is_not_null()
+                            & pl.col("old_account_id").ne_missing(pl.col("account_id")))
+    credit = switched.with_columns(pl.col("old_account_id").alias("account_id"),
+                                   (-pl.col("old_charge_micros")).alias("delta_micros"))
+    debit = switched.with_columns(pl.col("new_charge_micros").alias("delta_micros"))
+    columns = ["account_id", "currency", "service", "source", "record_id", "start_time", "status", "previous",
+               "reasons", "old_charge_micros", "new_charge_micros", "delta_micros"]
+    return pl.concat([f.select(columns) for f in (same, credit, debit)]).sort(["account_id", "service", *KEY])
+
+
+@dataclasses.dataclass(frozen=True)
+class Adjustments:
+    """ADJUSTMENT and TAX lines (``charge_line_schema()``), the per-record rows behind them, and
+    whether billed + adjustments equals the re-rated money for every (account, currency, kind)."""
+    lines: pa.Table
+    records: pl.DataFrame
+    balanced: bool
+
+
+def adjustment_lines(billed: pa.Table, rerated: pa.Table, changes: pl.DataFrame, *, cycle: str, billing_cycle: str,
+                     version: int, digits: dict[str, int]) -> Adjustments:
+    """Lines that move a closed cycle's billed lines exactly to its re-rated lines.
+
+    ``billed``: the cycle's lines as they stand (service cycle ``cycle``, earlier adjustments
+    included); ``rerated``: the cycle's lines recomputed from the re-rated events. Per (account,
+    currency, service) of usage — and per account for plan fees when the store billed the cycle's
+    fees — one ADJUSTMENT line with ``amount_micros`` = re-rated − billed (exact), ``amount_minor`` =
+    the difference of the minor-unit amounts and ``tax_minor`` the difference of the tax on them, so
+    billed + adjustment equals the re-rated figures in micros, minor units and tax alike. A TAX line
+    per (account, tax) carries the adjustments' tax. Lines go on ``billing_cycle``, ``late``.
+    """
+    billed_frame, rerated_frame = pl.from_arrow(billed), pl.from_arrow(rerated)
+    with_fees = billed_frame.filter(_KIND == "PLAN_FEE").height > 0
+    keys = ["account_id", "currency", "kind"]
+    old = _money_by_kind(billed_frame, with_fees)
+    new = _money_by_kind(rerated_frame, with_fees)
+    diff = old.join(new, on=keys, how="full", coalesce=True, suffix="_new").with_columns(
+        [pl.col(c).fill_null(0) for c in ("amount_micros", "amount_minor", "tax_minor",
+                                          "amount_micros_new", "amount_minor_new", "tax_minor_new")])
+    diff = diff.with_columns(
+        (pl.col("amount_micros_new") - pl.col("amount_micros")).alias("d_micros"),
+        (pl.col("amount_minor_new") - pl.col("amount_minor")).alias("d_minor"),
+        (pl.col("tax_minor_new") - pl.col("tax_minor")).alias("d_tax"),
+    ).filter((pl.col("d_micros") != 0) | (pl.col("d_minor") != 0) | (pl.col("d_tax") != 0)).sort(keys)
+
+    records = record_contributions(changes)
+    behind = records.group_by(["account_id", "currency", pl.col("service").alias("kind")]).agg(
+        pl.len().cast(pl.Int64).alias("records"), pl.col("delta_micros").sum().alias("records_micros"))
+    diff = diff.join(behind, on=keys, how="left").with_columns(pl.col("records").fill_null(0),
+                                                               pl.col("records_micros").fill_null(0))
+    usage = diff.filter(pl.col("kind").is_in(_SERVICES))
+    all_usage = (old.filter(pl.col("kind").is_in(_SERVICES)).join(new.filter(pl.col("kind").is_in(_SERVICES)), on=keys,
+                                                                    how="full", coalesce=True, suffix="_new")
+                 .join(behind, on=keys, how="full", coalesce=True)
+                 .with_columns([pl.col(c).fill_null(0) for c in ("amount_micros", "amount_micros_new", "records_micros")]))
+    balanced = bool((all_usage["amount_micros_new"] - all_usage["amount_micros"] == all_usage["records_micros"]).all()) \
+        and bool((usage["d_micros"] == usage["records_micros"]).all())
+
+    d = np.array([digits[c] for c in diff["currency"].to_list()], np.int64)
+    lines = diff.with_columns(
+        pl.lit(billing_cycle).alias("billing_cycle"), pl.lit(cycle).alias("service_cycle"),
+        pl.lit("ADJUSTMENT").alias("line_type"),
+        pl.when(pl.col("kind").is_in(_SERVICES)).then(pl.col("kind")).otherwise(pl.lit(None, pl.Utf8)).alias("service"),
+        pl.col("kind").alias("item"),
+        (pl.lit(f"re-rating of {cycle} (version {version}): ")
+         + pl.when(pl.col("d_micros") < 0).then(pl.lit("credit")).otherwise(pl.lit("debit")) + pl.lit(" ")
+         + pl.when(pl.col("kind") == "PLAN_FEE").then(pl.lit("plan fees"))
+         .otherwise(pl.col("kind").str.to_lowercase() + pl.lit(" usage, ") + pl.col("records").cast(pl.Utf8)
+                    + pl.lit(" records"))).alias("description"),
+        pl.col("records").alias("quantity"),
+        pl.col("d_micros").alias("amount_micros"), pl.col("d_minor").alias("amount_minor"),
+        (pl.col("d_minor") * pl.Series(10 ** (6 - d)) - pl.col("d_micros")).alias("rounding_micros"),
+        pl.col("d_tax").alias("tax_minor"), pl.lit(True).alias("late"),
+    ).drop(["kind", "amount_micros_new", "amount_minor_new", "tax_minor_new", "d_micros", "d_minor", "d_tax",
+            "records", "records_micros"])
+    taxes = _adjustment_taxes(lines, billed_frame, rerated_frame, digits)
+    return Adjustments(lines=charge_table(pl.concat([lines, taxes], how="diagonal_relaxed")), records=records,
+                       balanced=balanced)
+
+
+def _adjustment_taxes(lines: pl.DataFrame, billed: pl.DataFrame, rerated: pl.DataFrame, digits: dict) -> pl.DataFrame:
+    taxed = lines.filter(pl.col("tax_minor") != 0)
+    if taxed.height == 0:
+        return pl.DataFrame()
+    names = (pl.concat([rerated, billed]).filter(pl.col("line_type") == "TAX")
+             .group_by("account_id", maintain_order=True).agg(pl.col("item").first().alias("tax_name")))
+    taxes = (taxed.group_by(["account_id", "billing_cycle", "service_cycle", "currency"])
+             .agg(pl.col("tax_minor").sum().alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"))
+             .join(names, on="account_id", how="left").with_columns(pl.col("tax_name").fill_null("tax")))
+    d = np.array([digits[c] for c in taxes["currency"].to_list()], np.int64)
+    return taxes.with_columns(
+        pl.lit("TAX").alias("line_type"), pl.col("tax_name").alias("item"),
+        (pl.col("tax_name") + pl.lit(" on re-rating adjustments")).alias("description"),
+        (pl.col("amount_minor") * pl.Series(10 ** (6 - d))).alias("amount_micros"),
+        pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(0, pl.Int64).alias("tax_minor"), pl.lit(True).alias("late"),
+    ).drop("tax_name")
+
+
+def charge_table(lines: pl.DataFrame) -> pa.Table:
+    """Lines as ``charge_line_schema()``, missing columns defaulted, in the store's line order."""
+    schema = charge_line_schema()
+    if lines.height == 0:
+        return schema.empty_table()
+    defaults = {"service": None, "zone": None, "band": None, "item": None, "unit": None, "raw_units": 0,
+                "charged_units": 0, "free_units": 0, "granted_units": 0, "left_units": 0, "tax_minor": 0}
+    lines = lines.with_columns([pl.lit(v).alias(k) for k, v in defaults.items() if k not in lines.columns])
+    lines = lines.with_columns(pl.col("line_type").replace_strict(LINE_ORDER).alias("_order")).sort(
+        ["account_id", "billing_cycle", "_order", "service_cycle", "service", "zone", "band", "item"], nulls_last=False)
+    return lines.select(schema.names).to_arrow().cast(schema)
+
+
+def same_lines(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two sets of charge lines are equal, whatever their order and file split."""
+    if a.num_rows != b.num_rows:
+        return False
+    keys = [(name, "ascending") for name in charge_line_schema().names]
+    cast = charge_line_schema()
+    return a.cast(cast).sort_by(keys).equals(b.cast(cast).sort_by(keys))
+
+
+def cycle_bounds_of(compiled: CompiledReference, account_ids: list[str], cycle: str) -> pl.DataFrame:
+    """UTC bounds (µs) of ``cycle`` for each account: (account_id, billing_cycle, cycle_start, cycle_end).
+
+    ValueError naming the account when an account is not in the reference data."""
+    rows = {a: i for i, a in enumerate(compiled.account_ids)}
+    unknown = [a for a in account_ids if a not in rows]
+    if unknown:
+        raise ValueError(f"accounts {unknown[:5]} are in the output store but not in the reference data; "
+                         "re-rate with reference data that still lists them")
+    index = np.array([rows[a] for a in account_ids], np.int64)
+    T = compiled.tables
+    start = np.zeros(len(index), np.int64)
+    end = np.zeros(len(index), np.int64)
+    cycle_bounds(np.full(len(index), month_index(cycle), np.int64), compiled.account_tz[index],
+                 compiled.account_bcd[index], T.tz_start, T.tz_transitions, T.tz_offsets, start, end)
+    return pl.DataFrame({"account_id": account_ids, "billing_cycle": [cycle] * len(index), "cycle_start": start,
+                         "cycle_end": end}, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8,
+                                                    "cycle_start": pl.Int64, "cycle_end": pl.Int64})
+
+
+def summarise_invoices(lines: pa.Table, bounds: pl.DataFrame) -> pa.Table:
+    """Invoice summaries (``invoice_summary_schema()``) of charge lines, as the batch job computes them."""
+    schema = invoice_summary_schema()
+    frame = pl.from_arrow(lines)
+    if frame.height == 0:
+        return schema.empty_table()
+    is_tax = pl.col("line_type") == "TAX"
+    is_usage = pl.col("line_type") == "USAGE"
+    summary = frame.group_by(["account_id", "billing_cycle", "currency"]).agg(
+        pl.col("amount_minor").filter(~is_tax).sum().alias("subtotal_minor"),
+        pl.col("amount_minor").filter(is_tax).sum().alias("tax_minor"),
+        pl.col("quantity").filter(is_usage).sum().alias("rated_events"),
+        pl.col("quantity").filter(is_usage & pl.col("late")).sum().alias("late_events"),
+        pl.col("free_units").filter(is_usage).sum().alias("free_units"),
+        pl.col("rounding_micros").sum().alias("rounding_micros"),
+    ).with_columns((pl.col("subtotal_minor") + pl.col("tax_minor")).alias("total_minor"))
+    summary = summary.join(bounds, on=["account_id", "billing_cycle"], how="left")
+    missing = summary.filter(pl.col("cycle_start").is_null())
+    if missing.height:
+        raise ValueError(f"no cycle bounds for invoices {missing.select(['account_id', 'billing_cycle']).rows()[:3]}")
+    summary = summary.with_columns(pl.col("cycle_start").cast(pl.Datetime("us", "UTC")),
+                                   pl.col("cycle_end").cast(pl.Datetime("us", "UTC")))
+    return summary.sort(["account_id", "billing_cycle"]).select(schema.names).to_arrow().cast(schema)
