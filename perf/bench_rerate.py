@@ -1,21 +1,31 @@
 """Re-rating speed: re-rate a generated billing cycle after a price change, beside the batch run that
-rated it first, in the same run and on the same machine.
+rated it first, in the same run and on the same machine; then the Beam-free comparison alone at
+``--compare-records`` (default 10M).
 
-    python perf/bench_rerate.py [--records 10000000] [--subscribers 100000] [--workdir DIR]
-                                [--json FILE] [Beam flags, default: DirectRunner, 1 worker, in memory]
+    python perf/bench_rerate.py [--records 10000000] [--compare-records 10000000] [--subscribers N]
+                                [--workdir DIR] [--json FILE]
+                                [Beam flags, default: DirectRunner, 1 worker, in memory]
 
-Steps (each pipeline in its own child process, so its peak RSS is its own):
+End to end (each pipeline in its own child process, so its peak RSS is its own):
 
 1. generate ``--records`` records over January 2026 (Parquet; reused when the workdir already has
    them) and set every account's bill cycle day to 1, so the whole month is one cycle (2026-01);
 2. **baseline**: ``usage-rating batch`` rates them into an output store (version 1);
 3. raise the price of one rate (MOBILE_S voice, NATIONAL, PEAK) by 0.01 in a copy of the reference;
-4. **re-rate** cycle 2026-01 with it: the same decode, dedup and rate transforms, then the
+4. **re-rate** cycle 2026-01 with it: the batch job's decode, dedup and rate transforms, then the
    record-by-record comparison with the store and the publication of version 2.
 
+The Beam DirectRunner keeps every stage's output in memory: about 1.6 GB per million records, for
+the batch job as much as for the re-rate (16 GB peak at 10M). The script refuses to start when
+the machine has less memory available than that; ``--records`` scales the run down. The
+comparison is also measured alone at ``--compare-records`` (0 to skip): the two versions' rated
+events are tiled up to that size (with record ids suffixed) and compared in a child process. It
+runs once with both sides in the same order (the fast path: same shards) and once with the new
+side in another order (the join path).
+
 Prints records/s of both runs and their ratio, the comparison's cost (seconds and share of the
-re-rate), records changed and peak RSS. ``--json FILE`` writes the figures (``records_per_s``,
-``peak_rss_bytes`` and the rest).
+re-rate), records changed and peak RSS. ``--json FILE`` writes the figures: ``records_per_s`` and
+``peak_rss_bytes`` of the end-to-end re-rate, and ``compare`` (the comparison alone).
 """
 
 from __future__ import annotations
@@ -81,18 +91,63 @@ def candidate_reference(reference: Path, target: Path) -> str:
     return f"MOBILE_S voice NATIONAL/PEAK {match.group(2)} -> {price}"
 
 
+def _tile(store: Path, target: Path, records: int) -> dict:
+    """Write the rated events of versions 1 and 2 of the cycle, tiled to ``records`` rows (record ids
+    suffixed per copy), as ``old/`` and ``new/`` part files in the same order."""
+    import math
+
+    import polars as pl
+
+    from rating.rerate_diff import RATED_COLUMNS
+    from sinks import store as versions
+
+    shutil.rmtree(target, ignore_errors=True)
+    old = pl.read_parquet(versions.Version(CYCLE, 1, store).rated_files(), columns=RATED_COLUMNS)
+    new = pl.read_parquet(versions.current_version(store, CYCLE).rated_files(), columns=RATED_COLUMNS)
+    copies = math.ceil(records / old.height)
+    for side, frame in (("old", old), ("new", new)):
+        (target / side).mkdir(parents=True)
+        left = records
+        for k in range(copies):
+            part = frame.head(left).with_columns(pl.col("record_id") + f"-{k}")
+            part.write_parquet(target / side / f"part-{k:05d}.parquet")
+            left -= part.height
+    return {"old": sorted(str(p) for p in (target / "old").glob("*.parquet")),
+            "new": sorted(str(p) for p in (target / "new").glob("*.parquet"))}
+
+
+def _compare_child(args: dict) -> dict:
+    """Compare the tiled versions: read, diff, impact summary, per-record contributions."""
+    import polars as pl
+
+    from rating.rerate_diff import RATED_COLUMNS, compare_records, impact_summary, record_contributions
+
+    rejects = pl.LazyFrame(schema={"reason": pl.Utf8, "record_id": pl.Utf8, "source": pl.Utf8,
+                                   "start_time": pl.Datetime("us", "UTC"), "in_scope": pl.Boolean})
+    new_files = args["new"] if args["aligned"] else list(reversed(args["new"]))
+    diff = compare_records(pl.scan_parquet(args["old"]).select(RATED_COLUMNS), rejects.drop("in_scope"),
+                           pl.scan_parquet(new_files).select(RATED_COLUMNS), rejects)
+    summary = impact_summary(diff)
+    contributions = record_contributions(diff.changes)
+    return {"records": diff.counts, "contributions": contributions.height,
+            "delta_micros": summary["totals"]}
+
+
 def _child(phase: str, args: dict, result_path: str) -> None:
     """Run one phase in this (child) process and write its figures to ``result_path``."""
-    from pipelines.batch import run_batch
-    from pipelines.options import BatchConfig
-    from pipelines.rerate import RerateConfig, run_rerate
-
     started = time.monotonic()
-    if phase == "batch":
+    if phase.startswith("compare"):
+        figures = _compare_child(args)
+    elif phase == "batch":
+        from pipelines.batch import run_batch
+        from pipelines.options import BatchConfig
+
         totals = run_batch(BatchConfig(input_glob=args["input"], reference_dir=args["reference"],
                                        output_dir=args["output"], shards=args["shards"]), args["beam"])
         figures = {"records_in": totals["records_in"], "rated": totals["rated"], "balanced": totals["balanced"]}
     else:
+        from pipelines.rerate import RerateConfig, run_rerate
+
         result = run_rerate(RerateConfig(cycle=CYCLE, input_glob=args["input"], reference_dir=args["reference"],
                                          output_dir=args["output"], shards=args["shards"]), args["beam"])
         t = result["totals"]
@@ -119,9 +174,27 @@ def _run_child(phase: str, args: dict, workdir: Path) -> dict:
     return {**figures, "wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
+GB_PER_MILLION_RECORDS = 1.6   # peak RSS of the DirectRunner (in memory), measured at 1M, 3M and 10M
+
+
+def _check_memory(records: int) -> None:
+    """Refuse to start when the DirectRunner's peak would not fit in the memory available now."""
+    try:
+        with open("/proc/meminfo") as f:
+            available_gb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) / 2**20
+    except (OSError, StopIteration):
+        return
+    needed_gb = 1.0 + GB_PER_MILLION_RECORDS * records / 1e6
+    if needed_gb > available_gb:
+        raise SystemExit(f"--records {records:,} needs about {needed_gb:.0f} GB on the DirectRunner in memory, "
+                         f"{available_gb:.0f} GB are available: pass a smaller --records")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--records", type=int, default=10_000_000, help="records generated and re-rated end to end")
+    parser.add_argument("--compare-records", type=int, default=10_000_000,
+                        help="records of the comparison measured alone (0: skip)")
     parser.add_argument("--subscribers", type=int, default=None, help="default: records / 100, at least 100")
     parser.add_argument("--workdir", default="bench-rerate", help="generated data is reused from here")
     parser.add_argument("--shards", type=int, default=16)
@@ -131,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     args, beam = parser.parse_known_args(argv)
     beam = beam or DEFAULT_BEAM
+    if not any(a.startswith("--runner") and "DirectRunner" not in a for a in beam):
+        _check_memory(args.records)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     subscribers = args.subscribers or max(100, args.records // 100)
@@ -145,6 +220,16 @@ def main(argv: list[str] | None = None) -> dict:
     batch = _run_child("batch", {**common, "reference": str(gen / "reference")}, workdir)
     change = candidate_reference(gen / "reference", workdir / "reference-candidate")
     rerate = _run_child("rerate", {**common, "reference": str(workdir / "reference-candidate")}, workdir)
+
+    compare = {}
+    if args.compare_records:
+        files = _tile(store, workdir / "tiled", args.compare_records)
+        for name, aligned in (("aligned", True), ("join", False)):
+            run = _run_child(f"compare-{name}", {**files, "aligned": aligned}, workdir)
+            compare[name] = {"s": run["elapsed_s"], "records_per_s": args.compare_records / run["elapsed_s"],
+                             "peak_rss_bytes": run["peak_rss_bytes"], "changed": run["records"]["CHANGED"]}
+        compare["records"] = args.compare_records
+        shutil.rmtree(workdir / "tiled", ignore_errors=True)
 
     records = rerate["records_in"]
     timings = rerate["timings"]
@@ -161,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         "baseline_batch_records_per_s": batch_rate, "baseline_batch_s": batch["elapsed_s"],
         "baseline_batch_peak_rss_bytes": batch["peak_rss_bytes"], "rerate_vs_batch": rerate_rate / batch_rate,
         "version": rerate["version"], "balanced": rerate["balanced"] and batch["balanced"],
-        "manifest_records": manifest["records_written"],
+        "manifest_records": manifest["records_written"], "compare": compare,
     }
     mb = 1 << 20
     print(f"{records:,} records ({rerate['in_cycle']:,} in cycle {CYCLE}), {change}: {changed:,} records change; "
@@ -177,6 +262,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'  version + invoices + publish':<34}{'':>12}{timings['publish_s']:>10.1f}")
     print(f"re-rate / batch speed {report['rerate_vs_batch']:.2f}; comparison {100 * report['compare_share']:.1f}% "
           f"of the re-rate; balanced {'yes' if report['balanced'] else 'NO'}")
+    if compare:
+        print(f"comparison alone, {compare['records']:,} records ({compare['aligned']['changed']:,} changed), "
+              "read + diff + impact + per-record money:")
+        for name, label in (("aligned", "same order (same shards)"), ("join", "other order (full join)")):
+            c = compare[name]
+            print(f"  {label:<32}{c['records_per_s']:>12,.0f}{c['s']:>10.1f}{c['peak_rss_bytes'] / mb:>13,.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report

@@ -5,7 +5,10 @@
     usage-rating validate-reference DIR
     usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [Beam flags]
     usage-rating close-cycle --output OUT --cycle YYYY-MM
-    usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html]
+    usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html] [--out FILE]
+    usage-rating stream --subscription projects/P/subscriptions/S --reference DIR --output OUT [...]
+    usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C] [--rounding native|cgrates]
+    usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s [--json]
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+
+from pipelines import cgrates_cli
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -105,6 +110,24 @@ def cmd_invoice(args) -> int:
     return EXIT_OK
 
 
+def cmd_stream(args, beam_args: list[str]) -> int:
+    from pipelines.streaming import StreamConfig, parse_duration_s, run_stream
+
+    config = StreamConfig(subscription=args.subscription, reference_dir=args.reference, output_dir=args.output,
+                          rated_topic=args.rated_topic, charges_topic=args.charges_topic,
+                          dead_letter_topic=args.dead_letter_topic,
+                          allowed_lateness_s=parse_duration_s(args.allowed_lateness), shards=args.shards,
+                          timestamp_attribute=args.timestamp_attribute)
+    result = run_stream(config, _default_runner(beam_args))
+    print(f"streaming from {config.subscription}; outputs under {config.output_dir}; Ctrl-C stops", file=sys.stderr)
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        print("stopping ...", file=sys.stderr)
+        result.cancel()
+    return EXIT_OK
+
+
 def cmd_demo(args, beam_args: list[str]) -> int:
     from pipelines.demo import run_demo
 
@@ -155,13 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     invoice.add_argument("--cycle", default=None, help="billing cycle YYYY-MM (default: the account's latest)")
     invoice.add_argument("--format", choices=("text", "html"), default="text")
     invoice.add_argument("--out", default=None, help="write to this file instead of stdout")
+
+    stream = sub.add_parser("stream", help="rate usage from Pub/Sub until stopped (Ctrl-C); extra flags go to Beam")
+    stream.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
+    stream.add_argument("--reference", required=True, help="reference-data directory")
+    stream.add_argument("--output", required=True, help="output directory (rated, rejected, duplicates, control)")
+    stream.add_argument("--rated-topic", default=None, help="projects/P/topics/T for rated events (Avro)")
+    stream.add_argument("--charges-topic", default=None, help="projects/P/topics/T for running totals (JSON)")
+    stream.add_argument("--dead-letter-topic", default=None, help="projects/P/topics/T for rejected records")
+    stream.add_argument("--allowed-lateness", default="2d", help="e.g. 6h, 2d: how long after a cycle ends its "
+                                                                 "usage is still re-ordered (default 2d)")
+    stream.add_argument("--timestamp-attribute", default=None,
+                        help="message attribute holding the arrival time (default: the publish time)")
+    stream.add_argument("--shards", type=int, default=16)
+
+    cgrates_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command not in ("batch", "demo"):
+    if beam_args and args.command not in ("batch", "demo", "stream"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         if args.command == "generate":
@@ -174,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_close_cycle(args)
         if args.command == "invoice":
             return cmd_invoice(args)
+        if args.command == "stream":
+            return cmd_stream(args, beam_args)
+        status = cgrates_cli.dispatch(args)
+        if status is not None:
+            return status
         return cmd_demo(args, beam_args)
     except ValueError as error:  # bad configuration or input: a message, not a traceback
         print(f"usage-rating {args.command}: {error}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.utils.shared import Shared
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,10 +71,10 @@ class _BillShard(beam.DoFn):
         self._shards = shards
         self._closed_through = closed_through
         self._engine = None
+        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.load(self._reference_dir)
-        self._engine.warm_up()
+        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, element, usage_cycles):
         shard, grouped = element

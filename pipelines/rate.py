@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.utils.shared import Shared
 import pyarrow as pa
 
 from pipelines.coders import KeyedBatch
@@ -20,9 +21,10 @@ class KeyByAccount(beam.DoFn):
         self._reference_dir = reference_dir
         self._shards = shards
         self._engine = None
+        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.load(self._reference_dir)
+        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, batch: pa.RecordBatch):
         yield from self._engine.split_by_account(batch, self._shards)
@@ -32,10 +34,10 @@ class _RateShard(beam.DoFn):
     def __init__(self, reference_dir: str):
         self._reference_dir = reference_dir
         self._engine = None
+        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.load(self._reference_dir)
-        self._engine.warm_up()
+        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, element):
         shard, batches = element

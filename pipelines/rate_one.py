@@ -29,7 +29,6 @@ from pathlib import Path
 import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
-from cdr_schemas.reasons import Reason
 from cdr_schemas.validate import validate_usage
 from rating.cgrates import DEFAULT_CATEGORIES, RECORD
 from rating.engine import RatingEngine
@@ -253,6 +252,8 @@ def format_text(answer: dict) -> str:
     if answer.get("cgrates"):
         lines.append(f"  CGRateS: {answer['cgrates']}")
     lines.append(f"  {'connect fee':<58}{answer['connect_fee']:>12}")
+    if answer["free_units"]:
+        lines.append(f"  {answer['free_units']} {unit} free (allowances)")
     if answer.get("pieces") is None:
         lines.append(f"  {answer.get('note', '')}")
     for piece in answer.get("pieces") or []:

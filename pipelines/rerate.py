@@ -39,7 +39,7 @@ from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index, month_label
 from rating.engine import RatingEngine
 from rating.reference import load_reference
-from rating.rerate_diff import (KEY, RATED_COLUMNS, RecordDiff, adjustment_lines, charge_table, compare_records,
+from rating.rerate_diff import (RATED_COLUMNS, RecordDiff, adjustment_lines, charge_table, compare_records,
                                 cycle_bounds_of, impact_summary, same_lines, summarise_invoices)
 from sinks import store
 from sinks.files import write_json, write_parquet
@@ -149,12 +149,26 @@ def check_inputs_cover(previous: store.Version, paths: list[str]) -> None:
     cycle, and would be credited.
     """
     given = {_normal_path(p) for p in paths}
-    used = _input_files(previous.rated_files()) | _input_files(previous.rejected_files() if not previous.is_base else [])
+    used = _input_files(previous.rated_files())
+    if not previous.is_base:  # the base output's rejects are of every cycle
+        used |= _input_files(previous.rejected_files())
     missing = sorted(f for f in used if _normal_path(f) not in given)
     if missing:
         raise ValueError(f"the current version of {previous.cycle} (version {previous.number}) holds records of "
                          f"{len(missing)} file(s) that --input does not match, e.g. {missing[:3]}; pass every input "
                          "file of the cycle (records the re-rate cannot see would be credited)")
+
+
+def _check_nothing_lost(diff: RecordDiff, cycle: str) -> None:
+    """ValueError when records rated in the cycle before are nowhere in this run (not rated, not
+    rejected, not in another cycle): publishing would credit them. ``check_inputs_cover`` catches
+    the usual cause (a missing file) before the pipeline; this catches any other."""
+    lost = diff.changes.filter((pl.col("status") == "LEFT_CYCLE") & (pl.col("previous") == "RATED")
+                               & pl.col("other_cycle").is_null())
+    if lost.height:
+        sample = lost.select(["source", "record_id"]).head(3).rows()
+        raise ValueError(f"{lost.height} record(s) rated in {cycle} before are in none of the inputs, e.g. {sample}; "
+                         "nothing was published: pass every input file the cycle was rated from")
 
 
 def _frame(files: list[str], columns: list[str]) -> pl.LazyFrame:
@@ -204,17 +218,19 @@ def _control_totals(config, run: dict, diff: RecordDiff, *, closed: bool, adjust
         "out_of_scope": {"rated": out_of_scope_rated, "rejected": rejected_all - in_cycle_rejected},
         "records_balanced": records_balanced,
         "records": dict(diff.counts), "recycled": dict(diff.recycled),
-        "money": {c: {"previous_micros": diff.previous_micros.get(c, 0), "rerated_micros": diff.rerated_micros.get(c, 0),
-                      "delta_micros": d} for c, d in diff.delta_micros.items()},
+        "money": {c: {"previous_micros": diff.previous_micros.get(c, 0),
+                      "rerated_micros": diff.rerated_micros.get(c, 0), "delta_micros": d}
+                  for c, d in diff.delta_micros.items()},
         "cycle_money": cycle_money,
     }
     if adjustments is not None:
         lines = pl.from_arrow(adjustments.lines)
         by_currency = {}
+        adjustment = pl.col("line_type") == "ADJUSTMENT"
         for row in lines.group_by("currency").agg(
-                pl.col("amount_micros").filter(pl.col("line_type") == "ADJUSTMENT").sum(),
-                pl.col("amount_minor").sum(), pl.col("tax_minor").sum(),
-                pl.len().alias("lines")).sort("currency").iter_rows(named=True):
+                pl.col("amount_micros").filter(adjustment).sum(), pl.col("amount_minor").filter(adjustment).sum(),
+                pl.col("tax_minor").filter(adjustment).sum(), pl.len().alias("lines")).sort("currency").iter_rows(
+                named=True):
             by_currency[row["currency"]] = {k: int(v) for k, v in row.items() if k != "currency"}
         totals["adjustments"] = {"lines": adjustments.lines.num_rows, "by_currency": by_currency,
                                  "records": adjustments.records.height, "balanced": adjustments.balanced}
@@ -255,7 +271,8 @@ def _write_version(config, out: Path, staging: Path, diff: RecordDiff, *, closed
         write_parquet(staging / "adjustments" / "records.parquet", adjustments.records.to_arrow())
 
     # invoices/: every invoice this version's lines land on, over all current lines of it.
-    touched = sorted(set(pc.unique((adjustments.lines if closed else version_lines).column("billing_cycle")).to_pylist()))
+    landing = adjustments.lines if closed else version_lines
+    touched = sorted(set(pc.unique(landing.column("billing_cycle")).to_pylist()))
     summaries = []
     for billing in touched:
         others = store.current_charges(out, billing_cycle=billing)
@@ -309,6 +326,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
 
             t0 = time.monotonic()
             diff = _compare(config, out, previous, staging)
+            _check_nothing_lost(diff, cycle)
             summary = impact_summary(diff, top=config.top_records)
             timings["compare_s"] = time.monotonic() - t0
 

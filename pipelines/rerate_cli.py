@@ -121,7 +121,7 @@ def format_result(result: dict, *, rows: int = 10) -> str:
                      f"{adjustments['records']:,} records behind them")
     lines.append(f"balanced        {'yes' if totals['balanced'] else 'NO - see control/totals.json':>14}")
     timings = result["timings"]
+    rate = totals["records_in"] / max(timings["total_s"], 1e-9)
     lines.append(f"elapsed         {timings['total_s']:>12.1f} s   (pipeline {timings['pipeline_s']:.1f} s, "
-                 f"comparison {timings['compare_s']:.1f} s, {totals['records_in'] / max(timings['total_s'], 1e-9):,.0f} "
-                 "records/s)")
+                 f"comparison {timings['compare_s']:.1f} s, {rate:,.0f} records/s)")
     return "\n".join(lines)

@@ -6,7 +6,9 @@ control totals out — with the same decode, validate, dedup, enrich and rate co
     cycle and emitting corrections) -> files and topics
 
 Arrival time is the element timestamp (the Pub/Sub publish time, or the timestamp attribute when
-``--timestamp-attribute`` names one). See docs/streaming.md.
+``--timestamp-attribute`` names one). Every timer is an event-time timer relative to arrival
+times, so the job behaves the same under TestStream as on a live subscription (whose watermark
+follows publish times). See docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.utils.shared import Shared
 import pyarrow as pa
 from apache_beam.io.gcp.pubsub import ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -158,17 +161,17 @@ class _RateShard(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("shard", beam.coders.PickleCoder())
     PENDING = ReadModifyWriteStateSpec("pending_totals", beam.coders.PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
-    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, reference_dir: str, allowed_lateness_us: int, totals_interval_s: float):
         self._reference_dir = reference_dir
         self._lateness = allowed_lateness_us
         self._interval = totals_interval_s
         self._engine = None
+        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.load(self._reference_dir)
-        self._engine.warm_up()
+        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, shard_state=beam.DoFn.StateParam(STATE),
                 pending_state=beam.DoFn.StateParam(PENDING), expiry=beam.DoFn.TimerParam(EXPIRY),
@@ -184,7 +187,7 @@ class _RateShard(beam.DoFn):
         if result.totals:
             pending = pending_state.read()
             if pending is None:  # arm the flush once; changes until then are merged
-                flush.set(Timestamp(time.time() + self._interval))
+                flush.set(timestamp + self._interval)
                 pending = {}
             pending.update(result.totals)
             pending_state.write(pending)
@@ -239,20 +242,20 @@ class _ControlTotals(beam.DoFn):
     """Sum every counter on one key; write control/totals.json at most every few seconds."""
     TOTALS = ReadModifyWriteStateSpec("totals", beam.coders.PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", beam.coders.PickleCoder())
-    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, output_dir: str, interval_s: float):
         self._path = str(Path(output_dir, "control", "totals.json"))
         self._interval = interval_s
 
-    def process(self, element, totals_state=beam.DoFn.StateParam(TOTALS), armed=beam.DoFn.StateParam(ARMED),
-                flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, totals_state=beam.DoFn.StateParam(TOTALS),
+                armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
         _, counters = element
         totals = totals_state.read() or _stream_totals()
         totals_state.write(add_counters(totals, counters))
         if not armed.read():
             armed.write(True)
-            flush.set(Timestamp(time.time() + self._interval))
+            flush.set(timestamp + self._interval)
 
     @on_timer(FLUSH)
     def write(self, totals_state=beam.DoFn.StateParam(TOTALS), armed=beam.DoFn.StateParam(ARMED)):

@@ -307,9 +307,12 @@ def _finish(lines: pl.DataFrame) -> pa.Table:
             lines = lines.with_columns(pl.lit(value).alias(name))
     lines = lines.with_columns([pl.col(c).fill_null(0) for c in ("raw_units", "charged_units", "free_units",
                                                                   "granted_units", "left_units", "tax_minor")])
+    keys = ["account_id", "billing_cycle", "_order", "service_cycle", "service", "zone", "band", "item"]
+    # Every other column breaks the remaining ties (e.g. two fee lines of one MSISDN after a plan
+    # change), so the order never depends on how Polars grouped the rows.
+    keys += [c for c in schema.names if c not in keys]
     lines = lines.with_columns(pl.col("line_type").replace_strict(LINE_ORDER).alias("_order")).sort(
-        ["account_id", "billing_cycle", "_order", "service_cycle", "service", "zone", "band", "item"],
-        nulls_last=False)
+        keys, nulls_last=False)
     return lines.select(schema.names).to_arrow().cast(schema)
 
 

@@ -34,6 +34,19 @@ class RatingEngine:
         return cls(compile_reference(load_reference(reference_dir)))
 
     @classmethod
+    def shared(cls, handle, reference_dir: str) -> "RatingEngine":
+        """The engine of ``reference_dir`` shared by every DoFn of this worker process.
+
+        ``handle`` is an ``apache_beam.utils.shared.Shared`` the DoFn created at construction; the
+        reference is loaded and compiled once per process instead of once per DoFn instance.
+        """
+        def load():
+            engine = cls.load(reference_dir)
+            engine.warm_up()
+            return engine
+        return handle.acquire(load, tag=str(reference_dir))
+
+    @classmethod
     def from_reference(cls, reference: ReferenceData) -> "RatingEngine":
         return cls(compile_reference(reference))
 

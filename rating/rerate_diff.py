@@ -144,9 +144,7 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
     out_of_scope = empty_keys if out_of_scope is None else out_of_scope
     prior_rejects = previous_rejected if prior_rejects is None else prior_rejects
 
-    joined = (_side(previous_rated, "old_").join(_side(rerated, "new_"), on=KEY, how="full", coalesce=True)
-              .with_columns(pl.col("old_present").fill_null(False), pl.col("new_present").fill_null(False))
-              .collect())
+    joined = _align(_side(previous_rated, "old_").collect(), _side(rerated, "new_").collect())
     list_length = int(joined.select(pl.max_horizontal(pl.col("old_allowance_units").list.len().max(),
                                                        pl.col("new_allowance_units").list.len().max())).item() or 0)
     joined = joined.with_columns(
@@ -155,8 +153,13 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
               .then(pl.lit("CHANGED")).otherwise(pl.lit("UNCHANGED")))
         .when(pl.col("new_present")).then(pl.lit("NEWLY_RATED"))
         .otherwise(pl.lit("LEFT_CYCLE")).alias("status"))
+    # The large frame is only filtered or probed against small ones from here on.
 
-    old_keys = pl.concat([previous_rated.select(KEY), _keyed(previous_rejected).select(KEY)]).unique() \
+    # The cycle's rejects now: in scope by the rule, or a record that was in the cycle before.
+    rejected_now = rejected_now.collect().lazy()
+    reject_keys = _keyed(rejected_now).select(KEY).unique()
+    was_rated = joined.lazy().filter(pl.col("old_present")).select(KEY).join(reject_keys, on=KEY, how="semi")
+    old_keys = pl.concat([was_rated, _keyed(previous_rejected).select(KEY)]).unique() \
         .with_columns(pl.lit(True).alias("_was_in_cycle"))
     rejected = (rejected_now.join(old_keys, on=KEY, how="left")
                 .filter(pl.col("in_scope") | pl.col("_was_in_cycle").fill_null(False))
@@ -186,12 +189,9 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
                               .otherwise(pl.lit("LEFT_CYCLE")).alias("status"),
                               pl.lit("RATED").alias("previous"), pl.lit(None, pl.Utf8).alias("old_reject_reason"))
                 .collect())
-    on_both = joined.filter(pl.col("old_present") & pl.col("new_present")).with_columns(
-        pl.lit("RATED").alias("previous"), pl.lit(None, pl.Utf8).alias("old_reject_reason"),
-        pl.lit(None, pl.Utf8).alias("new_reject_reason"), pl.lit(None, pl.Utf8).alias("other_cycle"))
-    changed = on_both.filter(pl.col("status") == "CHANGED").with_columns(_reasons(list_length).alias("reasons"))
-    unchanged = on_both.filter(pl.col("status") == "UNCHANGED").with_columns(pl.lit("").alias("reasons"))
-    rated_rows = pl.concat([unchanged, changed, only_new, only_old], how="diagonal_relaxed").with_columns(
+    changed = joined.filter(pl.col("status") == "CHANGED").with_columns(
+        _reasons(list_length).alias("reasons"), pl.lit("RATED").alias("previous"))
+    moved = pl.concat([changed, only_new, only_old], how="diagonal_relaxed").with_columns(
         pl.col("reasons").fill_null(""),
         pl.coalesce("new_service", "old_service").alias("service"),
         pl.coalesce("new_start_time", "old_start_time").alias("start_time"),
@@ -205,8 +205,9 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
     old_rejects = _keyed(previous_rejected).select(KEY + [pl.col("reason").alias("old_reject_reason")]).unique(KEY)
     starts = pl.concat([_keyed(rejected.lazy()).select(KEY + ["start_time"]),
                         _keyed(previous_rejected).select(KEY + ["start_time"])]).unique(KEY, maintain_order=True)
-    reject_rows = (old_rejects.join(new_rejects, on=KEY, how="full", coalesce=True)
-                   .join(rated_rows.lazy().select(KEY), on=KEY, how="anti"))
+    reject_rows = old_rejects.join(new_rejects, on=KEY, how="full", coalesce=True)
+    rated_either = joined.lazy().select(KEY).join(reject_rows.select(KEY), on=KEY, how="semi")
+    reject_rows = reject_rows.join(rated_either, on=KEY, how="anti")
     reject_rows = (reject_rows.join(out_of_scope.join(reject_rows.select(KEY), on=KEY, how="semi")
                                     .select(KEY + [pl.col("service_cycle").alias("other_cycle")]).unique(KEY),
                                     on=KEY, how="left")
@@ -222,22 +223,37 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
                    .collect())
 
     changes = pl.concat([
-        rated_rows.filter(pl.col("status") != "UNCHANGED").select(_change_columns(rated_rows)),
+        moved.select(_change_columns(moved)),
         reject_rows.filter(pl.col("status") != "STILL_REJECTED").select(_change_columns(reject_rows)),
     ], how="vertical_relaxed").sort(KEY)
 
     counts = {s: 0 for s in STATUSES}
-    for frame in (rated_rows, reject_rows):
+    counts["UNCHANGED"] = int((joined["status"] == "UNCHANGED").sum())
+    for frame in (moved, reject_rows):
         for status_name, n in frame.group_by("status").len().iter_rows():
             counts[status_name] += n
-    recycled = dict(sorted(rated_rows.filter((pl.col("status") == "NEWLY_RATED") & (pl.col("previous") == "REJECTED"))
+    recycled = dict(sorted(only_new.filter(pl.col("previous") == "REJECTED")
                            .group_by("old_reject_reason").len().iter_rows()))
     unkeyed = rejected.height - _keyed(rejected.lazy()).collect().height
     return RecordDiff(
         changes=changes, counts=counts, recycled=recycled, rejected=rejected,
-        previous_micros=_money(rated_rows, "old_"), rerated_micros=_money(rated_rows, "new_"),
-        by_plan=_revenue_by(rated_rows, "plan_id"), by_zone=_revenue_by(rated_rows, "zone"),
-        by_account=_revenue_by(rated_rows, "account_id"), unkeyed_rejects=unkeyed)
+        previous_micros=_money(joined, "old_"), rerated_micros=_money(joined, "new_"),
+        by_plan=_revenue_by(joined, "plan_id"), by_zone=_revenue_by(joined, "zone"),
+        by_account=_revenue_by(joined, "account_id"), unkeyed_rejects=unkeyed)
+
+
+def _align(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """Old and new rows of each key side by side (a full join on (source, record_id)).
+
+    When both sides hold the same keys in the same order — a re-rate with the batch run's shard
+    count writes its events in the same order unless records moved — the rows are paired by
+    position, which avoids gathering every column of both sides in random order.
+    """
+    if old.height == new.height and old.select(KEY).equals(new.select(KEY)):
+        return pl.concat([old, new.drop(KEY)], how="horizontal")
+    return (old.lazy().join(new.lazy(), on=KEY, how="full", coalesce=True)
+            .with_columns(pl.col("old_present").fill_null(False), pl.col("new_present").fill_null(False))
+            .collect())
 
 
 def _change_columns(frame: pl.DataFrame) -> list[pl.Expr]:
@@ -250,23 +266,27 @@ def _change_columns(frame: pl.DataFrame) -> list[pl.Expr]:
 
 
 def _money(rows: pl.DataFrame, prefix: str) -> dict:
-    present = rows.filter(pl.col(prefix + "present"))
-    sums = present.group_by(prefix + "currency").agg(pl.col(prefix + "charge_micros").sum())
+    sums = (rows.lazy().filter(pl.col(prefix + "present"))
+            .group_by(prefix + "currency").agg(pl.col(prefix + "charge_micros").sum()).collect())
     return {currency: int(micros) for currency, micros in sorted(sums.iter_rows())}
 
 
 def _revenue_by(rows: pl.DataFrame, name: str) -> pl.DataFrame:
     """Revenue per (currency, ``name``): old money under the old value, new money under the new one."""
+    rows = rows.lazy()
+
     def side(prefix, label):
         return (rows.filter(pl.col(prefix + "present"))
                 .group_by([pl.col(prefix + "currency").alias("currency"), pl.col(prefix + name).alias(name)])
-                .agg(pl.col(prefix + "charge_micros").sum().alias(label), pl.len().alias(label.replace("micros", "records"))))
-    changed = (rows.filter(~pl.col("status").is_in(["UNCHANGED"]))
-               .group_by(["currency", pl.coalesce("new_" + name, "old_" + name).alias(name)])
+                .agg(pl.col(prefix + "charge_micros").sum().alias(label),
+                     pl.len().alias(label.replace("micros", "records"))))
+    changed = (rows.filter(pl.col("status") != "UNCHANGED")
+               .group_by([pl.coalesce("new_currency", "old_currency").alias("currency"),
+                          pl.coalesce("new_" + name, "old_" + name).alias(name)])
                .agg(pl.len().alias("changed_records")))
     keys = ["currency", name]
     out = (side("old_", "previous_micros").join(side("new_", "rerated_micros"), on=keys, how="full", coalesce=True)
-           .join(changed, on=keys, how="left"))
+           .join(changed, on=keys, how="left").collect())
     out = out.with_columns([pl.col(c).fill_null(0).cast(pl.Int64) for c in
                             ("previous_micros", "rerated_micros", "previous_records", "rerated_records",
                              "changed_records")])
@@ -387,13 +407,12 @@ def adjustment_lines(billed: pa.Table, rerated: pa.Table, changes: pl.DataFrame,
         pl.len().cast(pl.Int64).alias("records"), pl.col("delta_micros").sum().alias("records_micros"))
     diff = diff.join(behind, on=keys, how="left").with_columns(pl.col("records").fill_null(0),
                                                                pl.col("records_micros").fill_null(0))
-    usage = diff.filter(pl.col("kind").is_in(_SERVICES))
-    all_usage = (old.filter(pl.col("kind").is_in(_SERVICES)).join(new.filter(pl.col("kind").is_in(_SERVICES)), on=keys,
-                                                                    how="full", coalesce=True, suffix="_new")
-                 .join(behind, on=keys, how="full", coalesce=True)
-                 .with_columns([pl.col(c).fill_null(0) for c in ("amount_micros", "amount_micros_new", "records_micros")]))
-    balanced = bool((all_usage["amount_micros_new"] - all_usage["amount_micros"] == all_usage["records_micros"]).all()) \
-        and bool((usage["d_micros"] == usage["records_micros"]).all())
+    # Every usage adjustment is exactly the sum of the per-record changes behind it.
+    usage = pl.col("kind").is_in(_SERVICES)
+    check = (old.filter(usage).join(new.filter(usage), on=keys, how="full", coalesce=True, suffix="_new")
+             .join(behind, on=keys, how="full", coalesce=True)
+             .with_columns([pl.col(c).fill_null(0) for c in ("amount_micros", "amount_micros_new", "records_micros")]))
+    balanced = bool((check["amount_micros_new"] - check["amount_micros"] == check["records_micros"]).all())
 
     d = np.array([digits[c] for c in diff["currency"].to_list()], np.int64)
     lines = diff.with_columns(
@@ -431,7 +450,8 @@ def _adjustment_taxes(lines: pl.DataFrame, billed: pl.DataFrame, rerated: pl.Dat
         pl.lit("TAX").alias("line_type"), pl.col("tax_name").alias("item"),
         (pl.col("tax_name") + pl.lit(" on re-rating adjustments")).alias("description"),
         (pl.col("amount_minor") * pl.Series(10 ** (6 - d))).alias("amount_micros"),
-        pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(0, pl.Int64).alias("tax_minor"), pl.lit(True).alias("late"),
+        pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(0, pl.Int64).alias("tax_minor"),
+        pl.lit(True).alias("late"),
     ).drop("tax_name")
 
 

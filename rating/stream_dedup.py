@@ -122,8 +122,8 @@ class SeenKeys:
         self.origin = pa.concat_tables([self.origin, origin]).take(pa.array(order)).combine_chunks()
 
     def expire(self, now_us: int) -> int:
-        """Forget entries whose expiry is before ``now_us``; returns how many were dropped."""
-        live = self.expiry_us >= now_us
+        """Forget entries whose expiry is at or before ``now_us``; returns how many were dropped."""
+        live = self.expiry_us > now_us
         dropped = int((~live).sum())
         if dropped:
             self.first, self.second = self.first[live], self.second[live]

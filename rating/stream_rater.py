@@ -246,7 +246,7 @@ class ShardState:
         """Forget stored and emitted rows of cycles that ended before ``now_us - allowed_lateness``."""
         if self.stored is None or self.stored.num_rows == 0:
             return 0
-        live = pc.greater_equal(self.stored.column("_end"), now_us - allowed_lateness_us)
+        live = pc.greater(self.stored.column("_end"), now_us - allowed_lateness_us)
         gone = self.stored.filter(pc.invert(live))
         if gone.num_rows == 0:
             return 0

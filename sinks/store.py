@@ -299,5 +299,11 @@ def publish_version(output: str | os.PathLike, cycle: str, staging: str | os.Pat
 
 
 def discard(staging: str | os.PathLike) -> None:
-    """Remove an unpublished staging directory."""
+    """Remove an unpublished staging directory, and ``rerates/C`` and ``rerates`` if that left them empty."""
+    staging = Path(staging)
     shutil.rmtree(staging, ignore_errors=True)
+    for folder in (staging.parent, staging.parent.parent):
+        if folder.name != RERATES and folder.parent.name != RERATES:
+            break
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty

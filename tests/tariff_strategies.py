@@ -119,6 +119,11 @@ def local_wall_us(day: dt.date, minute: int, tz_name: str) -> int:
 # Small value strategies
 
 
+def _one_in(draw, n: int) -> bool:
+    """True with probability 1/n; False for Hypothesis' simplest draw (so examples shrink to the common case)."""
+    return draw(st.integers(0, n - 1)) == n - 1
+
+
 def _money(draw, cap: int) -> int:
     """Micro-units: 0, sub-cent amounts with 6 decimals, whole cents, or anything up to ``cap``."""
     kind = draw(st.integers(0, 4))
@@ -144,7 +149,7 @@ def _price_cap(service: str, per: int, inc: int) -> int:
 def _instant_between(draw, lo_us: int, hi_us: int) -> int:
     """An instant in [lo, hi] at a whole second, sometimes with a microsecond fraction."""
     t = lo_us + draw(st.integers(0, max(0, (hi_us - lo_us) // US_PER_S))) * US_PER_S
-    if draw(st.integers(0, 9)) == 0:
+    if _one_in(draw, 10):
         t += draw(st.integers(1, 999_999))
     return min(t, hi_us)
 
@@ -158,16 +163,18 @@ def _zone_table(rnd: random.Random, name: str, country_codes: list[str], size: i
     prefixes: dict[str, str] = {}
     for cc in country_codes:
         prefixes[cc] = "NATIONAL" if "NATIONAL" in zones else zones[0]
+    listed = list(prefixes)
     attempts = 0
     while len(prefixes) < size and attempts < 20 * size:
         attempts += 1
-        if prefixes and rnd.random() < 0.65:
-            base = rnd.choice(sorted(prefixes))
+        if listed and rnd.random() < 0.65:
+            base = rnd.choice(listed)
             prefix = base + "".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 3)))
         else:
             prefix = str(rnd.randint(1, 9)) + "".join(rnd.choice("0123456789") for _ in range(rnd.randint(0, 2)))
         if len(prefix) <= 15 and prefix not in prefixes:
             prefixes[prefix] = rnd.choice(zones)
+            listed.append(prefix)
     return ZoneTable(name, tuple(sorted(prefixes.items())))
 
 
@@ -196,7 +203,7 @@ def _calendar(draw, name: str) -> Calendar:
     # Holidays on DST days: whatever band a call gets then depends on the real offset.
     for tz_name in TIMEZONES:
         for t in dst_transitions_us(tz_name):
-            if draw(st.integers(0, 3)) == 0:
+            if _one_in(draw, 4):
                 dates.add(local_date(t, tz_name).isoformat())
     if not dates:
         dates.add("2026-03-29")
@@ -224,7 +231,7 @@ def _band_rules(draw, has_calendar: bool) -> tuple[str, tuple[BandRule, ...]]:
     rules = []
     for _ in range(draw(st.integers(0, 5))):
         band = draw(st.sampled_from(BANDS))
-        holiday = has_calendar and draw(st.integers(0, 3)) == 0
+        holiday = has_calendar and _one_in(draw, 4)
         days = () if holiday else tuple(sorted(draw(st.sets(st.integers(0, 6), min_size=1, max_size=7))))
         start, end = _minute_range(draw)
         rules.append(BandRule(band=band, days=days, from_minute=start, to_minute=end, holiday=holiday))
@@ -255,16 +262,16 @@ def _tiers(draw, service: str, incs: dict) -> Tiers:
             levels.append(TierLevel(None, price, per))
         else:
             # Edges on increments, or one unit off them.
-            up_to = max(up_to + 1, up_to + inc * draw(st.integers(1, 400)) + draw(st.sampled_from((0, 0, 1, -1))))
+            up_to = max(up_to + 1, up_to + inc * draw(st.integers(1, 100)) + draw(st.sampled_from((0, 0, 1, -1))))
             levels.append(TierLevel(up_to, price, per))
     return Tiers(draw(st.sampled_from(TIER_GROUPS)), inc, tuple(levels))
 
 
 def _rate(draw, service: str, zone: str, band: str, incs: dict, tiered: bool) -> Rate:
     cap = 50_000_000
-    minimum = _money(draw, cap) if draw(st.integers(0, 4)) == 0 else None
+    minimum = _money(draw, cap) if _one_in(draw, 5) else None
     maximum = None
-    if draw(st.integers(0, 4)) == 0:
+    if _one_in(draw, 5):
         maximum = _money(draw, cap)
         if minimum is not None and maximum < minimum:
             minimum, maximum = maximum, minimum
@@ -274,8 +281,8 @@ def _rate(draw, service: str, zone: str, band: str, incs: dict, tiered: bool) ->
         steps=() if tiered else _steps(draw, service, incs),
         tiers=_tiers(draw, service, incs) if tiered else None,
         minimum_micros=minimum, maximum_micros=maximum,
-        increment_rounding=_rounding(draw) if draw(st.integers(0, 3)) == 0 else None,
-        rounding=_rounding(draw) if draw(st.integers(0, 2)) == 0 else None,
+        increment_rounding=_rounding(draw) if _one_in(draw, 4) else None,
+        rounding=_rounding(draw) if _one_in(draw, 3) else None,
     )
 
 
@@ -286,37 +293,41 @@ def _rates(draw, zones: list[str], bands: list[str], incs: dict, tiered_time: bo
     a tiered one is not rated consistently (see test_voice_call_crossing_into_a_tiered_band)."""
     keys = []
     for service in SERVICES:
-        if draw(st.integers(0, 9)) > 0:  # usually a catch-all: coverage complete unless band rates leave holes
+        if not _one_in(draw, 10):  # usually a catch-all: coverage complete unless band rates leave holes
             keys.append((service, ANY, ANY))
         for _ in range(draw(st.integers(0, 3))):
-            key = (service, draw(st.sampled_from([ANY] + zones)), draw(st.sampled_from([ANY] + bands)))
+            # Data at home is zoned HOME: a data rate names it explicitly now and then.
+            zone = HOME if service == "data" and _one_in(draw, 3) else draw(st.sampled_from([ANY] + zones))
+            key = (service, zone, draw(st.sampled_from([ANY] + bands)))
             if key not in keys:
                 keys.append(key)
     if not keys:  # a version needs at least one rate
         keys.append((draw(st.sampled_from(SERVICES)), ANY, ANY))
-    voice_tiered = tiered_time and draw(st.integers(0, 9)) == 0
+    voice_tiered = tiered_time and _one_in(draw, 10)
     rates = []
     for key in keys:
         service = key[0]
         if service == "voice":
             tiered = voice_tiered
         elif service == "sms":
-            tiered = tiered_time and draw(st.integers(0, 9)) == 0
+            tiered = tiered_time and _one_in(draw, 10)
         else:
-            tiered = draw(st.integers(0, 9)) < 4
+            tiered = draw(st.integers(0, 9)) >= 6
         rates.append(_rate(draw, *key, incs=incs, tiered=tiered))
     return tuple(rates)
 
 
-def _allowance_units(draw, service: str) -> int:
+def _allowance_units(draw, service: str, incs: dict) -> int:
+    """Grants of a few increments to many: small ones run out within a few events."""
     if service == "voice":
-        return draw(st.one_of(st.integers(1, 3000), st.integers(1, 100).map(lambda m: 60 * m)))
+        return draw(st.one_of(st.integers(1, 600), st.integers(1, 3000), st.integers(1, 100).map(lambda m: 60 * m)))
     if service == "sms":
         return draw(st.integers(1, 12))
-    return draw(st.one_of(st.integers(1, 50 * 2**20), st.integers(1, 300).map(lambda m: m * 2**20)))
+    inc = draw(st.sampled_from(incs["data"]))
+    return max(1, inc * draw(st.integers(1, 300)) + draw(st.sampled_from((0, 0, 1, -1))))
 
 
-def _allowances(draw, zones: list[str]) -> tuple[Allowance, ...]:
+def _allowances(draw, zones: list[str], incs: dict) -> tuple[Allowance, ...]:
     n = draw(st.integers(0, 3))
     names = draw(st.lists(st.sampled_from(ALLOWANCE_NAMES), min_size=n, max_size=n, unique=True))
     orders = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n, unique=True))
@@ -327,7 +338,7 @@ def _allowances(draw, zones: list[str]) -> tuple[Allowance, ...]:
             scope = (ANY,)
         else:
             scope = tuple(draw(st.lists(st.sampled_from(zones), min_size=1, max_size=3, unique=True)))
-        out.append(Allowance(name, service, scope, _allowance_units(draw, service), order))
+        out.append(Allowance(name, service, scope, _allowance_units(draw, service, incs), order))
     return tuple(out)
 
 
@@ -355,7 +366,8 @@ def _version(draw, number: int, valid_from: int, valid_to: int | None, tables: d
         version=number, valid_from_us=valid_from, valid_to_us=valid_to, zone_table=zone_table,
         roaming_table=roaming_table, holiday_calendar=calendar, rounding=_rounding(draw),
         zero_duration_charged=draw(st.booleans()), default_band=default, band_rules=rules,
-        rates=_rates(draw, zones, bands, incs, tiered_time), allowances=_allowances(draw, zones), recurring_fees=fees)
+        rates=_rates(draw, zones, bands, incs, tiered_time), allowances=_allowances(draw, zones, incs),
+        recurring_fees=fees)
 
 
 def _plan(draw, plan_id: str, currency: str, tables: dict, incs: dict, tiered_time: bool) -> Plan:
@@ -370,11 +382,11 @@ def _plan(draw, plan_id: str, currency: str, tables: dict, incs: dict, tiered_ti
         if k + 1 < len(starts):
             # Until the next version, or (sometimes) a gap before it: NO_PLAN_VERSION in between.
             end = starts[k + 1]
-            if draw(st.integers(0, 4)) == 0:
+            if _one_in(draw, 5):
                 end -= draw(st.integers(1, 5 * 86_400)) * US_PER_S
                 end = max(end, start + US_PER_S)
         else:
-            end = None if draw(st.integers(0, 4)) else start + draw(st.integers(60, 400)) * DAY_US
+            end = start + draw(st.integers(60, 400)) * DAY_US if _one_in(draw, 5) else None
         versions.append(_version(draw, k + 1, start, end, tables, incs, tiered_time))
     return Plan(plan_id, f"Plan {plan_id}", currency, timezone, numbering, tuple(versions))
 
@@ -402,7 +414,7 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
     zone_tables = {}
     for k in range(draw(st.integers(1, 2))):
         zones = sorted(set(draw(st.lists(st.sampled_from(ZONE_NAMES), min_size=2, max_size=6))))
-        if draw(st.integers(0, 5)) == 0:
+        if _one_in(draw, 6):
             zones.append(HOME)
         size = draw(st.one_of(st.integers(10, 60), st.integers(60, 300)))
         table = _zone_table(rnd, f"zones/t{k}.csv", country_codes, size, zones)
@@ -410,7 +422,7 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
     roaming_tables = {}
     for k in range(draw(st.integers(0, 2))):
         zones = sorted(set(draw(st.lists(st.sampled_from(ROAMING_ZONE_NAMES), min_size=1, max_size=3))))
-        if draw(st.integers(0, 5)) == 0:
+        if _one_in(draw, 6):
             zones.append(HOME)
         table = _roaming_table(rnd, f"roaming/r{k}.csv", draw(st.integers(3, 30)), zones, home_mccs)
         roaming_tables[table.name] = table
@@ -443,14 +455,15 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
     for _ in range(draw(st.integers(1, 5))):
         msisdn = _msisdn(rnd, taken, country_codes)
         plan_id = draw(st.sampled_from(sorted(plans)))
-        start = _instant_between(draw, WINDOW_START_US - 20 * DAY_US, WINDOW_START_US + 200 * DAY_US)
+        first_version = plans[plan_id].versions[0].valid_from_us  # sometimes subscribed before it: NO_PLAN_VERSION
+        start = _instant_between(draw, first_version - 10 * DAY_US, first_version + 100 * DAY_US)
         kind = draw(st.integers(0, 3))  # 0/1 open, 2 ends, 3 moves to another plan
         end = None if kind < 2 else _instant_between(draw, start + US_PER_S, start + 120 * DAY_US)
         subscriptions.append(Subscription(msisdn, _account_for(draw, accounts, plans[plan_id]), plan_id, start, end))
         if kind == 3:
             others = [p for p in sorted(plans) if p != plan_id] or [plan_id]
             second = draw(st.sampled_from(others))
-            start2 = end if draw(st.integers(0, 3)) else end + draw(st.integers(1, 10 * 86_400)) * US_PER_S
+            start2 = end + draw(st.integers(1, 10 * 86_400)) * US_PER_S if _one_in(draw, 4) else end
             subscriptions.append(Subscription(msisdn, _account_for(draw, accounts, plans[second]), second, start2,
                                               None))
     subscriptions.sort(key=lambda s: (s.msisdn, s.valid_from_us))
@@ -520,7 +533,8 @@ class RowContext:
     """What row strategies aim at, computed once per operator."""
     msisdns: tuple[str, ...]
     unknown_msisdns: tuple[str, ...]
-    anchors: dict[str, tuple[int, ...]]     # msisdn -> sorted instants worth starting near
+    boundaries: dict[str, tuple[int, ...]]  # msisdn -> its subscription and plan version boundaries
+    anchors: dict[str, tuple[int, ...]]     # msisdn -> instants worth starting near, where it is rated
     numbers: tuple[str, ...]                # E.164 digit strings that hit (nested) prefixes
     numberings: tuple[Numbering, ...]
     visited: tuple[str, ...]                # roaming networks: known prefixes, unknown, home
@@ -532,7 +546,11 @@ class RowContext:
 def row_context(ref: ReferenceData, rnd: random.Random) -> RowContext:
     msisdns = tuple(sorted({s.msisdn for s in ref.subscriptions}))
     unknown = (str(rnd.randint(10**8, 10**9)), msisdns[0] + "9" if len(msisdns[0]) < 15 else "1")
-    anchors = {m: tuple(sorted(_anchors(ref, m, rnd))) for m in msisdns}
+    boundaries, anchors = {}, {}
+    for m in msisdns:
+        edges, inside = _anchors(ref, m, rnd)
+        boundaries[m] = tuple(sorted(edges))
+        anchors[m] = tuple(sorted(inside)) or boundaries[m]
     numbers = set()
     for table in ref.zone_tables.values():
         for prefix, _ in rnd.sample(table.prefixes, min(40, len(table.prefixes))):
@@ -559,35 +577,40 @@ def row_context(ref: ReferenceData, rnd: random.Random) -> RowContext:
                 if allowance.service != "sms":
                     (voice_edges if allowance.service == "voice" else data_edges).add(allowance.units)
     min_increment = {s: min(increments(ref, s) or {1}) for s in SERVICES}
-    return RowContext(msisdns, unknown, anchors, tuple(sorted(numbers)),
+    return RowContext(msisdns, unknown, boundaries, anchors, tuple(sorted(numbers)),
                       tuple(p.numbering for p in ref.plans.values()), tuple(sorted(visited)),
                       tuple(sorted(voice_edges)), tuple(sorted(data_edges)), min_increment)
 
 
-def _anchors(ref: ReferenceData, msisdn: str, rnd: random.Random) -> set[int]:
-    """Instants near which rating of this subscriber is hard."""
-    out = set()
+def _anchors(ref: ReferenceData, msisdn: str, rnd: random.Random) -> tuple[set[int], set[int]]:
+    """Instants near which rating of this subscriber is hard: (its subscription and version boundaries,
+    and where it has a plan version in force: DST changes, cycle starts, band edges on ordinary days,
+    DST days and holidays)."""
+    edges_out, out = set(), set()
     for sub in ref.subscriptions:
         if sub.msisdn != msisdn:
             continue
-        lo = sub.valid_from_us - DAY_US
-        hi = (sub.valid_to_us if sub.valid_to_us is not None else sub.valid_from_us + 240 * DAY_US) + DAY_US
-        out.add(sub.valid_from_us)
-        if sub.valid_to_us is not None:
-            out.add(sub.valid_to_us)
         plan = ref.plans[sub.plan_id]
         account = ref.accounts[sub.account_id]
-        for tz_name in {plan.timezone, account.timezone}:
-            out |= {t for t in dst_transitions_us(tz_name) if lo <= t <= hi}
-        # Cycle boundaries: bill cycle day 00:00 in the account's timezone.
-        day = instant(lo).date().replace(day=1)
-        while us(dt.datetime(day.year, day.month, 1, tzinfo=UTC)) < hi:
-            out.add(local_wall_us(day.replace(day=account.bill_cycle_day), 0, account.timezone))
-            day = (day + dt.timedelta(days=32)).replace(day=1)
-        for version in plan.versions:
-            out.add(version.valid_from_us)
-            if version.valid_to_us is not None:
-                out.add(version.valid_to_us)
+        sub_end = sub.valid_to_us if sub.valid_to_us is not None else sub.valid_from_us + 240 * DAY_US
+        edges_out |= {sub.valid_from_us, sub_end} if sub.valid_to_us is not None else {sub.valid_from_us}
+        for index, version in enumerate(plan.versions):
+            version_end = version.valid_to_us or (
+                plan.versions[index + 1].valid_from_us if index + 1 < len(plan.versions) else sub_end)
+            edges_out |= {t for t in (version.valid_from_us, version_end)
+                          if sub.valid_from_us - DAY_US <= t <= sub_end + DAY_US}
+            lo, hi = max(sub.valid_from_us, version.valid_from_us), min(sub_end, version_end)
+            if lo >= hi:
+                continue
+            for tz_name in {plan.timezone, account.timezone}:
+                out |= {t for t in dst_transitions_us(tz_name) if lo <= t <= hi}
+            # Cycle boundaries: bill cycle day 00:00 in the account's timezone.
+            day = instant(lo).date().replace(day=1)
+            while us(dt.datetime(day.year, day.month, 1, tzinfo=UTC)) < hi:
+                t = local_wall_us(day.replace(day=account.bill_cycle_day), 0, account.timezone)
+                if lo <= t <= hi:
+                    out.add(t)
+                day = (day + dt.timedelta(days=32)).replace(day=1)
             days = [instant(rnd.randint(lo, hi)).date() for _ in range(4)]
             days += [local_date(t, plan.timezone) for t in dst_transitions_us(plan.timezone) if lo <= t <= hi]
             if version.holiday_calendar is not None:
@@ -598,16 +621,16 @@ def _anchors(ref: ReferenceData, msisdn: str, rnd: random.Random) -> set[int]:
                     t = local_wall_us(day, minute, plan.timezone)
                     if lo <= t <= hi:
                         out.add(t)
-    return out
+    return edges_out, out
 
 
 @st.composite
-def _number(draw, ctx: RowContext) -> str:
-    kind = draw(st.integers(0, 19))
-    if kind >= 6 and ctx.numbers:
+def _number(draw, ctx: RowContext, plain: bool = False) -> str:
+    kind = 0 if plain else draw(st.integers(0, 19))
+    if kind < 14 and ctx.numbers:
         digits = draw(st.sampled_from(ctx.numbers))
         numbering = draw(st.sampled_from(ctx.numberings))
-        form = draw(st.integers(0, 3))
+        form = 0 if plain else draw(st.integers(0, 3))
         if form == 0:
             return "+" + digits
         if form == 1:
@@ -617,7 +640,7 @@ def _number(draw, ctx: RowContext) -> str:
             rest = digits[len(numbering.country_code):]
             return (numbering.trunk_prefix if form == 2 else "") + rest
         return digits
-    if kind == 0:  # letters or other non-digits: INVALID_NUMBER
+    if kind == 19:  # letters or other non-digits: INVALID_NUMBER
         return draw(st.sampled_from(("01x5", "+49 151", "abc", "+", "00", "0", "1", "+4915-1", "12345678901234567",
                                      "+1234567890123456", "٣٣١٢", "0049１")))
     return draw(st.from_regex(r"(\+|00|011|0|1)?[0-9]{1,13}", fullmatch=True))  # unknown prefixes too
@@ -625,11 +648,11 @@ def _number(draw, ctx: RowContext) -> str:
 
 def _duration(draw, ctx: RowContext) -> int:
     kind = draw(st.integers(0, 199))
-    if kind == 0:
+    if kind == 199:
         return draw(st.sampled_from((72 * 3600, 72 * 3600 - 1, 40 * 3600 + 7)))  # rare: the twin walks them slowly
-    if kind < 8:
+    if kind >= 192:
         return draw(st.integers(0, 4 * 3600))
-    if kind < 70 and ctx.voice_edges:
+    if kind < 62 and ctx.voice_edges:
         return max(0, draw(st.sampled_from(ctx.voice_edges)) + draw(st.sampled_from((-1, 0, 1))))
     if kind < 100:
         return draw(st.sampled_from((0, 1, 2, 5, 6, 7, 29, 30, 31, 59, 60, 61, 119, 120, 121)))
@@ -639,7 +662,7 @@ def _duration(draw, ctx: RowContext) -> int:
 def _data_bytes(draw, ctx: RowContext) -> int:
     limit = ctx.min_increment["data"] * TWIN_INCREMENTS
     kind = draw(st.integers(0, 99))
-    if kind == 0:
+    if kind == 99:
         return 2**44 + draw(st.integers(1, 2**20))  # above the largest event: OVERFLOW
     if kind < 40 and ctx.data_edges:
         value = max(0, draw(st.sampled_from(ctx.data_edges)) + draw(st.sampled_from((-1, 0, 1))))
@@ -659,34 +682,42 @@ def usage_rows(draw, ref: ReferenceData, *, min_size: int = 1, max_size: int = 2
 
 
 @st.composite
-def usage_row_for(draw, ctx: RowContext, index: int, service: str | None = None) -> dict:
+def usage_row_for(draw, ctx: RowContext, index: int, service: str | None = None, plain: bool = False) -> dict:
+    """One row. ``plain``: a subscriber near an instant where it is rated, at home, dialling a number of the
+    tables (most such rows are rated)."""
     service = service or draw(st.sampled_from(("VOICE", "VOICE", "SMS", "DATA")))
-    unknown = draw(st.integers(0, 14)) == 0
+    unknown = not plain and _one_in(draw, 15)
     msisdn = draw(st.sampled_from(ctx.unknown_msisdns if unknown else ctx.msisdns))
-    anchors = ctx.anchors.get(msisdn) or ctx.anchors[ctx.msisdns[0]]
-    start = draw(st.sampled_from(anchors)) + draw(start_offsets_us())
-    visited = None if draw(st.integers(0, 2)) else draw(st.sampled_from(ctx.visited))
+    known = msisdn if msisdn in ctx.anchors else ctx.msisdns[0]
+    if plain:
+        start = draw(st.sampled_from(ctx.anchors[known])) + draw(st.integers(-7200, 7200)) * US_PER_S
+        visited = None
+    else:
+        anchors = ctx.boundaries[known] if _one_in(draw, 6) else ctx.anchors[known]
+        start = draw(st.sampled_from(anchors)) + draw(start_offsets_us())
+        visited = draw(st.sampled_from(ctx.visited)) if _one_in(draw, 3) else None
     fields = dict(service=service, start_time=start, served_msisdn=msisdn, visited_network=visited,
                   source=draw(st.sampled_from(("sw1", "sw2"))))
     if service == "VOICE":
         fields["duration_s"] = _duration(draw, ctx)
-        fields["other_party"] = draw(_number(ctx))
+        fields["other_party"] = draw(_number(ctx, plain))
     elif service == "SMS":
-        fields["message_count"] = 1_000_001 if draw(st.integers(0, 99)) == 0 else draw(st.integers(0, 3))
+        fields["message_count"] = 1_000_001 if _one_in(draw, 100) else draw(st.integers(0, 3))
         fields["other_party"] = draw(_number(ctx))
     else:
         total = _data_bytes(draw, ctx)
         up = draw(st.integers(0, total))
         fields["bytes_up"], fields["bytes_down"] = up, total - up
-        if draw(st.integers(0, 4)) == 0:
+        if _one_in(draw, 5):
             fields["other_party"] = draw(_number(ctx))  # ignored for data
     return usage_row(index, **fields)
 
 
 def start_offsets_us() -> st.SearchStrategy[int]:
     """Offsets from an anchor: on it, a second or a minute off, within hours, or days away."""
-    seconds = st.one_of(st.sampled_from((0, -1, 1, -30, -59, -60, 60, -3600)), st.integers(-7200, 7200),
-                        st.integers(-3 * 86_400, 3 * 86_400))
+    seconds = st.integers(0, 9).flatmap(lambda kind: (
+        st.sampled_from((0, -1, 1, -30, -59, -60, 60, -3600)) if kind < 4 else
+        st.integers(-7200, 7200) if kind < 9 else st.integers(-3 * 86_400, 3 * 86_400)))
     fraction = st.one_of(st.just(0), st.integers(0, 999_999))
     return st.builds(lambda s, f: s * US_PER_S + f, seconds, fraction)
 

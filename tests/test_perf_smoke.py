@@ -29,3 +29,43 @@ def test_bench_decode_runs_and_writes_its_figures(tmp_path, capsys):
         assert figures["records"] == expected, label
         assert figures["records_per_s"] > 0
     assert "avro fast path (deflate, v2)" in capsys.readouterr().out
+
+
+def test_bench_rating_smoke(tmp_path):
+    """perf/bench_rating.py runs end to end on 20k records, writes its figures, and its Polars
+    version prices every record it covers exactly as the kernel does."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "perf" / "bench_rating.py"
+    spec = importlib.util.spec_from_file_location("bench_rating", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = tmp_path / "rating.json"
+    bench.main(["--records", "20000", "--workdir", str(tmp_path), "--repeat", "1", "--twin-sample", "200",
+                "--profile", "--json", str(out)])
+    figures = json.loads(out.read_text())
+    for key in ("kernel_records_per_s", "scan_records_per_s", "twin_records_per_s", "polars_records_per_s",
+                "memcpy_records_per_s"):
+        assert figures[key] > 0, key
+    check = figures["polars_check"]
+    assert check["covered"] > 0.9 * check["records"]
+    assert check["reason_mismatches"] == 0 and check["charge_mismatches"] == 0
+    assert {row["name"].strip() for row in figures["profile"]} >= {"stateless kernel", "band_at alone, once per row"}
+
+
+def test_bench_rerate_smoke(tmp_path, capsys):
+    bench = _load("bench_rerate")
+    out = tmp_path / "rerate.json"
+    report = bench.main(["--records", "3000", "--subscribers", "100", "--compare-records", "5000", "--shards", "2",
+                         "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    figures = json.loads(out.read_text())
+    assert figures == json.loads(json.dumps(report))
+    assert figures["records_per_s"] > 0 and figures["peak_rss_bytes"] > 0
+    assert figures["balanced"] and figures["version"] == 2 and figures["changed_records"] > 0
+    assert figures["compare"]["records"] == 5000
+    assert figures["compare"]["aligned"]["changed"] == figures["compare"]["join"]["changed"] > 0
+    assert "re-rate (version 2)" in capsys.readouterr().out

@@ -57,7 +57,8 @@ def _month_rows() -> list[dict]:
                 start = f"2026-01-{day:02d}T{hour:02d}:15:00Z"
                 rows.append(_row(n := n + 1, msisdn, start, other=FRANCE, duration_s=95 + day))
                 rows.append(_row(n := n + 1, msisdn, start.replace(":15:", ":40:"), duration_s=200 + hour))
-                rows.append(_row(n := n + 1, msisdn, start.replace(":15:", ":50:"), service="SMS", other="015112345678"))
+                rows.append(_row(n := n + 1, msisdn, start.replace(":15:", ":50:"), service="SMS",
+                                 other="015112345678"))
     rows += [_row(n := n + 1, DE_S, "2026-02-05T10:00:00Z", other=FRANCE, duration_s=300),
              _row(n := n + 1, DE_S, "2026-02-06T10:00:00Z", duration_s=120),
              _row(n := n + 1, UNKNOWN, "2026-01-10T12:00:00Z", other=FRANCE, duration_s=60)]
@@ -237,7 +238,8 @@ def test_late_record_takes_the_allowance_in_event_time_and_adjustments_net_out(m
 
 def test_a_subscription_added_after_a_reject_recycles_the_record(month, tmp_path):
     out = _copy_store(month, tmp_path)
-    reference = _reference_with(month, tmp_path, subscription=f"{UNKNOWN},ACC000001,MOBILE_S,2026-01-01T00:00:00+01:00,")
+    subscription = f"{UNKNOWN},ACC000001,MOBILE_S,2026-01-01T00:00:00+01:00,"
+    reference = _reference_with(month, tmp_path, subscription=subscription)
     rejects_before = store.current_rejected(out, "2026-01")
     assert "UNKNOWN_SUBSCRIBER" in rejects_before.column("reason").to_pylist()
 
@@ -298,10 +300,16 @@ def test_what_if_writes_nothing_and_its_totals_equal_the_rerate(month, tmp_path,
     assert summary["totals"] == report["summary"]["totals"]
 
 
-def test_inputs_must_cover_the_current_version(month, tmp_path):
+def test_inputs_must_cover_the_current_version(month, tmp_path, monkeypatch):
     out = _copy_store(month, tmp_path)
+    files = _digest(out)
     with pytest.raises(ValueError, match=r"1 file\(s\) that --input does not match.*b.jsonl"):
         _rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
+    # Past that check, the comparison itself refuses to credit records it cannot find.
+    monkeypatch.setattr("pipelines.rerate.check_inputs_cover", lambda previous, paths: None)
+    with pytest.raises(ValueError, match=r"rated in 2026-01 before are in none of the inputs.*nothing was published"):
+        _rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
+    assert _digest(out) == files
     with pytest.raises(ValueError, match="no published output store"):
         _rerate(month, tmp_path / "nowhere", month / "reference")
     with pytest.raises(ValueError, match="expected YYYY-MM"):
@@ -373,7 +381,8 @@ def test_every_status_and_reason_is_told_apart():
     diff = compare_records(
         previous, _rejects([{"record_id": "recycled", "reason": "UNKNOWN_SUBSCRIBER"},
                             {"record_id": "still", "reason": "NO_ZONE"}]),
-        rerated, _rejects([{"record_id": "gone-rejected", "reason": "NO_RATE"}, {"record_id": "still", "reason": "NO_ZONE"},
+        rerated, _rejects([{"record_id": "gone-rejected", "reason": "NO_RATE"},
+                           {"record_id": "still", "reason": "NO_ZONE"},
                            {"record_id": "other-month", "reason": "NO_ZONE"}], in_scope=False),
         out_of_scope=pl.LazyFrame({"source": ["S"], "record_id": ["gone-elsewhere"], "service_cycle": ["2026-02"]}))
     rows = {r["record_id"]: r for r in diff.changes.iter_rows(named=True)}
@@ -383,7 +392,8 @@ def test_every_status_and_reason_is_told_apart():
     assert rows["allowance"]["reasons"] == "ALLOWANCE"
     assert (rows["recycled"]["status"], rows["recycled"]["previous"]) == ("NEWLY_RATED", "REJECTED")
     assert (rows["late"]["status"], rows["late"]["previous"]) == ("NEWLY_RATED", "NONE")
-    assert (rows["gone-rejected"]["status"], rows["gone-rejected"]["new_reject_reason"]) == ("NEWLY_REJECTED", "NO_RATE")
+    assert (rows["gone-rejected"]["status"], rows["gone-rejected"]["new_reject_reason"]) == \
+        ("NEWLY_REJECTED", "NO_RATE")
     assert (rows["gone-elsewhere"]["status"], rows["gone-elsewhere"]["other_cycle"]) == ("LEFT_CYCLE", "2026-02")
     assert diff.counts == {"UNCHANGED": 1, "CHANGED": 3, "NEWLY_RATED": 2, "NEWLY_REJECTED": 1, "STILL_REJECTED": 1,
                            "LEFT_CYCLE": 1}

@@ -5,7 +5,7 @@
 * Units: CGRateS holds usage as nanoseconds. Voice steps must be whole seconds; SMS and data are
   counted in the same units CGRateS counts them (a bare ``1`` is one message or one byte).
 * Price: ``Rate`` per ``RateUnit``. A rate with more than 6 decimals is written per 10^k units
-  (``0.0000125`` per 1 s = ``0.0125`` per 1000 s), and one too large to price the largest event
+  (``0.0000125`` per 1 s = ``0.000125`` per 10 s), and one too large to price the largest event
   exactly in int64 per fewer units (1 per 1024 bytes = 0.25 per 256 bytes): the same money.
 * A GroupIntervalStart that is not on the previous step's increment grid is moved to where that
   step's last increment ends (CGRateS rounds each piece up to its increment and shortens the next
@@ -24,11 +24,11 @@ import decimal
 import fractions
 
 from rating.cgrates.report import Report
-from rating.compile import MAX_UNITS
-from rating.reference.model import SERVICES
 from rating.cgrates.tariff_files import DestinationRateRow, RateRow
 from rating.cgrates.values import (
     NS_PER_S, ROUNDING_MODES, decimals_of, money_text, parse_decimal, parse_duration_ns)
+from rating.compile import MAX_UNITS
+from rating.reference.model import SERVICES
 
 ARITHMETIC = ("native", "cgrates")
 CGRATES_INCREMENT_ROUNDING = ("half_up", 5)   # engine/timespans.go: globalRoundingDecimals, *middle

@@ -7,8 +7,8 @@ band gets one rate with band ``*``.
 
 The project takes the connect fee, the maximum and the rounding from the rate in force at the
 start of the event; CGRateS takes the connect fee from the first piece too, but rounds with the
-longest rounding of all pieces and caps each piece by its own MaxCost. A zone whose rates in
-different bands disagree on those is reported: calls crossing between those bands may differ.
+longest rounding of all pieces and applies each piece's MaxCost as it adds the pieces up. A zone
+whose rates in different bands disagree on those is reported: calls crossing those bands may differ.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ class VersionBuilder:
             self._report.unsupported(
                 f"{where}, {service} zone {zone}",
                 f"its rates in bands {bands} differ in rounding or MaxCost; a call crossing between them is rounded "
-                f"and capped by the rate at its start, while CGRateS uses the longest rounding and each piece's "
-                f"MaxCost")
+                f"and capped by the rate at its start, while CGRateS uses the longest rounding and applies each "
+                f"piece's MaxCost")
         grids = {tuple((step.from_units, step.increment_units) for step in s.steps) for s in distinct}
         if any(s.moved_steps for s in distinct) and len(grids) > 1:
             self._report.unsupported(

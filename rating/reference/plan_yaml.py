@@ -77,10 +77,14 @@ def _read_numbering(reader: f.FieldReader, top: dict) -> Numbering | None:
     if spec is None:
         return None
     digits = "a quoted string of digits such as \"00\""
+    if all(spec.get(name) == "" for name in ("country_code", "international_prefix", "trunk_prefix")):
+        # Numbers as given: destinations are zoned exactly as dialled (e.g. imported CGRateS plans).
+        return Numbering(country_code="", international_prefix="", trunk_prefix="")
     trunk = spec.get("trunk_prefix")
     return Numbering(
         country_code=reader.field(spec, here, "country_code", f.text(
-            _COUNTRY_CODE, "a quoted country calling code of 1 to 3 digits such as \"49\"")),
+            _COUNTRY_CODE, "a quoted country calling code of 1 to 3 digits such as \"49\" (all three "
+                           "numbering fields \"\" to zone numbers as dialled)")),
         international_prefix=reader.field(spec, here, "international_prefix",
                                           f.text(_DIGITS, digits)),
         trunk_prefix="" if trunk == "" else reader.field(
