@@ -9,14 +9,16 @@ the kernels (``rate_events``, ``normalise_numbers``, ``parse_digits``, ``match_z
 kernel row then replays exactly those arrays: only the kernel calls are timed.
 
 Rates are records per second of CPU time of this process (all its threads), the least of
-``--repeat`` runs after a warm-up run; wall-clock rates are printed beside them. The machine may
+``--repeat`` runs after a warm-up run, the runs of all rows interleaved; wall-clock rates are
+printed beside them. The machine may
 be shared: compare the ratios, measured in the same run, more than the absolute rates.
 
     python perf/bench_rating.py [--records 2000000] [--workdir DIR] [--repeat 5] [--twin-sample 2000]
                                 [--profile] [--json FILE]
 
-``--profile`` adds a second table: the stateless kernel with parts of the tariff switched off,
-the I/O floor of its columns, and cache-resident runs, to show what bounds it.
+``--profile`` adds a second table to show what bounds the stateless kernel: the kernel with parts of
+the tariff switched off, a what-if build without reference counting in ``band_at``, cache-resident
+runs, and the I/O floor of its columns.
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ class ZoningRun:
         if tables is not None:
             self.calls = [(f, {**c, "trie_children": tables.trie_children, "trie_zone": tables.trie_zone}
                            if "trie_children" in c else c) for f, c in self.calls]
-        self.work = [(f, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in c.items()}) for f, c in self.calls]
+        self.work = [(f, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in c.items()})
+                     for f, c in self.calls]
         self.args = [(f, positional(f, w)) for f, w in self.work]
         self.kernel = kernel
 
@@ -516,7 +519,8 @@ def rate_with_polars(usage: pl.DataFrame, tariff: PolarsTariff) -> pl.DataFrame:
     minutes = (pl.when(holiday_band).then("hol_next")
                .when(pl.col("is_holiday")).then(pl.min_horizontal("week_next", "hol_next"))
                .otherwise("week_next"))
-    minutes = pl.when("has_holidays").then(pl.min_horizontal(minutes, 1440 - pl.col("minute_of_day"))).otherwise(minutes)
+    to_midnight = 1440 - pl.col("minute_of_day")
+    minutes = pl.when("has_holidays").then(pl.min_horizontal(minutes, to_midnight)).otherwise(minutes)
     band_end = pl.col("local").dt.truncate("1m") + pl.duration(minutes=minutes)
     same_offset = (pl.col("local_end") - pl.col("local")) == pl.duration(seconds=voice_s)
     max_units = pl.col("service_code").replace_strict(dict(enumerate(tariff.max_units)), return_dtype=pl.Int64)
@@ -781,8 +785,9 @@ def profile_rows(recorded: Recorded, workspace: Workspace, repeat: int) -> list[
         Case(f"I/O floor in {_CACHE_ROWS:,}-row chunks", io_floor_run(single, _CACHE_ROWS), n,
              "same, cache-resident slices", single.reset),
     ]
-    for name, tables, notes in (("stateless + numbers and zones", None, "normalise + parse + 2 trie matches + kernel"),
-                                ("  with a single-zone trie", _single_zone_trie(T), "each match stops after one digit")):
+    zoning_variants = (("stateless + numbers and zones", None, "normalise + parse + 2 trie matches + kernel"),
+                       ("  with a single-zone trie", _single_zone_trie(T), "each match stops after one digit"))
+    for name, tables, notes in zoning_variants:
         zoning = ZoningRun(recorded, KernelRun(call, workspace, stateless=True), tables=tables)
         singles.append(Case(name, zoning, n, notes, zoning.reset))
     time_cases(list(cases.values()) + singles, repeat)
@@ -807,8 +812,9 @@ def print_table(report: dict) -> None:
     rows = report["rows"]
     kernel = report["kernel_records_per_s"]
     load = ", ".join(f"{x:.1f}" for x in report["load_average"])
-    print(f"{report['records']:,} records ({report['generated_records']:,} generated; voice {report['service_mix']['voice']:.0%}, "
-          f"sms {report['service_mix']['sms']:.0%}, data {report['service_mix']['data']:.0%}), best of "
+    mix = report["service_mix"]
+    print(f"{report['records']:,} records ({report['generated_records']:,} generated; voice {mix['voice']:.0%}, "
+          f"sms {mix['sms']:.0%}, data {mix['data']:.0%}), best of "
           f"{report['repeat']}, records per CPU second of this process; load average {load} on {report['cpus']} cores")
     print(f"{'name':34s} {'records/s':>10s} {'x kernel':>9s} {'wall rec/s':>11s} {'RSS MB':>7s}  notes")
     for r in rows:
@@ -834,7 +840,8 @@ def print_table(report: dict) -> None:
         base = report["profile"][0]
         print()
         print("stateless kernel profile, interleaved runs: the shipped code, and a what-if build whose band_at and")
-        print("_is_holiday skip Numba's reference counting (private _nrt=False: a measurement of that cost, not a fix);")
+        print("_is_holiday skip Numba's reference counting (private _nrt=False: a measurement of that cost,")
+        print("not a fix);")
         print("'same' = records with the shipped baseline's reason and charge (shipped / what-if)")
         print(f"{'variant':40s} {'shipped':>9s} {'x base':>7s} {'what-if':>9s} {'x base':>7s} {'same':>17s}  notes")
         for p in report["profile"]:

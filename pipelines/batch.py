@@ -74,6 +74,10 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     balance, so the imbalance can be investigated; the caller decides the exit status.
     """
     load_reference(config.reference_dir)  # fail before any worker starts
+    if (Path(config.output_dir) / "CURRENT.json").exists():
+        raise ValueError(f"{config.output_dir} holds re-rated cycle versions (CURRENT.json, rerates/) that a new batch "
+                         f"run would discard, with their adjustments; write to another --output, or re-rate with "
+                         f"usage-rating rerate")
     paths = match_inputs(config.input_glob)
     closed_through = effective_closed_through(config.output_dir, config.closed_through)
     config = dataclasses.replace(config, closed_through=closed_through)

@@ -8,6 +8,7 @@
     usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html] [--out FILE]
     usage-rating stream --subscription projects/P/subscriptions/S --reference DIR --output OUT [...]
     usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C] [--rounding native|cgrates]
+    usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT [--what-if REFDIR] [--report FILE]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s [--json]
 """
 
@@ -18,7 +19,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from pipelines import cgrates_cli
+from pipelines import cgrates_cli, rerate_cli
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -193,13 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--shards", type=int, default=16)
 
     cgrates_cli.add_parsers(sub)
+    rerate_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command not in ("batch", "demo", "stream"):
+    if beam_args and args.command not in ("batch", "demo", "stream", "rerate"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         if args.command == "generate":
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_invoice(args)
         if args.command == "stream":
             return cmd_stream(args, beam_args)
+        if args.command == "rerate":
+            return rerate_cli.run(args, _default_runner(beam_args))
         status = cgrates_cli.dispatch(args)
         if status is not None:
             return status

@@ -8,6 +8,13 @@ partitions of those cycles are opened; nothing loads every event of the store.
 The store does not hold the currency's minor digits nor the account's timezone: they come from the
 reference directory recorded in ``OUT/_SUCCESS``. When it cannot be read, amounts get 2 digits and
 dates stay in UTC, and :attr:`InvoiceData.warnings` says so.
+
+Re-rating (docs/rerating.md) publishes newer versions of cycles beside the base output. Everything
+shown is read from the current version of each cycle, as ``sinks.store`` resolves it
+(``current_versions``, ``current_version``, ``read_current``): a re-rated cycle's charge lines
+(adjustments of a closed cycle included, on the invoice they land on), the newest summary of each
+invoice, and the re-rated events. The files come from the store; the account filter is applied
+here so that it stays pushed down into the scans.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from rating.billing import LINE_ORDER, month_index
+from sinks import store
 from sinks.files import SUCCESS_MARKER
 
 TOP_EVENTS = 10
@@ -70,9 +78,10 @@ def load_invoice(output_dir: str | Path, account_id: str, cycle: str | None = No
     # A run bills each service cycle on one invoice (its own, or the next open one when closed), so
     # the usage lines' service cycles select exactly the events billed here.
     service_cycles = sorted(set(lines.filter(pl.col("line_type") == "USAGE")["service_cycle"].to_list()))
-    missing = [c for c in service_cycles if not _partition(out, c).is_dir()]
+    missing = [c for c in service_cycles if not store.current_version(out, c).rated_files()]
     if missing:
-        warnings.append(f"no rated events for service cycle(s) {', '.join(missing)} under {out / 'rated'}; "
+        where = ", ".join(str(store.current_version(out, c).path / "rated" / f"service_cycle={c}") for c in missing)
+        warnings.append(f"no rated events for service cycle(s) {', '.join(missing)} ({where}); "
                         f"the costliest events leave them out")
     events = rated_events_query(out, account_id, service_cycles)
     top_events = (events.sort(["charge_micros", "start_time", "record_id"], descending=[True, False, False])
@@ -86,23 +95,20 @@ def load_invoice(output_dir: str | Path, account_id: str, cycle: str | None = No
 
 
 def rated_events_query(output_dir: str | Path, account_id: str, service_cycles) -> pl.LazyFrame:
-    """Lazy scan of the account's rated events in the given service-cycle partitions (EVENT_COLUMNS).
+    """Lazy scan of the account's rated events in the given service cycles (EVENT_COLUMNS), each read
+    from its current version (the base output's ``rated/service_cycle=...`` or a re-rate's).
 
     Only those partitions are listed; the account filter and the column selection go into the
     Parquet scan, so row groups of other accounts are skipped by their statistics.
     """
     out = Path(output_dir)
-    parts = [str(p) for c in sorted(service_cycles) for p in sorted(_partition(out, c).glob("*.parquet"))]
+    parts = [p for c in sorted(service_cycles) for p in store.current_version(out, c).rated_files()]
     if not parts:
         return pl.LazyFrame(schema=EVENT_SCHEMA)
     # service_cycle is a column of the files as well as the partition name: read it from the files
     return (pl.scan_parquet(parts, hive_partitioning=False)
             .filter(pl.col("account_id") == account_id)
             .select(EVENT_COLUMNS))
-
-
-def _partition(out: Path, service_cycle: str) -> Path:
-    return out / "rated" / f"service_cycle={service_cycle}"
 
 
 def _read_manifest(out: Path) -> dict:
@@ -117,17 +123,25 @@ def _read_manifest(out: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _parts(out: Path, folder: str) -> list[str]:
-    return [str(p) for p in sorted((out / folder).glob("*.parquet"))]
-
-
 def _account_summaries(out: Path, account_id: str) -> pl.DataFrame:
-    parts = _parts(out, "invoices")
+    """The account's current invoice summaries, one per billing cycle, sorted.
+
+    ``store.current_invoices`` for one account: the base output's summaries, replaced per billing
+    cycle by each re-rate's, in publication order (``CURRENT.json``'s history); the account filter
+    goes into each scan.
+    """
+    parts = store.parquet_files(out / "invoices")
     if not parts:
         raise ValueError(f"{out}: the store holds no invoices (invoices/ is empty); rate some usage first")
-    invoices = pl.scan_parquet(parts)
-    summaries = invoices.filter(pl.col("account_id") == account_id).sort("billing_cycle").collect()
+    layers = [parts] + [files for entry in store.read_current(out)["history"]
+                        if (files := store.parquet_files(out / entry["path"] / "invoices"))]
+    account = pl.col("account_id") == account_id
+    scans = [pl.scan_parquet(files).filter(account).with_columns(pl.lit(layer).alias("_layer"))
+             for layer, files in enumerate(layers)]
+    summaries = (pl.concat(scans, how="vertical_relaxed").sort(["billing_cycle", "_layer"])
+                 .unique("billing_cycle", keep="last", maintain_order=True).drop("_layer").collect())
     if summaries.height == 0:
+        invoices = pl.concat([pl.scan_parquet(files).select("account_id") for files in layers])
         known = invoices.select(pl.col("account_id").unique().sort()).collect()["account_id"].to_list()
         raise ValueError(f"account {account_id!r} has no invoice in {out}; {len(known):,} accounts have one, "
                          f"e.g. {', '.join(_nearest(known, account_id))}")
@@ -143,12 +157,21 @@ def _nearest(known: list[str], wanted: str, count: int = 4) -> list[str]:
 
 
 def _lines(out: Path, account_id: str, cycle: str) -> pl.DataFrame:
-    parts = _parts(out, "charges")
+    """The invoice's current charge lines: ``store.current_charges(billing_cycle=cycle)`` for one account.
+
+    The base output's lines of service cycles never re-rated, plus each re-rated cycle's lines from its
+    current version (for a closed cycle, its ADJUSTMENT and TAX lines on this invoice). The account and
+    billing-cycle filters go into each scan.
+    """
+    parts = store.parquet_files(out / "charges")
     if not parts:
         raise ValueError(f"{out}: charges/ holds no lines although invoices/ has summaries; republish the store")
-    lines = (pl.scan_parquet(parts)
-             .filter((pl.col("account_id") == account_id) & (pl.col("billing_cycle") == cycle))
-             .collect())
+    versions = store.current_versions(out)
+    here = (pl.col("account_id") == account_id) & (pl.col("billing_cycle") == cycle)
+    scans = [pl.scan_parquet(parts).filter(here & ~pl.col("service_cycle").is_in(list(versions)))]
+    scans += [pl.scan_parquet(files).filter(here & (pl.col("service_cycle") == service_cycle))
+              for service_cycle, version in versions.items() if (files := version.charge_files())]
+    lines = pl.concat(scans, how="vertical_relaxed").collect()
     order = pl.col("line_type").replace_strict(LINE_ORDER, default=len(LINE_ORDER), return_dtype=pl.Int64)
     return lines.sort([order, "service_cycle", "service", "zone", "band", "item"], nulls_last=False)
 

@@ -648,8 +648,8 @@ def _number(draw, ctx: RowContext, plain: bool = False) -> str:
 
 def _duration(draw, ctx: RowContext) -> int:
     kind = draw(st.integers(0, 199))
-    if kind == 199:
-        return draw(st.sampled_from((72 * 3600, 72 * 3600 - 1, 40 * 3600 + 7)))  # rare: the twin walks them slowly
+    if kind == 199 and _one_in(draw, 5):  # 1 in 1000: the twin takes about a second per 72 h at 1 s increments
+        return draw(st.sampled_from((72 * 3600, 72 * 3600 - 1, 40 * 3600 + 7)))
     if kind >= 192:
         return draw(st.integers(0, 4 * 3600))
     if kind < 62 and ctx.voice_edges:

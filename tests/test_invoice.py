@@ -396,3 +396,67 @@ def test_html_renders_in_a_real_browser(late_store, chromium, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert f'id="total">{total}<' in dom.stdout
     assert "10 costliest events" in dom.stdout and 'class="late"' in dom.stdout
+
+
+# --- re-rated cycles ----------------------------------------------------------------------------
+
+def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir, tmp_path):
+    """An open re-rate replaces the cycle's lines, summaries and events; a closed one adds adjustments
+    to the next invoice. The invoice shows what ``sinks.store``'s readers say is current."""
+    from sinks import store as versions
+    from sinks.files import close_cycles
+    from tests.test_rerate import _month_rows, _reference_with, _rerate, _write_jsonl
+
+    month = tmp_path / "month"
+    shutil.copytree(reference_min_dir, month / "reference")
+    _write_jsonl(month / "cdrs" / "a.jsonl", _month_rows())
+    out = month / "store"
+    run_batch(BatchConfig(input_glob=str(month / "cdrs" / "*"), reference_dir=str(month / "reference"),
+                          output_dir=str(out), shards=3), DIRECT)
+    account = "ACC000001"  # MOBILE_S calls to France (EUROPE) in January, calls in February
+    europe = (pl.col("line_type") == "USAGE") & (pl.col("zone") == "EUROPE")
+    before = load_invoice(out, account, "2026-01")
+
+    def check_current(data, cycle):
+        expected = pl.from_arrow(versions.current_charges(out, billing_cycle=cycle)).filter(
+            pl.col("account_id") == account)
+        key = ["line_type", "service_cycle", "service", "zone", "band", "item"]
+        assert data.lines.sort(key, nulls_last=False).equals(expected.sort(key, nulls_last=False))
+        summary = [r for r in versions.current_invoices(out, billing_cycle=cycle).to_pylist()
+                   if r["account_id"] == account][0]
+        assert data.summary == summary and not any("add up" in w for w in data.warnings)
+        cycles = sorted(set(data.lines.filter(pl.col("line_type") == "USAGE")["service_cycle"]))
+        events = pl.concat([pl.from_arrow(versions.current_rated(out, c)) for c in cycles]).filter(
+            pl.col("account_id") == account)
+        top = events.sort(["charge_micros", "start_time", "record_id"], descending=[True, False, False]).head(10)
+        assert data.top_events.select(["record_id", "charge_micros"]).equals(top.select(["record_id", "charge_micros"]))
+        return expected
+
+    # Open cycle: a higher EUROPE price replaces 2026-01's lines, summary and events.
+    _rerate(month, out, _reference_with(month, tmp_path / "v2", europe_price="0.35"))
+    assert versions.current_version(out, "2026-01").number == 2
+    rerated = load_invoice(out, account, "2026-01")
+    check_current(rerated, "2026-01")
+    old, new = (int(d.lines.filter(europe)["amount_micros"].sum()) for d in (before, rerated))
+    assert new > old > 0 and rerated.summary["total_minor"] > before.summary["total_minor"]
+    assert rerated.top_events["charge_micros"].max() > before.top_events["charge_micros"].max()
+    assert "ADJUSTMENT" not in rerated.lines["line_type"].to_list()
+
+    # Closed cycle: 2026-01 stays as billed (version 2); the credit lands on the 2026-02 invoice.
+    february = load_invoice(out, account, "2026-02")
+    close_cycles(out, "2026-01")
+    _rerate(month, out, _reference_with(month, tmp_path / "v3", europe_price="0.29"))
+    assert versions.current_version(out, "2026-01").number == 3
+    billed = load_invoice(out, account, "2026-01")
+    assert billed.lines.equals(rerated.lines) and billed.summary == rerated.summary
+    adjusted = load_invoice(out, account, "2026-02")
+    check_current(adjusted, "2026-02")
+    adjustments = adjusted.lines.filter(pl.col("line_type") == "ADJUSTMENT")
+    assert adjustments.height == 1 and adjustments.row(0, named=True)["service_cycle"] == "2026-01"
+    assert adjustments["late"].all() and adjustments["amount_micros"][0] == old - new
+    added = adjusted.lines.filter(pl.col("service_cycle") == "2026-01")
+    assert sorted(added["line_type"].to_list()) == ["ADJUSTMENT", "TAX"]  # the credit and its tax
+    assert adjusted.lines.filter(pl.col("service_cycle") != "2026-01").equals(february.lines)
+    assert adjusted.summary["total_minor"] == february.summary["total_minor"] + int(added["amount_minor"].sum()) < \
+        february.summary["total_minor"]
+    assert adjustments["description"][0] in "\n".join(_section(render_text(adjusted), "Adjustments and other lines"))

@@ -69,3 +69,16 @@ def test_bench_rerate_smoke(tmp_path, capsys):
     assert figures["compare"]["records"] == 5000
     assert figures["compare"]["aligned"]["changed"] == figures["compare"]["join"]["changed"] > 0
     assert "re-rate (version 2)" in capsys.readouterr().out
+
+
+def test_bench_streaming_smoke(pubsub_host, tmp_path):
+    """perf/bench_streaming.py runs once, tiny, on the session's emulator, and writes its figures."""
+    bench = _load("bench_streaming")
+    out = tmp_path / "streaming.json"
+    figures = bench.main(["--records", "1500", "--per-message", "500", "--single", "30", "--timeout", "240",
+                          "--workdir", str(tmp_path), "--json", str(out)])
+    written = json.loads(out.read_text())
+    for key in ("sustained_records_per_s", "p50_latency_s", "p99_latency_s", "emulator_messages_per_s",
+                "single_record_messages_per_s"):
+        assert written[key] > 0, key
+    assert figures["records"] == 1500

@@ -114,7 +114,7 @@ def test_generated_operators_load_back_unchanged(ref):
     assert dataclasses.replace(loaded, root=ref.root) == dataclasses.replace(ref, plans=plans)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=_SLOW_OK)
+@settings(max_examples=150, deadline=None, suppress_health_check=_SLOW_OK)
 @given(data=st.data())
 def test_kernels_equal_twin_on_random_tariffs(data):
     ref = data.draw(operators(), label="operator")
@@ -207,7 +207,9 @@ def test_arrival_order_and_batching_do_not_change_rating(data):
 
 
 # ---------------------------------------------------------------------------------------------
-# Smallest examples of what the random tests found (kept as plain tests; xfail until fixed).
+# Kernel/twin disagreements found while writing these tests, as their smallest examples (xfail until
+# fixed). The random strategies keep clear of both (voice rates of a version are all stepped or all
+# tiered; visited networks are at most 6 digits) so that the random tests can find anything else.
 
 _MSISDN = "4915100000001"
 
