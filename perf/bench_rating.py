@@ -55,7 +55,7 @@ from rating.compile import CompiledReference, compile_reference  # noqa: E402
 from rating.kernels import pricing  # noqa: E402
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits  # noqa: E402
 from rating.kernels.pricing import band_at, rate_events  # noqa: E402
-from rating.reference import load_reference  # noqa: E402
+from rating.reference import ReferenceDataError, load_reference  # noqa: E402
 from rating.reference.model import HOME_ZONE  # noqa: E402
 from rating.tables import MAX_ALLOWANCES_PER_EVENT  # noqa: E402
 from rating.twin import rate_rows_twin  # noqa: E402
@@ -73,16 +73,23 @@ _RECORDED = ("rate_events", "normalise_numbers", "parse_digits", "match_zones", 
 
 # --- inputs ----------------------------------------------------------------------------------------
 
-def operator_dir(workdir: Path, records: int) -> Path:
-    """A generated operator with ``records`` Parquet CDRs under ``workdir``, reused when present."""
+def load_operator(workdir: Path, records: int) -> tuple[Path, CompiledReference]:
+    """A generated operator with ``records`` Parquet CDRs under ``workdir`` and its compiled reference.
+
+    An operator generated earlier with the same size is reused, unless the current code rejects its
+    reference data (it was written by an older generator): then it is generated again.
+    """
     root = workdir / f"operator-{records}"
     manifest = root / "manifest.json"
     if manifest.exists():
         config = json.loads(manifest.read_text())["config"]
         if config["records"] == records and config["fmt"] == "parquet":
-            return root
+            try:
+                return root, compile_reference(load_reference(str(root / "reference")))
+            except (ValueError, ReferenceDataError) as error:
+                print(f"regenerating {root}: its reference data is stale ({error})", file=sys.stderr)
     generate(GeneratorConfig(out_dir=root, records=records, fmt="parquet"))
-    return root
+    return root, compile_reference(load_reference(str(root / "reference")))
 
 
 def load_usage(root: Path) -> pa.RecordBatch:
@@ -602,8 +609,7 @@ def polars_usage(batch: pa.RecordBatch, order: np.ndarray, version: np.ndarray, 
 # --- the benchmark ---------------------------------------------------------------------------------
 
 def prepare(records: int, workdir: Path) -> tuple[pa.RecordBatch, CompiledReference, Recorded]:
-    root = operator_dir(workdir, records)
-    compiled = compile_reference(load_reference(str(root / "reference")))
+    root, compiled = load_operator(workdir, records)
     batch = load_usage(root)
     rating_rate.rate(batch.slice(0, 0), compiled)  # compile (or load) every kernel before recording
     with recording_kernels() as recorded:
@@ -840,8 +846,8 @@ def print_table(report: dict) -> None:
         base = report["profile"][0]
         print()
         print("stateless kernel profile, interleaved runs: the shipped code, and a what-if build whose band_at and")
-        print("_is_holiday skip Numba's reference counting (private _nrt=False: a measurement of that cost,")
-        print("not a fix);")
+        print("_is_holiday skip Numba's reference counting (private _nrt=False: a measurement of that cost, "
+              "not a fix);")
         print("'same' = records with the shipped baseline's reason and charge (shipped / what-if)")
         print(f"{'variant':40s} {'shipped':>9s} {'x base':>7s} {'what-if':>9s} {'x base':>7s} {'same':>17s}  notes")
         for p in report["profile"]:

@@ -26,6 +26,7 @@ from pipelines.options import BatchConfig
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index
+from rating.compile import compile_reference
 from rating.reference import load_reference
 from sinks.files import CLOSED_CYCLES, publish, read_closed_through, staging_dir_for, write_json
 
@@ -73,7 +74,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     data fails here with every issue listed. Outputs are published even when the totals do not
     balance, so the imbalance can be investigated; the caller decides the exit status.
     """
-    load_reference(config.reference_dir)  # fail before any worker starts
+    compile_reference(load_reference(config.reference_dir))  # bad reference data fails before any worker starts
     if (Path(config.output_dir) / "CURRENT.json").exists():
         raise ValueError(f"{config.output_dir} holds re-rated cycle versions (CURRENT.json, rerates/) that a new batch "
                          f"run would discard, with their adjustments; write to another --output, or re-rate with "

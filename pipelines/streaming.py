@@ -36,6 +36,7 @@ from pipelines.dedup import SplitByRecordKey
 from pipelines.rate import KeyByAccount
 from rating.dedup import table_to_batch
 from rating.engine import RatingEngine
+from rating.compile import compile_reference
 from rating.reference import load_reference
 from rating.stream_dedup import SeenKeys
 from rating.stream_rater import ShardState
@@ -320,7 +321,7 @@ class RateUsageStream(beam.PTransform):
 
 
 def build_stream_pipeline(config: StreamConfig, beam_args: list[str]) -> beam.Pipeline:
-    load_reference(config.reference_dir)  # bad reference data fails before the job starts
+    compile_reference(load_reference(config.reference_dir))  # bad reference data fails before the job starts
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)

@@ -222,6 +222,14 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             holidays.extend(days)
             ver_hol_count[vi] = len(days)
 
+        # Voice is priced either by steps or by graduated tiers in a version, never both: a call
+        # crossing from a stepped band into a tiered one would have no defined price. (SMS and data
+        # take the band of their start, so they may mix.)
+        kinds = {rate.tiers is not None for rate in ver.rates if rate.service == "voice"}
+        if len(kinds) == 2:
+            raise ValueError(
+                f"plan {plan.plan_id} version {ver.version}: voice has both stepped and tiered rates; price voice "
+                f"either with steps in every rate or with tiers in every rate")
         # Rates, most specific last so it overwrites the general ones.
         pers = []
         specificity = lambda r: (r.zone != ANY) * 2 + (r.band != ANY)  # noqa: E731

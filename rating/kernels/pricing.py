@@ -48,20 +48,25 @@ def _is_holiday(day, holidays_day, first, count):
 
 
 @njit(nogil=True, cache=True)
-def band_at(t_us, v, tz, T):
-    """(band, UTC instant at which the band may next change) at ``t_us`` for plan version ``v``."""
-    off, next_transition = offset_and_next(t_us, tz, T.tz_start, T.tz_transitions, T.tz_offsets)
+def band_at(t_us, v, tz, tz_start, tz_transitions, tz_offsets, week_band, week_next_min, ver_hol_first,
+            ver_hol_count, holidays_day, hol_band, hol_next_min):
+    """(band, UTC instant at which the band may next change) at ``t_us`` for plan version ``v``.
+
+    Takes only the arrays it reads, not the whole ``RatingTables``: Numba reference-counts every
+    array of a tuple argument on each call, which cost ~90% of the kernel's time (perf/RESULTS.md).
+    """
+    off, next_transition = offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets)
     local = t_us + off * US_PER_S
     day = local // US_PER_DAY
     minute = (local - day * US_PER_DAY) // US_PER_MIN
     w = ((day + 3) % 7) * 1440 + minute  # 1970-01-01 was a Thursday; 0 = Monday
-    band = T.week_band[v, w]
-    minutes = T.week_next_min[v, w]
-    count = T.ver_hol_count[v]
+    band = week_band[v, w]
+    minutes = week_next_min[v, w]
+    count = ver_hol_count[v]
     if count > 0:
-        if _is_holiday(day, T.holidays_day, T.ver_hol_first[v], count):
-            holiday_band = T.hol_band[v, minute]
-            holiday_minutes = T.hol_next_min[v, minute]
+        if _is_holiday(day, holidays_day, ver_hol_first[v], count):
+            holiday_band = hol_band[v, minute]
+            holiday_minutes = hol_next_min[v, minute]
             if holiday_band >= 0:
                 band = holiday_band
                 minutes = holiday_minutes
@@ -131,6 +136,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
     """
     cover = np.empty(MAX_ALLOWANCES_PER_EVENT, np.int64)
     used = np.empty(MAX_ALLOWANCES_PER_EVENT, np.int64)
+    tz_start, tz_transitions, tz_offsets = T.tz_start, T.tz_transitions, T.tz_offsets
+    week_band, week_next_min, hol_band, hol_next_min = T.week_band, T.week_next_min, T.hol_band, T.hol_next_min
+    ver_hol_first, ver_hol_count, holidays_day = T.ver_hol_first, T.ver_hol_count, T.holidays_day
     for i in range(len(service)):
         for q in range(MAX_ALLOWANCES_PER_EVENT):
             out_allow_name[i, q] = -1
@@ -154,7 +162,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         if raw > T.max_units[s]:
             out_reason[i] = OVERFLOW
             continue
-        band0, change = band_at(t0, v, tz[i], T)
+        band0, change = band_at(t0, v, tz[i], tz_start, tz_transitions, tz_offsets, week_band, week_next_min,
+                                ver_hol_first, ver_hol_count, holidays_day, hol_band, hol_next_min)
         r0 = T.rate_index[v, s, z, band0]
         if r0 < 0:
             out_reason[i] = NO_RATE
@@ -224,7 +233,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             band = band0
             while u < raw:
                 if s == VOICE and u > 0 and t0 + u * US_PER_S >= change:
-                    band, change = band_at(t0 + u * US_PER_S, v, tz[i], T)
+                    band, change = band_at(t0 + u * US_PER_S, v, tz[i], tz_start, tz_transitions, tz_offsets,
+                                           week_band, week_next_min, ver_hol_first, ver_hol_count, holidays_day,
+                                           hol_band, hol_next_min)
                     r = T.rate_index[v, s, z, band]
                     if r < 0:
                         failed = True
