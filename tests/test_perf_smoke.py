@@ -82,3 +82,16 @@ def test_bench_streaming_smoke(pubsub_host, tmp_path):
                 "single_record_messages_per_s"):
         assert written[key] > 0, key
     assert figures["records"] == 1500
+
+
+def test_bench_pipeline_smoke(tmp_path):
+    """perf/bench_pipeline.py runs both pipelines once on a tiny operator and writes its figures."""
+    bench = _load("bench_pipeline")
+    out = tmp_path / "pipeline.json"
+    results = bench.main(["--sizes", "3000", "--workdir", str(tmp_path), "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(results))
+    assert {r["format"] for r in written} == {"avro", "parquet"}
+    for r in written:
+        assert r["records"] == 3000 and r["balanced"]
+        assert r["records_per_s"] > 0 and r["baseline_records_per_s"] > 0 and r["peak_rss_bytes"] > 0
