@@ -36,11 +36,11 @@ from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
-from rating.billing import month_index, month_label
+from rating.billing import month_index, month_label, summarise_invoices
 from rating.engine import RatingEngine
 from rating.reference import load_reference
 from rating.rerate_diff import (RATED_COLUMNS, RecordDiff, adjustment_lines, charge_table, compare_records,
-                                cycle_bounds_of, impact_summary, same_lines, summarise_invoices)
+                                cycle_bounds_of, impact_summary, same_lines)
 from sinks import store
 from sinks.files import write_json, write_parquet
 

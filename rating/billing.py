@@ -317,6 +317,17 @@ def _finish(lines: pl.DataFrame) -> pa.Table:
 
 
 def _summaries(compiled: CompiledReference, lines: pa.Table, terms: _Terms) -> pa.Table:
+    bounds = pl.DataFrame({
+        "account_id": [compiled.account_ids[a] for a in terms.cycle_account],
+        "billing_cycle": [month_label(int(m)) for m in terms.cycle_month],
+        "cycle_start": terms.cycle_bounds[0], "cycle_end": terms.cycle_bounds[1],
+    }, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8, "cycle_start": pl.Int64, "cycle_end": pl.Int64})
+    return summarise_invoices(lines, bounds)
+
+
+def summarise_invoices(lines: pa.Table, bounds: pl.DataFrame) -> pa.Table:
+    """Invoice summaries (``invoice_summary_schema()``) of charge lines; ``bounds`` gives each
+    (account_id, billing_cycle) its cycle_start and cycle_end (int64 UTC micros)."""
     schema = invoice_summary_schema()
     frame = pl.from_arrow(lines)
     if frame.height == 0:
@@ -331,15 +342,10 @@ def _summaries(compiled: CompiledReference, lines: pa.Table, terms: _Terms) -> p
         pl.col("free_units").filter(is_usage).sum().alias("free_units"),
         pl.col("rounding_micros").sum().alias("rounding_micros"),
     ).with_columns((pl.col("subtotal_minor") + pl.col("tax_minor")).alias("total_minor"))
-    bounds = pl.DataFrame({
-        "account_id": [compiled.account_ids[a] for a in terms.cycle_account],
-        "billing_cycle": [month_label(int(m)) for m in terms.cycle_month],
-        "cycle_start": terms.cycle_bounds[0], "cycle_end": terms.cycle_bounds[1],
-    }, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8, "cycle_start": pl.Int64, "cycle_end": pl.Int64})
     summary = summary.join(bounds, on=["account_id", "billing_cycle"], how="left")
     missing = summary.filter(pl.col("cycle_start").is_null())
-    if missing.height:  # a billing cycle outside the billed set cannot happen; fail loudly if it does
-        raise AssertionError(f"invoice without cycle bounds: {missing.select(['account_id', 'billing_cycle']).rows()[:3]}")
+    if missing.height:
+        raise ValueError(f"no cycle bounds for invoices {missing.select(['account_id', 'billing_cycle']).rows()[:3]}")
     summary = summary.with_columns(pl.col("cycle_start").cast(pl.Datetime("us", "UTC")),
                                    pl.col("cycle_end").cast(pl.Datetime("us", "UTC")))
     return summary.sort(["account_id", "billing_cycle"]).select(schema.names).to_arrow().cast(schema)

@@ -497,26 +497,3 @@ def cycle_bounds_of(compiled: CompiledReference, account_ids: list[str], cycle: 
                                                     "cycle_start": pl.Int64, "cycle_end": pl.Int64})
 
 
-def summarise_invoices(lines: pa.Table, bounds: pl.DataFrame) -> pa.Table:
-    """Invoice summaries (``invoice_summary_schema()``) of charge lines, as the batch job computes them."""
-    schema = invoice_summary_schema()
-    frame = pl.from_arrow(lines)
-    if frame.height == 0:
-        return schema.empty_table()
-    is_tax = pl.col("line_type") == "TAX"
-    is_usage = pl.col("line_type") == "USAGE"
-    summary = frame.group_by(["account_id", "billing_cycle", "currency"]).agg(
-        pl.col("amount_minor").filter(~is_tax).sum().alias("subtotal_minor"),
-        pl.col("amount_minor").filter(is_tax).sum().alias("tax_minor"),
-        pl.col("quantity").filter(is_usage).sum().alias("rated_events"),
-        pl.col("quantity").filter(is_usage & pl.col("late")).sum().alias("late_events"),
-        pl.col("free_units").filter(is_usage).sum().alias("free_units"),
-        pl.col("rounding_micros").sum().alias("rounding_micros"),
-    ).with_columns((pl.col("subtotal_minor") + pl.col("tax_minor")).alias("total_minor"))
-    summary = summary.join(bounds, on=["account_id", "billing_cycle"], how="left")
-    missing = summary.filter(pl.col("cycle_start").is_null())
-    if missing.height:
-        raise ValueError(f"no cycle bounds for invoices {missing.select(['account_id', 'billing_cycle']).rows()[:3]}")
-    summary = summary.with_columns(pl.col("cycle_start").cast(pl.Datetime("us", "UTC")),
-                                   pl.col("cycle_end").cast(pl.Datetime("us", "UTC")))
-    return summary.sort(["account_id", "billing_cycle"]).select(schema.names).to_arrow().cast(schema)
