@@ -20,6 +20,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from cdr_schemas.decoders import detect_format
+
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
 from pipelines.options import BatchConfig
@@ -80,6 +82,8 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
                          f"run would discard, with their adjustments; write to another --output, or re-rate with "
                          f"usage-rating rerate")
     paths = match_inputs(config.input_glob)
+    for path in paths:
+        detect_format(path)  # an unknown extension fails here, before the pipeline, naming the file
     closed_through = effective_closed_through(config.output_dir, config.closed_through)
     config = dataclasses.replace(config, closed_through=closed_through)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
@@ -91,8 +95,11 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     try:
         with beam.Pipeline(options=options) as pipeline:
             _ = pipeline | "Inputs" >> beam.Create(paths) | "RateUsageFiles" >> RateUsageFiles(config, str(staging))
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if "InputFileError" in str(error):  # Beam wraps worker errors; keep the file's own message
+            message = str(error).split("InputFileError: ", 1)[1].split(" [while running", 1)[0]
+            raise ValueError(message) from error
         raise
     elapsed = time.monotonic() - started
     totals = json.loads((staging / "control" / "totals.json").read_text())

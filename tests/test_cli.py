@@ -80,3 +80,19 @@ def test_close_cycle_then_rerun_bills_late_usage_on_the_next_cycle(tmp_path, cap
     assert json.loads((tmp_path / "out" / "closed_cycles.json").read_text()) == {"closed_through": "2025-12"}
     assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-11"]) == 1
     assert "already closed" in capsys.readouterr().err
+
+
+def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
+    bad = tmp_path / "cdrs.csv"
+    bad.write_text("not a cdr file\n")
+    assert main(["batch", "--input", str(bad), "--reference", "tests/data/reference_examples",
+                 "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "cdrs.csv" in err and "unknown file extension" in err
+    broken = tmp_path / "broken.avro"
+    broken.write_bytes(b"Obj\x01garbage")
+    assert main(["batch", "--input", str(broken), "--reference", "tests/data/reference_examples",
+                 "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "broken.avro" in err and "unreadable Avro header" in err
+    assert not (tmp_path / "out").exists()
