@@ -67,7 +67,7 @@ def layout_bands(timings: Sequence[Timing], winners: Winners, keys: Sequence[str
     names: dict[frozenset[str], str] = {}
     taken: set[str] = set()
     for active in sorted({w[3] for w in week}, key=lambda s: sorted(s)):
-        names[active] = _unique(_band_name(active, by_start), taken)
+        names[active] = unique_name(_band_name(active, by_start), taken)
     minutes: dict[str, int] = {}
     for _, a, b, active in week:
         minutes[names[active]] = minutes.get(names[active], 0) + (b - a)
@@ -113,7 +113,7 @@ def _holidays(dated, segments, weekly_active, winners, keys, vectors, members, t
             vector = distinct.pop()
             if vector not in band_of_vector:
                 active = frozenset().union(*(extra for _, _, extra in choices.values()))
-                band = _unique(_band_name(active, by_start), taken)
+                band = unique_name(_band_name(active, by_start), taken)
                 band_of_vector[vector] = band
                 vectors[band] = vector
                 members[band] = tuple(sorted(active))
@@ -181,7 +181,8 @@ def _band_name(active: frozenset[str], by_start: dict[str, int]) -> str:
     return _NOT_NAME.sub("_", latest.upper().lstrip("*")) or "BAND"
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... whichever is not in ``taken``; the result is added to it."""
     candidate, n = name, 1
     while candidate in taken:
         n += 1

@@ -17,6 +17,7 @@ import re
 import zoneinfo
 from pathlib import Path
 
+from rating.cgrates.bands import unique_name
 from rating.cgrates.profiles import Interval, Profiles
 from rating.cgrates.rates import ARITHMETIC, RateConverter
 from rating.cgrates.report import Report
@@ -216,10 +217,10 @@ def _plans(timelines: dict[str, list[Interval]], default: list[Interval], profil
     subscriptions = []
     for timeline, subjects in groups.items():
         if timeline == tuple(default):
-            plan_id = _unique(DEFAULT_PLAN, taken)
+            plan_id = unique_name(DEFAULT_PLAN, taken)
         else:
             base = "+".join(profiles.own_plans(subjects[0])) or f"SUBJECT_{subjects[0]}"
-            plan_id = _unique(_NOT_PLAN_ID.sub("_", base), taken)
+            plan_id = unique_name(_NOT_PLAN_ID.sub("_", base), taken)
         versions = tuple(
             PlanVersionOut(n, interval.from_us, interval.to_us, dict(zip(services, interval.chains)),
                            builder.build(interval.chains))
@@ -229,10 +230,3 @@ def _plans(timelines: dict[str, list[Interval]], default: list[Interval], profil
     return tuple(plans), tuple(sorted(subscriptions))
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}_{n}"
-    taken.add(candidate)
-    return candidate
