@@ -24,12 +24,11 @@ from cdr_schemas.decoders import detect_format
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
-from pipelines.options import BatchConfig
+from pipelines.options import SHUFFLE_FOLDER, BatchConfig
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index
-from rating.compile import compile_reference
-from rating.reference import load_reference
+from rating.engine import RatingEngine
 from sinks.files import CLOSED_CYCLES, publish, read_closed_through, staging_dir_for, write_json
 
 
@@ -59,14 +58,15 @@ class RateUsageFiles(beam.PTransform):
 
     def expand(self, paths):
         c = self._config
+        shuffle_dir = c.shuffle_dir(self._staging)
         decoded = paths | "Decode" >> DecodeUsage(c.batch_size)
-        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards)
-        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.reference_dir, c.shards)
+        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards, shuffle_dir)
+        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.reference_dir, c.shards, shuffle_dir)
         rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
         return {
             "rated": rated[RATED], "rejected": rejected, "duplicates": deduped[DUPLICATES],
             "counts": decoded[COUNTS],
-        } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards, c.closed_through)
+        } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards, c.closed_through, shuffle_dir)
 
 
 def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> dict:
@@ -76,7 +76,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     data fails here with every issue listed. Outputs are published even when the totals do not
     balance, so the imbalance can be investigated; the caller decides the exit status.
     """
-    compile_reference(load_reference(config.reference_dir))  # bad reference data fails before any worker starts
+    RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts (and is kept)
     if (Path(config.output_dir) / "CURRENT.json").exists():
         raise ValueError(f"{config.output_dir} holds re-rated cycle versions (CURRENT.json, rerates/) that a new batch "
                          f"run would discard, with their adjustments; write to another --output, or re-rate with "
@@ -102,6 +102,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
             raise ValueError(message) from error
         raise
     elapsed = time.monotonic() - started
+    shutil.rmtree(staging / SHUFFLE_FOLDER, ignore_errors=True)
     totals = json.loads((staging / "control" / "totals.json").read_text())
     if closed_through is not None:
         write_json(staging / CLOSED_CYCLES, {"closed_through": closed_through})

@@ -72,7 +72,8 @@ def cmd_batch(args, beam_args: list[str]) -> int:
     from pipelines.summary import print_summary
 
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
-                         shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through)
+                         shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
+                         shuffle=args.shuffle)
     result = run_batch(config, _default_runner(beam_args))
     print_summary(result, config.output_dir)
     return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
     batch.add_argument("--shards", type=int, default=16)
     batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
+    batch.add_argument("--shuffle", choices=("files", "beam"), default="files",
+                       help="files: spill shard data to Arrow files in the staging directory (bounded memory on "
+                            "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
     batch.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                        help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 
-from pipelines.coders import KeyedBatch
+from cdr_schemas import usage_batch_schema
+from pipelines.shuffle import ShardShuffle, SpillByShard
 from rating.dedup import deduplicate
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
 
@@ -14,21 +15,26 @@ UNIQUE = "unique"
 DUPLICATES = "duplicates"
 
 
-class SplitByRecordKey(beam.DoFn):
+class SplitByRecordKey(SpillByShard):
     """Usage batch -> (shard, sub-batch) pairs by the hash of (source, record_id)."""
 
-    def __init__(self, shards: int):
+    def __init__(self, shards: int, shuffle: ShardShuffle | None = None):
+        super().__init__(shuffle or ShardShuffle(None), "by_record_key")
         self._shards = shards
 
-    def process(self, batch: pa.RecordBatch):
+    def pairs(self, batch: pa.RecordBatch):
         shards = shard_of_hash(hash_columns(batch, ["source", "record_id"]), self._shards)
-        yield from split_by_shard(batch, shards, self._shards)
+        return split_by_shard(batch, shards, self._shards)
 
 
 class _DedupShard(beam.DoFn):
+    def __init__(self, shuffle: ShardShuffle):
+        self._shuffle = shuffle
+
     def process(self, element):
-        shard, batches = element
-        unique, duplicates = deduplicate(list(batches))
+        shard, payloads = element
+        table = self._shuffle.read(payloads, usage_batch_schema())
+        unique, duplicates = deduplicate(table.to_batches())
         if unique.num_rows:
             yield unique
         if duplicates.num_rows:
@@ -36,18 +42,25 @@ class _DedupShard(beam.DoFn):
 
 
 class DeduplicateUsage(beam.PTransform):
-    """Usage batches -> unique usage batches (main) and ``duplicates`` as (shard, batch) pairs."""
+    """Usage batches -> unique usage batches (main) and ``duplicates`` as (shard, batch) pairs.
 
-    def __init__(self, shards: int):
+    ``shuffle_dir``: spill the shuffle through files there (``pipelines.shuffle``); None: the
+    runner's shuffle carries the batches.
+    """
+
+    def __init__(self, shards: int, shuffle_dir: str | None = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be positive, got {shards}")
         self._shards = shards
+        self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, batches):
         return (
             batches
-            | "KeyByRecordId" >> beam.ParDo(SplitByRecordKey(self._shards)).with_output_types(KeyedBatch)
+            | "KeyByRecordId" >> beam.ParDo(SplitByRecordKey(self._shards, self._shuffle))
+            .with_output_types(self._shuffle.element_type)
             | "GroupByRecordId" >> beam.GroupByKey()
-            | "DropDuplicates" >> beam.ParDo(_DedupShard()).with_output_types(pa.RecordBatch).with_outputs(DUPLICATES, main=UNIQUE)
+            | "DropDuplicates" >> beam.ParDo(_DedupShard(self._shuffle)).with_output_types(pa.RecordBatch)
+            .with_outputs(DUPLICATES, main=UNIQUE)
         )

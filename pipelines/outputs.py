@@ -17,13 +17,15 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.coders import KeyedBatch
 from pipelines.counters import SumCounters
+from pipelines.shuffle import ShardShuffle, SpillByShard
 from cdr_schemas import rated_event_schema
-from rating.billing import BillingPeriod, bill_accounts
+from rating.billing import BILLING_COLUMNS, BillingPeriod, bill_accounts
 from rating.engine import RatingEngine
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
 from sinks.files import write_json, write_parquet
@@ -62,14 +64,27 @@ class _WriteRated(beam.DoFn):
                "cycles": cycles}
 
 
+class _RatedForBilling(SpillByShard):
+    """(shard, rated batch) -> (shard, payload) of the columns billing reads."""
+
+    def __init__(self, shuffle: ShardShuffle):
+        super().__init__(shuffle, "for_billing")
+
+    def pairs(self, element):
+        shard, batch = element
+        return [(shard, batch.select(list(BILLING_COLUMNS)))]
+
+
 class _BillShard(beam.DoFn):
     """Charge lines and invoice summaries of the accounts hashed to one shard."""
 
-    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None):
+    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None,
+                 shuffle: ShardShuffle):
         self._staging = staging
         self._reference_dir = reference_dir
         self._shards = shards
         self._closed_through = closed_through
+        self._shuffle = shuffle
         self._engine = None
         self._shared = Shared()
 
@@ -77,9 +92,8 @@ class _BillShard(beam.DoFn):
         self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, element, usage_cycles):
-        shard, grouped = element
-        batches = list(grouped["rated"])
-        rated = pa.Table.from_batches(batches, schema=rated_event_schema())
+        shard, payloads = element
+        rated = self._shuffle.read(payloads, billing_schema())
         period = BillingPeriod.from_usage_cycles(usage_cycles, self._closed_through)
         lines, summary = bill_accounts(self._engine.compiled, self._engine.accounts_of_shard(shard, self._shards),
                                        rated, period)
@@ -90,21 +104,29 @@ class _BillShard(beam.DoFn):
         yield _billing_counters(lines, summary)
 
 
+def billing_schema() -> pa.Schema:
+    schema = rated_event_schema()
+    return pa.schema([schema.field(name) for name in BILLING_COLUMNS])
+
+
 def _billing_counters(lines: pa.Table, summary: pa.Table) -> dict:
     """Per-cycle money from the charge lines, to check against the rated events."""
     cycles: dict = {}
-    for row in lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros", "amount_minor",
-                             "rounding_micros", "currency"]).to_pylist():
-        if row["line_type"] == "USAGE":
-            entry = cycles.setdefault(row["service_cycle"], {})
-            entry["usage_line_micros"] = entry.get("usage_line_micros", 0) + row["amount_micros"]
-        billed = cycles.setdefault(row["billing_cycle"], {})
-        money = billed.setdefault("invoice_lines_minor", {})
-        money[row["currency"]] = money.get(row["currency"], 0) + row["amount_minor"]
-        billed["rounding_micros"] = billed.get("rounding_micros", 0) + row["rounding_micros"]
-    for row in summary.select(["billing_cycle", "currency", "total_minor"]).to_pylist():
-        totals = cycles.setdefault(row["billing_cycle"], {}).setdefault("invoice_totals_minor", {})
-        totals[row["currency"]] = totals.get(row["currency"], 0) + row["total_minor"]
+    frame = pl.from_arrow(lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros",
+                                        "amount_minor", "rounding_micros", "currency"]))
+    usage = frame.filter(pl.col("line_type") == "USAGE").group_by("service_cycle").agg(pl.col("amount_micros").sum())
+    for cycle, micros in usage.iter_rows():
+        cycles.setdefault(cycle, {})["usage_line_micros"] = micros
+    billed = frame.group_by(["billing_cycle", "currency"]).agg(pl.col("amount_minor").sum(),
+                                                               pl.col("rounding_micros").sum())
+    for cycle, currency, minor, rounding in billed.sort(["billing_cycle", "currency"]).iter_rows():
+        entry = cycles.setdefault(cycle, {})
+        entry.setdefault("invoice_lines_minor", {})[currency] = minor
+        entry["rounding_micros"] = entry.get("rounding_micros", 0) + rounding
+    totals = pl.from_arrow(summary.select(["billing_cycle", "currency", "total_minor"])) \
+        .group_by(["billing_cycle", "currency"]).agg(pl.col("total_minor").sum())
+    for cycle, currency, minor in totals.iter_rows():
+        cycles.setdefault(cycle, {}).setdefault("invoice_totals_minor", {})[currency] = minor
     return {"cycles": cycles}
 
 
@@ -152,15 +174,18 @@ class WriteOutputs(beam.PTransform):
     """Write rated events, charges, rejects, duplicates and control totals into ``staging``.
 
     Input: a dict of PCollections with keys ``rated`` ((shard, batch)), ``rejected`` (batches),
-    ``duplicates`` ((shard, batch)) and ``counts`` (counter dicts from decoding).
+    ``duplicates`` ((shard, batch)) and ``counts`` (counter dicts from decoding). ``shuffle_dir``:
+    how rated events reach billing (see ``pipelines.shuffle``).
     """
 
-    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None = None):
+    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None = None,
+                 shuffle_dir: str | None = None):
         super().__init__()
         self._staging = str(staging)
         self._reference_dir = reference_dir
         self._shards = shards
         self._closed_through = closed_through
+        self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, pcolls):
         rated_counts = pcolls["rated"] | "WriteRated" >> beam.ParDo(_WriteRated(self._staging))
@@ -169,12 +194,17 @@ class WriteOutputs(beam.PTransform):
             | "UsageCycles" >> beam.FlatMap(lambda kv: kv[1].column("service_cycle").unique().to_pylist())
             | "DistinctCycles" >> beam.Distinct()
         )
-        shard_ids = pcolls["rated"].pipeline | "ShardIds" >> beam.Create([(s, None) for s in range(self._shards)])
+        shuffle = self._shuffle
+        no_usage = shuffle.empty_payload(billing_schema())
+        fillers = pcolls["rated"].pipeline | "EveryShard" >> beam.Create(
+            [(s, no_usage) for s in range(self._shards)]).with_output_types(shuffle.element_type)
         charge_counts = (
-            {"rated": pcolls["rated"], "shard": shard_ids}
-            | "GroupForBilling" >> beam.CoGroupByKey()
+            (pcolls["rated"] | "RatedForBilling" >> beam.ParDo(_RatedForBilling(shuffle))
+             .with_output_types(shuffle.element_type), fillers)
+            | "AllShards" >> beam.Flatten()
+            | "GroupForBilling" >> beam.GroupByKey()
             | "BillShard" >> beam.ParDo(
-                _BillShard(self._staging, self._reference_dir, self._shards, self._closed_through),
+                _BillShard(self._staging, self._reference_dir, self._shards, self._closed_through, shuffle),
                 usage_cycles=beam.pvalue.AsList(usage_cycles))
         )
         reject_counts = (

@@ -6,7 +6,9 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 import pyarrow as pa
 
+from cdr_schemas import usage_batch_schema
 from pipelines.coders import KeyedBatch
+from pipelines.shuffle import ShardShuffle, SpillByShard
 from rating.dedup import table_to_batch
 from rating.engine import RatingEngine
 
@@ -14,10 +16,11 @@ RATED = "rated"
 REJECTED = "rejected"
 
 
-class KeyByAccount(beam.DoFn):
+class KeyByAccount(SpillByShard):
     """Usage batch -> (shard, sub-batch) pairs: every event of an account in one shard."""
 
-    def __init__(self, reference_dir: str, shards: int):
+    def __init__(self, reference_dir: str, shards: int, shuffle: ShardShuffle | None = None):
+        super().__init__(shuffle or ShardShuffle(None), "by_account")
         self._reference_dir = reference_dir
         self._shards = shards
         self._engine = None
@@ -26,13 +29,14 @@ class KeyByAccount(beam.DoFn):
     def setup(self):
         self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
-    def process(self, batch: pa.RecordBatch):
-        yield from self._engine.split_by_account(batch, self._shards)
+    def pairs(self, batch: pa.RecordBatch):
+        return self._engine.split_by_account(batch, self._shards)
 
 
 class _RateShard(beam.DoFn):
-    def __init__(self, reference_dir: str):
+    def __init__(self, reference_dir: str, shuffle: ShardShuffle):
         self._reference_dir = reference_dir
+        self._shuffle = shuffle
         self._engine = None
         self._shared = Shared()
 
@@ -40,8 +44,8 @@ class _RateShard(beam.DoFn):
         self._engine = RatingEngine.shared(self._shared, self._reference_dir)
 
     def process(self, element):
-        shard, batches = element
-        batch = table_to_batch(pa.Table.from_batches(list(batches)))
+        shard, payloads = element
+        batch = table_to_batch(self._shuffle.read(payloads, usage_batch_schema()))
         rated, rejected = self._engine.rate(batch)
         if rated.num_rows:
             yield (shard, rated)
@@ -53,20 +57,23 @@ class RateByAccount(beam.PTransform):
     """Unique usage batches -> (shard, rated batch) pairs (main) and ``rejected`` batches.
 
     All events of an account meet in one shard, so allowances and tiers are consumed in event-time
-    order whatever the input order or batching.
+    order whatever the input order or batching. ``shuffle_dir``: see ``DeduplicateUsage``.
     """
 
-    def __init__(self, reference_dir: str, shards: int):
+    def __init__(self, reference_dir: str, shards: int, shuffle_dir: str | None = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be positive, got {shards}")
         self._reference_dir = reference_dir
         self._shards = shards
+        self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, batches):
         return (
             batches
-            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._reference_dir, self._shards)).with_output_types(KeyedBatch)
+            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._reference_dir, self._shards, self._shuffle))
+            .with_output_types(self._shuffle.element_type)
             | "GroupByAccount" >> beam.GroupByKey()
-            | "RateShard" >> beam.ParDo(_RateShard(self._reference_dir)).with_output_types(KeyedBatch).with_outputs(REJECTED, main=RATED)
+            | "RateShard" >> beam.ParDo(_RateShard(self._reference_dir, self._shuffle))
+            .with_output_types(KeyedBatch).with_outputs(REJECTED, main=RATED)
         )

@@ -34,7 +34,9 @@ from pipelines.batch import effective_closed_through, match_inputs
 from pipelines.coders import KeyedBatch
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.options import SHUFFLE_FOLDER
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
+from pipelines.shuffle import SHUFFLE_MODES
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index, month_label, summarise_invoices
 from rating.engine import RatingEngine
@@ -63,6 +65,7 @@ class RerateConfig:
     batch_size: int = 65_536
     closed_through: str | None = None
     top_records: int = 20
+    shuffle: str = "files"
 
     def __post_init__(self):
         month_index(self.cycle)
@@ -74,6 +77,8 @@ class RerateConfig:
             raise ValueError(f"--batch-size must be between 1 and 10000000, got {self.batch_size}")
         if self.top_records < 0:
             raise ValueError(f"--top must be >= 0, got {self.top_records}")
+        if self.shuffle not in SHUFFLE_MODES:
+            raise ValueError(f"--shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.shuffle!r}")
 
     @property
     def rating_reference(self) -> str:
@@ -120,15 +125,16 @@ class RerateCycle(beam.PTransform):
 
     def expand(self, paths):
         c = self._config
+        shuffle_dir = str(Path(self._staging, SHUFFLE_FOLDER)) if c.shuffle == "files" else None
         decoded = paths | "Decode" >> DecodeUsage(c.batch_size)
-        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards)
-        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.rating_reference, c.shards)
+        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards, shuffle_dir)
+        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.rating_reference, c.shards, shuffle_dir)
         kept = rated[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._staging)) \
             .with_output_types(KeyedBatch).with_outputs(COUNTS, main=_KEPT)
         rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
         counts = (decoded[COUNTS], kept[COUNTS]) | "AllCounts" >> beam.Flatten()
         return {"rated": kept[_KEPT], "rejected": rejected, "duplicates": deduped[DUPLICATES], "counts": counts} \
-            | "Write" >> WriteOutputs(self._staging, c.rating_reference, c.shards, closed_through=None)
+            | "Write" >> WriteOutputs(self._staging, c.rating_reference, c.shards, None, shuffle_dir)
 
 
 def _normal_path(path: str) -> str:
@@ -322,6 +328,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
             with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
                 _ = pipeline | "Inputs" >> beam.Create(paths) | "RerateCycle" >> RerateCycle(config, str(staging))
             timings["pipeline_s"] = time.monotonic() - t0
+            shutil.rmtree(staging / SHUFFLE_FOLDER, ignore_errors=True)
             run = json.loads((staging / "control" / "totals.json").read_text())
 
             t0 = time.monotonic()

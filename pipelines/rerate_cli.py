@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
                    help="YYYY-MM: cycles up to it are invoiced (the store's closed_cycles.json counts too)")
     p.add_argument("--shards", type=int, default=16)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
+    p.add_argument("--shuffle", choices=("files", "beam"), default="files",
+                   help="how shard data moves between stages (as for batch)")
     p.add_argument("--top", type=int, default=20, help="records that change most, listed in the report")
 
 
@@ -52,7 +54,7 @@ def run(args, beam_args: list[str]) -> int:
         config = RerateConfig(cycle=args.cycle, input_glob=args.input, reference_dir=args.reference,
                               output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
                               shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
-                              top_records=args.top)
+                              top_records=args.top, shuffle=args.shuffle)
         result = run_rerate(config, _default_runner(beam_args))
     except ValueError as error:
         print(f"usage-rating rerate: {error}", file=sys.stderr)

@@ -34,6 +34,8 @@ from rating.reference.model import RoundingMode
 LINE_ORDER = {"USAGE": 0, "ALLOWANCE": 1, "PLAN_FEE": 2, "ADJUSTMENT": 3, "TAX": 4}
 _UNITS = {"VOICE": "second", "SMS": "message", "DATA": "byte"}
 _SERVICE_OF = {"voice": "VOICE", "sms": "SMS", "data": "DATA"}
+BILLING_COLUMNS = ("account_id", "service_cycle", "service", "zone", "band", "currency", "raw_units", "charged_units",
+                   "free_units", "charge_micros", "allowance_units")   # what bill_accounts reads of rated events
 
 
 def month_index(label: str) -> int:
@@ -78,7 +80,8 @@ def _empty_lines() -> pa.Table:
 
 def bill_accounts(compiled: CompiledReference, account_rows: np.ndarray, rated: pa.Table,
                   period: BillingPeriod) -> tuple[pa.Table, pa.Table]:
-    """(charge lines, invoice summaries) of ``account_rows``; ``rated`` holds all their rated events."""
+    """(charge lines, invoice summaries) of ``account_rows``; ``rated`` holds all their rated events
+    (at least the ``BILLING_COLUMNS`` of ``rated_event_schema()``)."""
     operator = compiled.reference.operator
     digits = {code: c.minor_unit_digits for code, c in operator.currencies.items()}
     account_rows = np.asarray(sorted(set(int(a) for a in account_rows)), np.int64)

@@ -8,6 +8,10 @@ This is what a Beam worker holds (built in ``DoFn.setup``) and what library user
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
@@ -22,6 +26,19 @@ from rating.reference.model import ReferenceData
 from rating.state import RatingState
 
 
+_KEEP_LOADED = 4
+_LOADED: dict[tuple, "RatingEngine"] = {}
+
+
+def _fingerprint(reference_dir: str) -> str:
+    """SHA-256 over the relative path and bytes of every file under ``reference_dir``."""
+    root = Path(reference_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 class RatingEngine:
     def __init__(self, compiled: CompiledReference):
         self.compiled = compiled
@@ -30,8 +47,19 @@ class RatingEngine:
 
     @classmethod
     def load(cls, reference_dir: str) -> "RatingEngine":
-        """Load, validate and compile a reference directory; raises ReferenceDataError if it is bad."""
-        return cls(compile_reference(load_reference(reference_dir)))
+        """Load, validate and compile a reference directory; raises ReferenceDataError if it is bad.
+
+        Engines are kept per process while the directory's files are unchanged (names and
+        bytes): the job's up-front check and the in-process workers compile once.
+        """
+        key = (os.path.abspath(reference_dir), _fingerprint(reference_dir))
+        engine = _LOADED.get(key)
+        if engine is None:
+            engine = cls(compile_reference(load_reference(reference_dir)))
+            if len(_LOADED) >= _KEEP_LOADED:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = engine
+        return engine
 
     @classmethod
     def shared(cls, handle, reference_dir: str) -> "RatingEngine":

@@ -42,9 +42,9 @@ def generated_avro(tmp_path_factory):
     return _generated(tmp_path_factory, "avro")
 
 
-def _run(generated_dir: Path, output: Path, beam_args=DIRECT_1, shards=4) -> dict:
+def _run(generated_dir: Path, output: Path, beam_args=DIRECT_1, shards=4, shuffle="files") -> dict:
     config = BatchConfig(input_glob=str(generated_dir / "cdrs" / "*"), reference_dir=str(generated_dir / "reference"),
-                         output_dir=str(output), shards=shards, batch_size=1000)
+                         output_dir=str(output), shards=shards, batch_size=1000, shuffle=shuffle)
     return run_batch(config, beam_args)
 
 
@@ -102,14 +102,18 @@ def _digest(output: Path) -> dict[str, str]:
 def test_runners_and_worker_counts_give_byte_identical_outputs(generated_avro, tmp_path):
     gen_dir, _ = generated_avro
     digests = {}
-    for name, args in (("direct-1", DIRECT_1), ("direct-2", DIRECT_2), ("portable", PORTABLE)):
-        _run(gen_dir, tmp_path / name, args)
+    runs = (("direct-1", DIRECT_1, "files"), ("direct-2", DIRECT_2, "files"), ("portable", PORTABLE, "files"),
+            ("direct-1-beam-shuffle", DIRECT_1, "beam"), ("direct-2-beam-shuffle", DIRECT_2, "beam"))
+    for name, args, shuffle in runs:
+        _run(gen_dir, tmp_path / name, args, shuffle=shuffle)
         digests[name] = _digest(tmp_path / name)
+        assert not any("_shuffle" in path for path in digests[name])  # spill files never published
     assert any(name.startswith("charges/part-") for name in digests["direct-1"])
     assert any(name.startswith("invoices/part-") for name in digests["direct-1"])
     assert "control/totals.json" in digests["direct-1"]
-    assert digests["direct-2"] == digests["direct-1"]
-    assert digests["portable"] == digests["direct-1"]
+    for name, _, _ in runs[1:]:
+        assert digests[name] == digests["direct-1"], name
+    assert not list(tmp_path.rglob("*.arrow"))  # spill files deleted with the staging area
 
 
 def test_batch_size_and_shard_files_do_not_change_charges(generated_avro, tmp_path):

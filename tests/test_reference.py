@@ -530,3 +530,16 @@ def test_issues_within_a_yaml_file_are_listed_in_line_order(ref):
     lines = [int(issue.location.split(",")[0].removeprefix("line ")) for issue in issues]
     assert len(issues) == 3 and lines == sorted(lines), "\n".join(map(str, issues))
     assert issues[0].location == "line 3, name"
+
+
+def test_engine_is_kept_per_process_until_a_reference_file_changes(ref):
+    from rating.engine import RatingEngine
+
+    first = RatingEngine.load(str(ref))
+    assert RatingEngine.load(str(ref)) is first  # the job's check and its in-process workers share it
+    edit(ref, "operator.yaml", "\n", "\n# edited\n")  # same directory, different bytes
+    second = RatingEngine.load(str(ref))
+    assert second is not first
+    edit(ref, "operator.yaml", "# edited", "currency: [oops")
+    with pytest.raises(Exception, match="operator.yaml"):
+        RatingEngine.load(str(ref))  # a broken edit is reported, not served from the cache

@@ -17,6 +17,8 @@ Path_ = tuple  # a field path: keys (str) and list indexes (int), e.g. ("version
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser when PyYAML was built with it (same safe constructor, ~10x faster on big tariffs).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +61,7 @@ def read_yaml(path: Path) -> YamlDocument:
     except UnicodeDecodeError as exc:
         raise YamlSyntaxError(f"not valid UTF-8 text ({exc.reason} at byte {exc.start}); save the "
                               f"file as UTF-8", None) from None
-    loader = yaml.SafeLoader(text)
+    loader = _SafeLoader(text)
     try:
         node = loader.get_single_node()
         builder = _Builder(loader)
