@@ -24,7 +24,9 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
     print(f"balanced        {'yes' if result['balanced'] else 'NO — see control/totals.json':>14}"
           f"   (records {'yes' if result['records_balanced'] else 'NO'}, money {'yes' if result['money_balanced'] else 'NO'})")
     parts = sorted((out / "charges").glob("*.parquet"))
-    charges = pl.read_parquet(parts).filter(pl.col("line_type") == "USAGE") if parts else pl.DataFrame()
+    charges = (pl.scan_parquet(parts).select(["line_type", "account_id", "service", "currency", "amount_micros"])
+               .filter(pl.col("line_type") == "USAGE").group_by(["account_id", "service", "currency"])
+               .agg(pl.col("amount_micros").sum()).collect()) if parts else pl.DataFrame()
     if charges.height:
         print("revenue by service (before tax):")
         by_service = charges.group_by(["service", "currency"]).agg(pl.col("amount_micros").sum()).sort(

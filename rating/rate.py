@@ -121,12 +121,11 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
             state.allowances[key] = allow_state[slot].copy()
         for slot, key in enumerate(tier_keys.tolist()):
             state.tiers[key] = tier_state[slot].copy()
-    sorted_batch = batch.take(pa.array(order))
     rated_rows = np.flatnonzero(o_reason == 0)
     rejected_rows = np.flatnonzero(o_reason != 0)
-    rated = _rated_batch(compiled, sorted_batch, rated_rows, order, service, raw_units, account, plan, version,
+    rated = _rated_batch(compiled, batch, rated_rows, order, service, raw_units, account, plan, version,
                          cycle_month, zone, digits, digits_len, has_destination, outs, allow_name, allow_used)
-    rejected = rejected_batch(sorted_batch.take(pa.array(rejected_rows, pa.int64())), o_reason[rejected_rows])
+    rejected = rejected_batch(batch.take(pa.array(order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
 
 
@@ -178,11 +177,11 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
 
 
-def _rated_batch(compiled, sorted_batch, rows, order, service, raw_units, account, plan, version, cycle_month,
+def _rated_batch(compiled, batch, rows, order, service, raw_units, account, plan, version, cycle_month,
                  zone, digits, digits_len, has_destination, outs, allow_name, allow_used) -> pa.RecordBatch:
-    take = pa.array(rows, pa.int64())
+    """The rated events: rows ``rows`` of the event-time ``order`` (one take of ``batch``'s columns)."""
     src = order[rows]
-    b = sorted_batch.take(take)
+    b = batch.take(pa.array(src, pa.int64()))
     n = len(rows)
     names = allow_name[rows]
     used = allow_used[rows]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from cdr_schemas.reasons import Reason
 from rating.kernels.calendar import US_PER_DAY, US_PER_S, civil_from_days, days_from_civil, local_to_utc, offset_and_next
 
+INT64_MAX = np.iinfo(np.int64).max
+INT64_MIN = np.iinfo(np.int64).min
 UNKNOWN_SUBSCRIBER = int(Reason.UNKNOWN_SUBSCRIBER)
 NO_PLAN_VERSION = int(Reason.NO_PLAN_VERSION)
 
@@ -48,36 +51,83 @@ def find_versions(plan, start_us, plan_first_version, plan_version_count, ver_fr
 
 
 @njit(nogil=True, cache=True)
-def cycle_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
-    """(cycle month index year*12+month-1, cycle start UTC us, cycle end UTC us) of an instant.
-
-    The cycle runs from ``bill_cycle_day`` 00:00 local to the same day next month.
-    """
+def cycle_month_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
+    """Cycle month index (year*12+month-1 of the cycle's start) of an instant in timezone ``tz``."""
     off, _ = offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets)
     local_day = (t_us + off * US_PER_S) // US_PER_DAY
     y, m, d = civil_from_days(local_day)
     month = y * 12 + (m - 1)
     if d < bill_cycle_day:
         month -= 1
+    return month
+
+
+@njit(nogil=True, cache=True)
+def cycle_bounds_of(month, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
+    """(UTC start, UTC end) of cycle ``month``: ``bill_cycle_day`` 00:00 local to the same day next month."""
     start_day = days_from_civil(month // 12, month % 12 + 1, bill_cycle_day)
     end_day = days_from_civil((month + 1) // 12, (month + 1) % 12 + 1, bill_cycle_day)
     start = local_to_utc(start_day * US_PER_DAY, tz, tz_start, tz_transitions, tz_offsets)
     end = local_to_utc(end_day * US_PER_DAY, tz, tz_start, tz_transitions, tz_offsets)
+    return start, end
+
+
+@njit(nogil=True, cache=True)
+def cycle_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
+    """(cycle month index year*12+month-1, cycle start UTC us, cycle end UTC us) of an instant.
+
+    The cycle runs from ``bill_cycle_day`` 00:00 local to the same day next month.
+    """
+    month = cycle_month_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets)
+    start, end = cycle_bounds_of(month, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets)
     return month, start, end
+
+
+_MAX_BOUND_CACHE = 4_000_000   # (timezone, bill cycle day, month) slots; beyond it bounds are computed per row
 
 
 @njit(nogil=True, cache=True)
 def assign_cycles(start_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets,
                   out_month, out_start_us, out_end_us):
-    """Billing cycle of each event's start in its account's timezone (rows with tz < 0 skipped)."""
-    for i in range(len(start_us)):
+    """Billing cycle of each event's start in its account's timezone (rows with tz < 0 skipped).
+
+    A batch holds few distinct (timezone, bill cycle day, month) triples: their bounds (eight
+    timezone searches each) are computed once and reused for every row.
+    """
+    n = len(start_us)
+    lo = INT64_MAX
+    hi = INT64_MIN
+    max_bcd = 0
+    for i in range(n):
         if tz[i] < 0:
             out_month[i] = -1
             continue
-        month, start, end = cycle_of(start_us[i], tz[i], bill_cycle_day[i], tz_start, tz_transitions, tz_offsets)
+        month = cycle_month_of(start_us[i], tz[i], bill_cycle_day[i], tz_start, tz_transitions, tz_offsets)
         out_month[i] = month
-        out_start_us[i] = start
-        out_end_us[i] = end
+        lo = min(lo, month)
+        hi = max(hi, month)
+        max_bcd = max(max_bcd, bill_cycle_day[i])
+    if hi < lo:
+        return
+    days = max_bcd + 1
+    slots = (len(tz_start) - 1) * days * (hi - lo + 1)
+    cached = slots <= _MAX_BOUND_CACHE
+    cache_start = np.full(slots if cached else 0, INT64_MIN, np.int64)
+    cache_end = np.zeros(slots if cached else 0, np.int64)
+    for i in range(n):
+        if tz[i] < 0:
+            continue
+        month = out_month[i]
+        if not cached:
+            out_start_us[i], out_end_us[i] = cycle_bounds_of(month, tz[i], bill_cycle_day[i], tz_start,
+                                                             tz_transitions, tz_offsets)
+            continue
+        slot = (tz[i] * days + bill_cycle_day[i]) * (hi - lo + 1) + (month - lo)
+        if cache_start[slot] == INT64_MIN:
+            cache_start[slot], cache_end[slot] = cycle_bounds_of(month, tz[i], bill_cycle_day[i], tz_start,
+                                                                 tz_transitions, tz_offsets)
+        out_start_us[i] = cache_start[slot]
+        out_end_us[i] = cache_end[slot]
 
 
 @njit(nogil=True, cache=True)
@@ -107,11 +157,8 @@ def active_days(sub_from_us, sub_to_us, cycle_start_us, cycle_end_us, tz, tz_sta
 def cycle_bounds(month, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets, out_start_us, out_end_us):
     """UTC start and end of cycle ``month`` (year*12+month-1 of its start) for each account row."""
     for i in range(len(month)):
-        m = month[i]
-        start_day = days_from_civil(m // 12, m % 12 + 1, bill_cycle_day[i])
-        end_day = days_from_civil((m + 1) // 12, (m + 1) % 12 + 1, bill_cycle_day[i])
-        out_start_us[i] = local_to_utc(start_day * US_PER_DAY, tz[i], tz_start, tz_transitions, tz_offsets)
-        out_end_us[i] = local_to_utc(end_day * US_PER_DAY, tz[i], tz_start, tz_transitions, tz_offsets)
+        out_start_us[i], out_end_us[i] = cycle_bounds_of(month[i], tz[i], bill_cycle_day[i], tz_start,
+                                                         tz_transitions, tz_offsets)
 
 
 @njit(nogil=True, cache=True)
