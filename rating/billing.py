@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
+from rating.arrow_utils import month_labels, take_names
 from rating.money import round_to_minor
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, cycle_bounds, find_overlapping_versions
@@ -178,71 +179,113 @@ def _terms(compiled: CompiledReference, account_rows: np.ndarray, period: Billin
                   cycle_account=acc, cycle_month=mon, cycle_bounds=(start, end))
 
 
+def _expand(versions: np.ndarray, per_version: list[list]) -> tuple[np.ndarray, np.ndarray]:
+    """(term index, item index) for every item of each term's plan version, in term then item order.
+
+    ``per_version[v]`` lists the items (fees or allowances) of version row ``v``; item indexes run
+    over all versions' items concatenated.
+    """
+    counts = np.array([len(items) for items in per_version], np.int64)
+    first = np.cumsum(counts) - counts
+    per_term = counts[versions]
+    term = np.repeat(np.arange(len(versions)), per_term)
+    item = np.repeat(first[versions], per_term) + (np.arange(len(term)) - np.repeat(np.cumsum(per_term) - per_term,
+                                                                                    per_term))
+    return term, item
+
+
+def _round_ratios(numerator: np.ndarray, denominator: np.ndarray, mode: RoundingMode) -> np.ndarray:
+    """round(numerator / denominator) to whole micro-units with ``mode`` (non-negative numerators)."""
+    whole, rest = np.divmod(numerator, denominator)
+    if mode is RoundingMode.DOWN:
+        up = np.zeros(len(whole), np.bool_)
+    elif mode is RoundingMode.UP:
+        up = rest > 0
+    elif mode is RoundingMode.HALF_UP:
+        up = 2 * rest >= denominator
+    else:
+        up = (2 * rest > denominator) | ((2 * rest == denominator) & (whole % 2 == 1))
+    return whole + up
+
+
 def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: RoundingMode) -> pl.DataFrame:
-    rows = []
-    for i in range(len(terms.sub_row)):
-        v = terms.version[i]
-        if v < 0 or terms.days[i] <= 0:
-            continue
-        account = terms.account[i]
-        msisdn = compiled.msisdns[int(np.searchsorted(compiled.sub_first, terms.sub_row[i], side="right") - 1)].as_py()
-        cycle = month_label(int(terms.month[i]))
-        days, cycle_days = int(terms.days[i]), int(terms.cycle_days[i])
-        for fee in compiled.plan_versions[v].recurring_fees:
-            amount = _round_ratio(fee.amount_micros * days, cycle_days, mode)
-            prorated = "" if days == cycle_days else f", {days}/{cycle_days} days"
-            rows.append(dict(account_id=compiled.account_ids[account], billing_cycle=cycle, service_cycle=cycle,
-                             line_type="PLAN_FEE", item=f"{fee.name} {msisdn}",
-                             description=f"{fee.description} ({msisdn}{prorated})", quantity=days, unit="day",
-                             amount_micros=amount, currency=compiled.account_currency[account], late=False))
-    if not rows:
+    """One PLAN_FEE line per (subscription, billed cycle, recurring fee), prorated by active days."""
+    keep = np.flatnonzero((terms.version >= 0) & (terms.days > 0))
+    per_version = [list(v.recurring_fees) for v in compiled.plan_versions]
+    fees = [fee for items in per_version for fee in items]
+    term, item = _expand(terms.version[keep], per_version)
+    if len(term) == 0:
         return pl.DataFrame()
-    return _round_lines(pl.DataFrame(rows), digits, mode)
-
-
-def _round_ratio(numerator: int, denominator: int, mode: RoundingMode) -> int:
-    """round(numerator / denominator) to a whole micro-unit with ``mode`` (non-negative)."""
-    whole, rest = divmod(numerator, denominator)
-    if rest == 0 or mode is RoundingMode.DOWN:
-        return whole
-    if mode is RoundingMode.UP:
-        return whole + 1
-    if mode is RoundingMode.HALF_UP:
-        return whole + (1 if 2 * rest >= denominator else 0)
-    return whole + (1 if 2 * rest > denominator or (2 * rest == denominator and whole % 2 == 1) else 0)
+    term = keep[term]
+    days, cycle_days = terms.days[term], terms.cycle_days[term]
+    amount = np.array([fee.amount_micros for fee in fees], np.int64)[item]
+    account = terms.account[term]
+    subscriber = np.searchsorted(compiled.sub_first, terms.sub_row[term], side="right") - 1
+    cycle = pl.from_arrow(month_labels(terms.month[term]))
+    msisdn = pl.from_arrow(compiled.msisdns.take(pa.array(subscriber, pa.int64())))
+    frame = pl.DataFrame({
+        "account_id": pl.from_arrow(take_names(compiled.account_ids, account)),
+        "billing_cycle": cycle, "service_cycle": cycle,
+        "fee_name": pl.Series([f.name for f in fees], dtype=pl.Utf8)[item],
+        "fee_description": pl.Series([f.description for f in fees], dtype=pl.Utf8)[item],
+        "msisdn": msisdn, "quantity": days, "cycle_days": cycle_days,
+        "amount_micros": _round_ratios(amount * days, cycle_days, mode),
+        "currency": pl.from_arrow(take_names(compiled.account_currency, account)),
+    })
+    prorated = pl.when(pl.col("quantity") == pl.col("cycle_days")).then(pl.lit("")).otherwise(
+        pl.format(", {}/{} days", pl.col("quantity"), pl.col("cycle_days")))
+    frame = frame.with_columns(
+        pl.lit("PLAN_FEE").alias("line_type"),
+        pl.format("{} {}", pl.col("fee_name"), pl.col("msisdn")).alias("item"),
+        pl.format("{} ({}{})", pl.col("fee_description"), pl.col("msisdn"), prorated).alias("description"),
+        pl.lit("day").alias("unit"), pl.lit(False).alias("late"),
+    ).select(["account_id", "billing_cycle", "service_cycle", "line_type", "item", "description", "quantity", "unit",
+              "amount_micros", "currency", "late"])
+    return _round_lines(frame, digits, mode)
 
 
 def _allowance_lines(compiled: CompiledReference, terms: _Terms, rated: pa.Table) -> pl.DataFrame:
-    granted: dict[tuple, int] = {}
-    services: dict[str, str] = {}
-    for i in range(len(terms.sub_row)):
-        v = terms.version[i]
-        if v < 0:
-            continue
-        for allowance in compiled.plan_versions[v].allowances:
-            key = (compiled.account_ids[terms.account[i]], month_label(int(terms.month[i])), allowance.name,
-                   compiled.account_currency[terms.account[i]])
-            granted[key] = granted.get(key, 0) + allowance.units * int(terms.days[i]) // int(terms.cycle_days[i])
-            services[allowance.name] = _SERVICE_OF[allowance.service]
-    if not granted:
+    """One ALLOWANCE line per (account, cycle, allowance): granted (prorated per subscription), used, left."""
+    keep = np.flatnonzero(terms.version >= 0)
+    per_version = [list(v.allowances) for v in compiled.plan_versions]
+    allowances = [a for items in per_version for a in items]
+    term, item = _expand(terms.version[keep], per_version)
+    if len(term) == 0:
         return pl.DataFrame()
-    used: dict[tuple, int] = {}
+    term = keep[term]
+    units = np.array([a.units for a in allowances], np.int64)[item]
+    account = terms.account[term]
+    granted = pl.DataFrame({
+        "account_id": pl.from_arrow(take_names(compiled.account_ids, account)),
+        "service_cycle": pl.from_arrow(month_labels(terms.month[term])),
+        "item": pl.Series([a.name for a in allowances], dtype=pl.Utf8)[item],
+        "currency": pl.from_arrow(take_names(compiled.account_currency, account)),
+        "granted_units": units * terms.days[term] // terms.cycle_days[term],
+    }).group_by(["account_id", "service_cycle", "item", "currency"]).agg(pl.col("granted_units").sum())
     if rated.num_rows:
-        uses = pl.from_arrow(rated.select(["account_id", "service_cycle", "allowance_units"])) \
+        used = pl.from_arrow(rated.select(["account_id", "service_cycle", "allowance_units"])) \
             .explode("allowance_units").drop_nulls("allowance_units").unnest("allowance_units") \
-            .group_by(["account_id", "service_cycle", "allowance"]).agg(pl.col("units").sum())
-        used = {(r[0], r[1], r[2]): r[3] for r in uses.iter_rows()}
-    rows = []
-    for (account, cycle, name, currency), units in sorted(granted.items()):
-        spent = used.get((account, cycle, name), 0)
-        service = services[name]
-        rows.append(dict(account_id=account, billing_cycle=cycle, service_cycle=cycle, line_type="ALLOWANCE",
-                         service=service, item=name,
-                         description=f"{name}: {spent:,} of {units:,} {_UNITS[service]}s used",
-                         quantity=1, unit=_UNITS[service], free_units=spent, granted_units=units,
-                         left_units=units - spent, amount_micros=0, amount_minor=0, rounding_micros=0,
-                         currency=currency, late=False))
-    return pl.DataFrame(rows)
+            .group_by(["account_id", "service_cycle", "allowance"]).agg(pl.col("units").sum().alias("free_units")) \
+            .rename({"allowance": "item"})
+        granted = granted.join(used, on=["account_id", "service_cycle", "item"], how="left")
+    else:
+        granted = granted.with_columns(pl.lit(0, pl.Int64).alias("free_units"))
+    service_of = {a.name: _SERVICE_OF[a.service] for a in allowances}
+    lines = granted.sort(["account_id", "service_cycle", "item", "currency"]).with_columns(
+        pl.col("free_units").fill_null(0).cast(pl.Int64),
+        pl.col("item").replace_strict(service_of).alias("service"))
+    lines = lines.with_columns(
+        pl.col("service_cycle").alias("billing_cycle"), pl.lit("ALLOWANCE").alias("line_type"),
+        pl.Series("description", [f"{name}: {spent:,} of {granted:,} {_UNITS[service]}s used" for name, spent, granted,
+                                  service in lines.select(["item", "free_units", "granted_units", "service"]).iter_rows()],
+                  dtype=pl.Utf8),
+        pl.lit(1, pl.Int64).alias("quantity"), pl.col("service").replace_strict(_UNITS).alias("unit"),
+        (pl.col("granted_units") - pl.col("free_units")).alias("left_units"),
+        pl.lit(0, pl.Int64).alias("amount_micros"), pl.lit(0, pl.Int64).alias("amount_minor"),
+        pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(False).alias("late"))
+    return lines.select(["account_id", "billing_cycle", "service_cycle", "line_type", "service", "item", "description",
+                         "quantity", "unit", "free_units", "granted_units", "left_units", "amount_micros",
+                         "amount_minor", "rounding_micros", "currency", "late"])
 
 
 def _tax_rate_at(compiled: CompiledReference, region: str, instant_us: int):
@@ -256,10 +299,9 @@ def _tax_rate_at(compiled: CompiledReference, region: str, instant_us: int):
 def _with_taxes(compiled: CompiledReference, lines: pl.DataFrame, digits: dict, mode: RoundingMode) -> pl.DataFrame:
     if lines.height == 0:
         return lines
-    accounts = {a: i for i, a in enumerate(compiled.account_ids)}
     T = compiled.tables
     keys = lines.select(["account_id", "service_cycle"]).unique().sort(["account_id", "service_cycle"])
-    rows = np.array([accounts[a] for a in keys["account_id"].to_list()], np.int64)
+    rows = np.array([compiled.account_row[a] for a in keys["account_id"].to_list()], np.int64)
     months = np.array([month_index(c) for c in keys["service_cycle"].to_list()], np.int64)
     start = np.zeros(len(rows), np.int64)
     end = np.zeros(len(rows), np.int64)

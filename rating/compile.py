@@ -50,6 +50,7 @@ class CompiledReference:
     sub_account: np.ndarray
     sub_plan: np.ndarray
     account_ids: tuple[str, ...]
+    account_row: dict[str, int]        # account_id -> index in account_ids
     account_tz: np.ndarray
     account_bcd: np.ndarray
     account_currency: tuple[str, ...]
@@ -359,7 +360,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
         sub_account=np.array([account_row[s.account_id] for s in ordered_subs], np.int64),
         sub_plan=np.array([plan_row[s.plan_id] for s in ordered_subs], np.int64),
-        account_ids=account_ids,
+        account_ids=account_ids, account_row={a: i for i, a in enumerate(account_ids)},
         account_tz=np.array([tz_index[ref.accounts[a].timezone] for a in account_ids], np.int64),
         account_bcd=np.array([ref.accounts[a].bill_cycle_day for a in account_ids], np.int64),
         account_currency=tuple(ref.accounts[a].currency for a in account_ids),
