@@ -28,6 +28,7 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.coders import KeyedBatch
+from rating.partition import compact
 
 SHUFFLE_MODES = ("files", "beam")
 KeyedPath = Tuple[int, str]
@@ -69,8 +70,9 @@ class ShardShuffle:
 class ShardWriter:
     """Collects (shard, batch) pairs over a bundle; yields (shard, payload) pairs.
 
-    Without a directory every batch is yielded as it comes. With one, each shard's batches are
-    appended to one IPC stream file per bundle, and the (shard, path) pairs come out of ``finish``.
+    Without a directory every batch is yielded as it comes, compacted (a runner may pickle it, and a
+    pickled slice carries its parent's buffers). With one, each shard's batches are appended to one
+    IPC stream file per bundle, and the (shard, path) pairs come out of ``finish``.
     """
 
     def __init__(self, directory: str | None):
@@ -80,7 +82,7 @@ class ShardWriter:
     def add(self, pairs: Iterable[tuple[int, pa.RecordBatch]]) -> Iterator[tuple[int, pa.RecordBatch]]:
         for shard, batch in pairs:
             if self._directory is None:
-                yield shard, batch
+                yield shard, compact(batch)
             elif batch.num_rows:
                 self._stream(shard, batch.schema).write_batch(batch)
 

@@ -25,15 +25,22 @@ def shard_of_hash(h: np.ndarray, n_shards: int) -> np.ndarray:
 def split_by_shard(batch: pa.RecordBatch, shards: np.ndarray, n_shards: int) -> list[tuple[int, pa.RecordBatch]]:
     """(shard, sub-batch) pairs, rows kept in their original order within each shard.
 
-    Each sub-batch owns compact buffers (a take, not a slice): a slice would drag its parent's whole
-    buffers through every shuffle that serialises it.
+    One take puts the rows in shard order; each sub-batch is a slice of it. Arrow IPC (the
+    RecordBatch coder and the spill files) writes only a slice's own rows; pickling writes the
+    whole parent, so anything that may be pickled (runner state) should ``compact`` them first.
     """
     order = np.argsort(shards, kind="stable")
     counts = np.bincount(shards, minlength=n_shards)
+    grouped = batch.take(pa.array(order))
     out = []
     start = 0
     for shard, count in enumerate(counts):
         if count:
-            out.append((shard, batch.take(pa.array(order[start:start + count]))))
+            out.append((shard, grouped.slice(start, count)))
         start += count
     return out
+
+
+def compact(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A copy of ``batch`` owning buffers of just its rows (a slice otherwise keeps its parent's)."""
+    return pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in batch.columns], schema=batch.schema)

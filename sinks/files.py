@@ -21,14 +21,19 @@ SUCCESS_MARKER = "_SUCCESS"
 CLOSED_CYCLES = "closed_cycles.json"   # {"closed_through": "YYYY-MM"}: invoices already issued
 
 
-def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch) -> None:
-    """Write ``table`` to ``path`` (parent folders created), atomically, zstd-compressed."""
+def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch, *,
+                  dictionary: bool | list[str] = True, statistics: bool | list[str] = True) -> None:
+    """Write ``table`` to ``path`` (parent folders created), atomically, zstd-compressed.
+
+    ``dictionary`` / ``statistics``: columns to dictionary-encode / to keep min-max statistics for
+    (all by default); big tables write faster when high-cardinality columns are left out.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
     os.replace(tmp, path)
 
 
