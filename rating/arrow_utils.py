@@ -33,9 +33,29 @@ def int_column(arr: pa.Array, dtype=np.int64) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
+_NAME_ARRAYS: dict[int, tuple[tuple, pa.Array]] = {}   # id(names tuple) -> (the tuple, its Arrow array)
+_KEEP_NAME_ARRAYS = 64
+
+
 def take_names(names: tuple[str, ...] | list[str], ids: np.ndarray) -> pa.Array:
-    """Strings ``names[ids]`` as an Arrow string array (ids >= 0)."""
-    return pa.array(list(names), pa.string()).take(pa.array(ids, pa.int64()))
+    """Strings ``names[ids]`` as an Arrow string array (ids >= 0).
+
+    The Arrow array of a tuple of names (e.g. every account id of the reference) is built once and
+    kept with the tuple itself, so the id cannot be reused while the entry exists.
+    """
+    return _names_array(names).take(pa.array(ids, pa.int64()))
+
+
+def _names_array(names) -> pa.Array:
+    if not isinstance(names, tuple):
+        return pa.array(list(names), pa.string())
+    entry = _NAME_ARRAYS.get(id(names))
+    if entry is None or entry[0] is not names:
+        if len(_NAME_ARRAYS) >= _KEEP_NAME_ARRAYS:
+            _NAME_ARRAYS.pop(next(iter(_NAME_ARRAYS)))
+        entry = (names, pa.array(list(names), pa.string()))
+        _NAME_ARRAYS[id(names)] = entry
+    return entry[1]
 
 
 def digits_to_strings(digits: np.ndarray, lengths: np.ndarray, present: np.ndarray) -> pa.Array:

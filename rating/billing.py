@@ -157,7 +157,7 @@ def _terms(compiled: CompiledReference, account_rows: np.ndarray, period: Billin
     cycle_bounds(mon, compiled.account_tz[acc], compiled.account_bcd[acc], T.tz_start, T.tz_transitions,
                  T.tz_offsets, start, end)
     # Subscriptions of each account overlapping each cycle.
-    by_account = np.argsort(compiled.sub_account, kind="stable")
+    by_account = compiled.sub_by_account
     first = np.searchsorted(compiled.sub_account[by_account], acc, side="left")
     last = np.searchsorted(compiled.sub_account[by_account], acc, side="right")
     counts = last - first

@@ -49,6 +49,7 @@ class CompiledReference:
     sub_to_us: np.ndarray              # INT64_MAX when open-ended
     sub_account: np.ndarray
     sub_plan: np.ndarray
+    sub_by_account: np.ndarray         # subscription rows in account order (stable argsort of sub_account)
     account_ids: tuple[str, ...]
     account_row: dict[str, int]        # account_id -> index in account_ids
     account_tz: np.ndarray
@@ -349,6 +350,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         if sub_count[r] == 0:
             sub_first[r] = i
         sub_count[r] += 1
+    sub_account = np.array([account_row[s.account_id] for s in ordered_subs], np.int64)
     return CompiledReference(
         tables=tables, zone_names=tuple(zone_names), band_names=tuple(band_names),
         allowance_names=tuple(allowance_names), tier_group_names=tuple(tier_groups),
@@ -358,7 +360,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         msisdns=pa.array(msisdn_list, pa.string()), sub_first=sub_first, sub_count=sub_count,
         sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),
         sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
-        sub_account=np.array([account_row[s.account_id] for s in ordered_subs], np.int64),
+        sub_account=sub_account, sub_by_account=np.argsort(sub_account, kind="stable"),
         sub_plan=np.array([plan_row[s.plan_id] for s in ordered_subs], np.int64),
         account_ids=account_ids, account_row={a: i for i, a in enumerate(account_ids)},
         account_tz=np.array([tz_index[ref.accounts[a].timezone] for a in account_ids], np.int64),

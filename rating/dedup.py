@@ -11,9 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdr_schemas import duplicate_schema, usage_batch_schema
+from rating.partition import hash_columns
 
 _KEY = ["source", "record_id"]
-_ORDER = [("source", "ascending"), ("record_id", "ascending"),
+# The key's hash first: rows compare by two strings only when their hashes tie (same key, or a rare
+# collision that the string columns after it still separate).
+_ORDER = [("_key_hash", "ascending"), ("source", "ascending"), ("record_id", "ascending"),
           ("input_file", "ascending"), ("input_position", "ascending")]
 
 
@@ -23,7 +26,9 @@ def deduplicate(batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, pa.Recor
     if table.num_rows == 0:
         return empty_batch(usage_batch_schema()), empty_batch(duplicate_schema())
     table = table.combine_chunks()
-    table = table.take(pc.sort_indices(table, sort_keys=_ORDER))
+    key_hash = hash_columns(table.to_batches()[0], _KEY)
+    keyed = table.append_column("_key_hash", pa.array(key_hash, pa.uint64()))
+    table = table.take(pc.sort_indices(keyed, sort_keys=_ORDER))
     n = table.num_rows
     source = table.column("source").combine_chunks()
     record_id = table.column("record_id").combine_chunks()
