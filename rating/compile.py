@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from rating.kernels.lookup import StringIndex
 from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, RatingTables
 from rating.timezones import stack_zones
@@ -43,6 +44,7 @@ class CompiledReference:
     home_networks: pa.Array            # string
     # enrichment
     msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
+    msisdn_index: StringIndex          # MSISDN -> subscriber row, built once
     sub_first: np.ndarray
     sub_count: np.ndarray
     sub_from_us: np.ndarray
@@ -351,13 +353,14 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             sub_first[r] = i
         sub_count[r] += 1
     sub_account = np.array([account_row[s.account_id] for s in ordered_subs], np.int64)
+    msisdns = pa.array(msisdn_list, pa.string())
     return CompiledReference(
         tables=tables, zone_names=tuple(zone_names), band_names=tuple(band_names),
         allowance_names=tuple(allowance_names), tier_group_names=tuple(tier_groups),
         rate_ids=tuple(rate_ids), plan_ids=plan_ids, version_numbers=version_numbers,
         version_plan=version_plan, plan_versions=tuple(v for _, v in versions),
         home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
-        msisdns=pa.array(msisdn_list, pa.string()), sub_first=sub_first, sub_count=sub_count,
+        msisdns=msisdns, msisdn_index=StringIndex(msisdns), sub_first=sub_first, sub_count=sub_count,
         sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),
         sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
         sub_account=sub_account, sub_by_account=np.argsort(sub_account, kind="stable"),

@@ -21,27 +21,30 @@ _ORDER = [("_key_hash", "ascending"), ("source", "ascending"), ("record_id", "as
 
 
 def deduplicate(batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(unique rows, duplicates) of usage batches that together hold every copy of their keys."""
+    """(unique rows, duplicates) of usage batches that together hold every copy of their keys.
+
+    Unique rows keep their input order; duplicates come in key order.
+    """
     table = pa.Table.from_batches(batches, schema=usage_batch_schema())
     if table.num_rows == 0:
         return empty_batch(usage_batch_schema()), empty_batch(duplicate_schema())
-    table = table.combine_chunks()
-    key_hash = hash_columns(table.to_batches()[0], _KEY)
-    keyed = table.append_column("_key_hash", pa.array(key_hash, pa.uint64()))
-    table = table.take(pc.sort_indices(keyed, sort_keys=_ORDER))
     n = table.num_rows
-    source = table.column("source").combine_chunks()
-    record_id = table.column("record_id").combine_chunks()
+    key_hash = np.concatenate([hash_columns(b, _KEY) for b in table.to_batches()])
+    keys = pa.table({"_key_hash": pa.array(key_hash, pa.uint64()), **{k: table.column(k) for k, _ in _ORDER[1:]}})
+    order = pc.sort_indices(keys, sort_keys=_ORDER).to_numpy(zero_copy_only=False)
+    sorted_keys = keys.select(_KEY).take(pa.array(order)).combine_chunks()
+    source, record_id = sorted_keys.column("source").chunk(0), sorted_keys.column("record_id").chunk(0)
     is_new = np.ones(n, np.bool_)
     if n > 1:
         same = pc.and_(pc.equal(source.slice(1), source.slice(0, n - 1)),
                        pc.equal(record_id.slice(1), record_id.slice(0, n - 1)))
         is_new[1:] = ~same.to_numpy(zero_copy_only=False)
     first = np.maximum.accumulate(np.where(is_new, np.arange(n), 0))
-    unique = table.filter(pa.array(is_new))
+    # One take of every column, for the unique rows in input order (rating orders them itself).
+    unique = table.take(pa.array(np.sort(order[is_new]), pa.int64()))
     dup_rows = np.flatnonzero(~is_new)
-    dups = table.take(pa.array(dup_rows, pa.int64()))
-    originals = table.take(pa.array(first[dup_rows], pa.int64()))
+    dups = table.take(pa.array(order[dup_rows], pa.int64()))
+    originals = table.take(pa.array(order[first[dup_rows]], pa.int64()))
     identical = np.ones(len(dup_rows), np.bool_)
     for name in usage_batch_schema().names:
         if name in ("input_file", "input_position"):

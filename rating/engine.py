@@ -89,8 +89,7 @@ class RatingEngine:
     def subscription_rows(self, batch: pa.RecordBatch) -> np.ndarray:
         """Subscription row in force at each record's start time, -1 when there is none."""
         c = self.compiled
-        subscriber = pa.compute.fill_null(pa.compute.index_in(column(batch, "served_msisdn"), value_set=c.msisdns), -1)
-        subscriber = subscriber.to_numpy(zero_copy_only=False).astype(np.int64)
+        subscriber = c.msisdn_index.rows(column(batch, "served_msisdn"))
         rows = np.empty(batch.num_rows, np.int64)
         reason = np.zeros(batch.num_rows, np.int64)
         find_subscriptions(subscriber, int_column(column(batch, "start_time")), c.sub_first, c.sub_count,

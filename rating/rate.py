@@ -52,8 +52,7 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
                                   int_column(column(batch, "bytes_up")) + int_column(column(batch, "bytes_down"))))
 
     # Subscription, account, plan version, cycle.
-    subscriber = pc.fill_null(pc.index_in(column(batch, "served_msisdn"), value_set=compiled.msisdns), -1)
-    subscriber = subscriber.to_numpy(zero_copy_only=False).astype(np.int64)
+    subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
     sub_row = np.empty(n, np.int64)
     find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
                        compiled.sub_to_us, sub_row, reason)
