@@ -39,26 +39,17 @@ def _generate(work: Path, records: int, fmt: str) -> Path:
     return out
 
 
-def shards_for(records: int) -> int:
-    """--shards for a run of ``records``: a power of two with at most 300k records a shard, at least 16.
-
-    Memory is bounded by a shard (rating holds one shard's events), so shards grow with the input."""
-    shards = 16
-    while records / shards > 300_000 and shards < 4096:
-        shards *= 2
-    return shards
-
-
-def _run_batch_subprocess(gen: Path, out: Path, beam_args: list[str], shards: int) -> dict:
+def _run_batch_subprocess(gen: Path, out: Path, beam_args: list[str]) -> dict:
     """Run the batch job in a child process so its peak RSS (and its workers') is measured alone."""
     code = (
         "import json, resource, sys, time\n"
         "from pipelines.batch import run_batch\nfrom pipelines.options import BatchConfig\n"
         f"c = BatchConfig(input_glob={str(gen / 'cdrs' / '*')!r}, reference_dir={str(gen / 'reference')!r}, "
-        f"output_dir={str(out)!r}, shards={shards})\n"
+        f"output_dir={str(out)!r})\n"
         "t = time.monotonic(); r = run_batch(c, sys.argv[1:]); t = time.monotonic() - t\n"
         "rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-        "print(json.dumps({'records': r['records_in'], 'seconds': t, 'peak_rss_bytes': rss * 1024, 'balanced': r['balanced']}))\n"
+        "print(json.dumps({'records': r['records_in'], 'seconds': t, 'peak_rss_bytes': rss * 1024, 'balanced': r['balanced'], "
+        "'shards': r['shards']}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code, *beam_args], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent, check=True)
@@ -149,12 +140,11 @@ def main(argv=None) -> list[dict]:
         baseline_rate = baseline["records"] / baseline["seconds"]
         for fmt in ("avro", "parquet"):
             gen = gen_avro if fmt == "avro" else _generate(work, records, fmt)
-            shards = shards_for(records)
-            run = _run_batch_subprocess(gen, work / f"out-{records}-{fmt}", TWO_WORKERS, shards)
+            run = _run_batch_subprocess(gen, work / f"out-{records}-{fmt}", TWO_WORKERS)
             shutil.rmtree(work / f"out-{records}-{fmt}", ignore_errors=True)
             results.append({"records": run["records"], "format": fmt, "records_per_s": run["records"] / run["seconds"],
                             "peak_rss_bytes": run["peak_rss_bytes"], "baseline_records_per_s": baseline_rate,
-                            "baseline_records": baseline["records"], "shards": shards,
+                            "baseline_records": baseline["records"], "shards": run["shards"],
                             "seconds": run["seconds"], "balanced": run["balanced"]})
     print(f"{'records':>12} {'format':<8} {'shards':>6} {'records/s':>12} {'peak RSS MB':>12} {'naive rec/s':>12} "
           f"{'ratio':>7}")

@@ -24,7 +24,7 @@ from cdr_schemas.decoders import detect_format
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
-from pipelines.options import SHUFFLE_FOLDER, BatchConfig
+from pipelines.options import SHUFFLE_FOLDER, BatchConfig, auto_shards
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index
@@ -85,7 +85,8 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     for path in paths:
         detect_format(path)  # an unknown extension fails here, before the pipeline, naming the file
     closed_through = effective_closed_through(config.output_dir, config.closed_through)
-    config = dataclasses.replace(config, closed_through=closed_through)
+    config = dataclasses.replace(config, closed_through=closed_through,
+                                 shards=config.shards if config.shards is not None else auto_shards(paths))
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     staging = staging_dir_for(config.output_dir, run_id)
     for folder in OUTPUT_FOLDERS:
@@ -111,7 +112,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
         "shards": config.shards, "closed_through": closed_through, "balanced": totals["balanced"],
         "elapsed_s": round(elapsed, 3),
     })
-    return {**totals, "elapsed_s": elapsed, "run_id": run_id, "input_files": len(paths)}
+    return {**totals, "elapsed_s": elapsed, "run_id": run_id, "input_files": len(paths), "shards": config.shards}
 
 
 def run(argv: list[str] | None = None) -> dict:

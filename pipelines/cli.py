@@ -26,6 +26,14 @@ EXIT_ERROR = 1
 EXIT_UNBALANCED = 3
 
 
+def _shards_arg(text: str):
+    from pipelines.options import parse_shards
+    try:
+        return parse_shards(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _default_runner(beam_args: list[str]) -> list[str]:
     """Pick the DirectRunner unless a runner is named (Beam's default may try Prism, which needs a download)."""
     if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
@@ -165,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input", required=True, help="glob of CDR files")
     batch.add_argument("--reference", required=True, help="reference-data directory")
     batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
-    batch.add_argument("--shards", type=int, default=16)
+    batch.add_argument("--shards", type=_shards_arg, default=None,
+                       help="'auto' (default: about 250,000 records a shard, at least 16) or a number")
     batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
     batch.add_argument("--shuffle", choices=("files", "beam"), default="files",
                        help="files: spill shard data to Arrow files in the staging directory (bounded memory on "

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from cdr_schemas.decoders import detect_format
 
 from pipelines.shuffle import SHUFFLE_MODES
 from rating.billing import month_index
@@ -19,8 +22,9 @@ class BatchOptions(PipelineOptions):
         parser.add_argument("--input", help="Glob of CDR files (.avro, .parquet, .jsonl).")
         parser.add_argument("--reference", help="Reference-data directory.")
         parser.add_argument("--output", help="Output directory (published atomically).")
-        parser.add_argument("--shards", type=int, default=16,
-                            help="Shards for deduplication and per-account rating; fixes output file names.")
+        parser.add_argument("--shards", type=parse_shards, default=None,
+                            help="Shards for deduplication and per-account rating (fixes output file names); "
+                                 "default 'auto': from the input size, about 250,000 records a shard, at least 16.")
         parser.add_argument("--batch_size", type=int, default=65_536, help="Rows per Arrow batch when decoding.")
         parser.add_argument("--shuffle", default="files", choices=SHUFFLE_MODES,
                             help="How shard data moves between stages: 'files' spills it to Arrow files under the "
@@ -35,7 +39,7 @@ class BatchConfig:
     input_glob: str
     reference_dir: str
     output_dir: str
-    shards: int = 16
+    shards: int | None = None          # None: auto_shards() of the inputs
     batch_size: int = 65_536
     closed_through: str | None = None
     shuffle: str = "files"
@@ -43,8 +47,7 @@ class BatchConfig:
     def __post_init__(self):
         if self.closed_through is not None:
             month_index(self.closed_through)
-        if not 1 <= self.shards <= 4096:
-            raise ValueError(f"--shards must be between 1 and 4096, got {self.shards}")
+        check_shards(self.shards)
         if not 1 <= self.batch_size <= 10_000_000:
             raise ValueError(f"--batch_size must be between 1 and 10000000, got {self.batch_size}")
         if self.shuffle not in SHUFFLE_MODES:
@@ -62,3 +65,43 @@ class BatchConfig:
             raise ValueError(f"missing required option(s): {', '.join(missing)}")
         return cls(input_glob=o.input, reference_dir=o.reference, output_dir=o.output,
                    shards=o.shards, batch_size=o.batch_size, closed_through=o.closed_through, shuffle=o.shuffle)
+
+
+MAX_SHARDS = 4096
+MIN_AUTO_SHARDS = 16
+RECORDS_PER_SHARD = 250_000
+# Rough encoded size of one usage record, to estimate record counts from file sizes.
+BYTES_PER_RECORD = {"avro": 45, "parquet": 30, "jsonl": 300}
+
+
+def parse_shards(text: str) -> int | None:
+    """``--shards`` value: a positive integer, or 'auto' (None)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--shards must be a number or 'auto', got {text!r}") from None
+
+
+def check_shards(shards: int | None) -> None:
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"--shards must be between 1 and {MAX_SHARDS}, got {shards}")
+
+
+def auto_shards(paths: list[str]) -> int:
+    """Shards for these input files: a power of two with about ``RECORDS_PER_SHARD`` records each.
+
+    A shard's events are what a worker holds in memory while rating and billing them, so the
+    shard count grows with the input and memory does not. Record counts are estimated from file
+    sizes (``BYTES_PER_RECORD``); the result depends only on the inputs, so reruns name their
+    files the same.
+    """
+    records = 0
+    for metadata in FileSystems.match(paths):
+        for m in metadata.metadata_list:
+            records += m.size_in_bytes // BYTES_PER_RECORD[detect_format(m.path)]
+    shards = MIN_AUTO_SHARDS
+    while records > shards * RECORDS_PER_SHARD and shards < MAX_SHARDS:
+        shards *= 2
+    return shards

@@ -34,7 +34,7 @@ from pipelines.batch import effective_closed_through, match_inputs
 from pipelines.coders import KeyedBatch
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
-from pipelines.options import SHUFFLE_FOLDER
+from pipelines.options import SHUFFLE_FOLDER, auto_shards, check_shards
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.shuffle import SHUFFLE_MODES
 from pipelines.rate import RATED, RateByAccount
@@ -61,7 +61,7 @@ class RerateConfig:
     output_dir: str
     what_if_dir: str | None = None
     report_path: str | None = None
-    shards: int = 16
+    shards: int | None = None          # None: auto_shards() of the inputs
     batch_size: int = 65_536
     closed_through: str | None = None
     top_records: int = 20
@@ -71,8 +71,7 @@ class RerateConfig:
         month_index(self.cycle)
         if self.closed_through is not None:
             month_index(self.closed_through)
-        if not 1 <= self.shards <= 4096:
-            raise ValueError(f"--shards must be between 1 and 4096, got {self.shards}")
+        check_shards(self.shards)
         if not 1 <= self.batch_size <= 10_000_000:
             raise ValueError(f"--batch-size must be between 1 and 10000000, got {self.batch_size}")
         if self.top_records < 0:
@@ -309,6 +308,8 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     if config.what_if_dir:
         load_reference(config.what_if_dir)
     paths = match_inputs(config.input_glob)
+    if config.shards is None:
+        config = dataclasses.replace(config, shards=auto_shards(paths))
     closed_through = effective_closed_through(str(out), config.closed_through)
     closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
     billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle

@@ -10,6 +10,7 @@ balanced (the version is published anyway, for investigation, like the batch job
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 EXIT_OK = 0
@@ -33,11 +34,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--report", default=None, metavar="FILE", help="also save the report as JSON here")
     p.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                    help="YYYY-MM: cycles up to it are invoiced (the store's closed_cycles.json counts too)")
-    p.add_argument("--shards", type=int, default=16)
+    p.add_argument("--shards", type=_shards_arg, default=None, help="'auto' (default) or a number, as for batch")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
     p.add_argument("--shuffle", choices=("files", "beam"), default="files",
                    help="how shard data moves between stages (as for batch)")
     p.add_argument("--top", type=int, default=20, help="records that change most, listed in the report")
+
+
+def _shards_arg(text: str):
+    from pipelines.options import parse_shards
+    try:
+        return parse_shards(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _default_runner(beam_args: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
     out = Path(output_dir)
     records = result["records_in"]
     elapsed = result["elapsed_s"]
-    print(f"records in      {records:>14,}   ({result['input_files']} files)")
+    shards = f", {result['shards']} shards" if "shards" in result else ""
+    print(f"records in      {records:>14,}   ({result['input_files']} files{shards})")
     print(f"rated           {result['rated']:>14,}")
     print(f"duplicates      {result['duplicates']:>14,}")
     print(f"rejected        {result['rejected_total']:>14,}")

@@ -163,3 +163,31 @@ def test_cli_batch_exit_status_and_summary(generated_avro, tmp_path, capsys):
                        str(gen_dir / "reference"), "--output", str(tmp_path / "out2")])
     assert status == 1
     assert "matches no files" in capsys.readouterr().err
+
+
+def test_auto_shards_grow_with_the_input_so_memory_does_not(tmp_path):
+    from pipelines.options import BYTES_PER_RECORD, RECORDS_PER_SHARD, auto_shards, parse_shards
+
+    small = tmp_path / "small.avro"
+    small.write_bytes(b"x" * 1000)
+    assert auto_shards([str(small)]) == 16
+    big = tmp_path / "big.avro"          # sparse: sized like 10M Avro records, nothing written
+    with open(big, "wb") as f:
+        f.truncate(10_000_000 * BYTES_PER_RECORD["avro"])
+    assert auto_shards([str(big)]) == 64 and 10_000_000 / 64 <= RECORDS_PER_SHARD
+    jsonl = tmp_path / "big.jsonl"
+    with open(jsonl, "wb") as f:
+        f.truncate(10_000_000 * BYTES_PER_RECORD["jsonl"])
+    assert auto_shards([str(big), str(jsonl)]) == 128
+    assert parse_shards("auto") is None and parse_shards("32") == 32
+    with pytest.raises(ValueError, match="--shards must be a number or 'auto'"):
+        parse_shards("many")
+
+
+def test_batch_without_shards_picks_them_from_the_input(generated_avro, tmp_path):
+    gen_dir, _ = generated_avro
+    config = BatchConfig(input_glob=str(gen_dir / "cdrs" / "*"), reference_dir=str(gen_dir / "reference"),
+                         output_dir=str(tmp_path / "out"))
+    totals = run_batch(config, DIRECT_1)
+    assert totals["shards"] == 16 and totals["balanced"]
+    assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["shards"] == 16
