@@ -158,3 +158,20 @@ def test_billing_period_rejects_bad_cycle_ids():
         BillingPeriod(billed=("2026-13",))
     with pytest.raises(ValueError, match="expected YYYY-MM"):
         month_index("2026-1")
+
+
+@pytest.mark.parametrize("zone", ["Africa/Casablanca", "Pacific/Apia", "Australia/Lord_Howe", "America/Sao_Paulo"])
+def test_compiled_zone_has_every_offset_change_a_fine_scan_finds(zone):
+    """The compiler probes once a day; zones with frequent, skipped-day or half-hour changes agree
+    with an independent scan every 3 hours over 2000-2040 (zoneinfo, per instant)."""
+    from rating.timezones import compile_zone
+
+    compiled = compile_zone(zone)
+    tz = ZoneInfo(zone)
+    start, end = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc)
+    t = start
+    while t < end:
+        us = int(t.timestamp()) * 1_000_000
+        k = np.searchsorted(compiled.transitions_us, us, side="right") - 1
+        assert compiled.offsets_s[k] == int(t.astimezone(tz).utcoffset().total_seconds()), (zone, t)
+        t += dt.timedelta(hours=3)
