@@ -118,10 +118,15 @@ def _day_number(iso_date: str) -> int:
     return (dt.date.fromisoformat(iso_date) - dt.date(1970, 1, 1)).days
 
 
+def timezone_names(ref: ReferenceData) -> list[str]:
+    """Every IANA timezone ``ref`` uses (plans and accounts), sorted: the compiled zone order."""
+    return sorted({p.timezone for p in ref.plans.values()} | {a.timezone for a in ref.accounts.values()})
+
+
 def compile_reference(ref: ReferenceData) -> CompiledReference:
     """Compile ``ref``; raises ``ValueError`` for tariffs that cannot be rated exactly."""
     plan_ids = tuple(sorted(ref.plans))
-    tz_names = sorted({p.timezone for p in ref.plans.values()} | {a.timezone for a in ref.accounts.values()})
+    tz_names = timezone_names(ref)
     tz_index = {name: i for i, name in enumerate(tz_names)}
     tz_start, tz_transitions, tz_offsets = stack_zones(tz_names)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
+from rating import engine_cache
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
 from rating.kernels.enrich import assign_cycles, find_subscriptions
@@ -50,12 +51,19 @@ class RatingEngine:
         """Load, validate and compile a reference directory; raises ReferenceDataError if it is bad.
 
         Engines are kept per process while the directory's files are unchanged (names and
-        bytes): the job's up-front check and the in-process workers compile once.
+        bytes): the job's up-front check and the in-process workers compile once. Other
+        processes and later runs load the compilation from ``rating.engine_cache``.
         """
-        key = (os.path.abspath(reference_dir), _fingerprint(reference_dir))
+        fingerprint = _fingerprint(reference_dir)
+        key = (os.path.abspath(reference_dir), fingerprint)
         engine = _LOADED.get(key)
         if engine is None:
-            engine = cls(compile_reference(load_reference(reference_dir)))
+            compiled = engine_cache.load(fingerprint)
+            if compiled is None:
+                with engine_cache.no_cyclic_gc():
+                    compiled = compile_reference(load_reference(reference_dir))
+                engine_cache.store(fingerprint, compiled)
+            engine = cls(compiled)
             if len(_LOADED) >= _KEEP_LOADED:
                 _LOADED.pop(next(iter(_LOADED)))
             _LOADED[key] = engine

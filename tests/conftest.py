@@ -7,6 +7,23 @@ import pytest
 _DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache_dir(tmp_path_factory):
+    """Compiled-reference cache in a session folder (tests never touch the user's cache); child
+    processes (Beam workers, CLI runs) inherit it through the environment."""
+    import os
+
+    from rating.engine_cache import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield Path(os.environ[CACHE_ENV])
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def reference_min_dir() -> Path:
     """A small, complete and valid reference-data directory (see its README.md). Read-only:

@@ -543,3 +543,33 @@ def test_engine_is_kept_per_process_until_a_reference_file_changes(ref):
     edit(ref, "operator.yaml", "# edited", "currency: [oops")
     with pytest.raises(Exception, match="operator.yaml"):
         RatingEngine.load(str(ref))  # a broken edit is reported, not served from the cache
+
+
+def test_compiled_reference_is_cached_on_disk_for_other_processes(ref, tmp_path, monkeypatch):
+    from rating import engine as engine_module
+    from rating.engine import RatingEngine
+    from tests.usage_rows import usage_batch, usage_row
+
+    monkeypatch.setenv("USAGE_RATING_CACHE_DIR", str(tmp_path / "cache"))
+    first = RatingEngine.load(str(ref))
+    entries = list((tmp_path / "cache" / "engines").glob("*.pickle"))
+    assert len(entries) == 1
+    engine_module._LOADED.clear()   # as a new worker process would start
+
+    def no_compile(*_):
+        raise AssertionError("compiled again despite the cache")
+    monkeypatch.setattr(engine_module, "compile_reference", no_compile)
+    cached = RatingEngine.load(str(ref))
+    assert cached is not first and cached.compiled.reference == first.compiled.reference
+    batch = usage_batch([usage_row(0, service="VOICE", served_msisdn="4915100000001", other_party="030123456",
+                                   start_time="2026-01-05T10:00:00+01:00", duration_s=61)])
+    assert cached.rate(batch)[0].equals(first.rate(batch)[0]) and first.rate(batch)[0].num_rows == 1
+
+    entries[0].write_bytes(b"not a pickle")   # a damaged entry is a miss, not an error
+    engine_module._LOADED.clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("USAGE_RATING_CACHE_DIR", str(tmp_path / "cache"))
+    assert RatingEngine.load(str(ref)).compiled.reference == first.compiled.reference
+    monkeypatch.setenv("USAGE_RATING_CACHE_DIR", "off")
+    engine_module._LOADED.clear()
+    assert RatingEngine.load(str(ref)).compiled.account_ids == first.compiled.account_ids
