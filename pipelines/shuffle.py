@@ -75,9 +75,12 @@ class ShardWriter:
     IPC stream file per bundle, and the (shard, path) pairs come out of ``finish``.
     """
 
+    MAX_OPEN_FILES = 256   # beyond it the open files are finished and new ones started (fd limits)
+
     def __init__(self, directory: str | None):
         self._directory = directory
         self._open: dict[int, tuple[str, pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._finished: list[tuple[int, str]] = []
 
     def add(self, pairs: Iterable[tuple[int, pa.RecordBatch]]) -> Iterator[tuple[int, pa.RecordBatch]]:
         for shard, batch in pairs:
@@ -88,14 +91,17 @@ class ShardWriter:
 
     def finish(self) -> list[tuple[int, str]]:
         """Close this bundle's files; their (shard, path) pairs, in shard order."""
-        out = []
-        for shard in sorted(self._open):
-            path, sink, writer = self._open[shard]
+        self._close_open()
+        out = sorted(self._finished)
+        self._finished.clear()
+        return out
+
+    def _close_open(self) -> None:
+        for shard, (path, sink, writer) in self._open.items():
             writer.close()
             sink.close()
-            out.append((shard, path))
+            self._finished.append((shard, path))
         self._open.clear()
-        return out
 
     def finish_windowed(self) -> Iterator:
         """``finish`` as windowed values, for ``DoFn.finish_bundle`` (global window)."""
@@ -104,6 +110,8 @@ class ShardWriter:
 
     def _stream(self, shard: int, schema: pa.Schema):
         if shard not in self._open:
+            if len(self._open) >= self.MAX_OPEN_FILES:
+                self._close_open()
             folder = Path(self._directory, f"{shard:05d}")
             folder.mkdir(parents=True, exist_ok=True)
             path = str(folder / f"{uuid.uuid4().hex}.arrow")

@@ -191,3 +191,23 @@ def test_batch_without_shards_picks_them_from_the_input(generated_avro, tmp_path
     totals = run_batch(config, DIRECT_1)
     assert totals["shards"] == 16 and totals["balanced"]
     assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["shards"] == 16
+
+
+def test_spill_writer_keeps_few_files_open_and_loses_no_rows(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from pipelines.shuffle import ShardShuffle, ShardWriter
+
+    monkeypatch.setattr(ShardWriter, "MAX_OPEN_FILES", 3)
+    shuffle = ShardShuffle(str(tmp_path / "spill"))
+    writer = shuffle.writer("stage")
+    schema = pa.schema([("shard", pa.int64()), ("row", pa.int64())])
+    pairs = [(s, pa.RecordBatch.from_pydict({"shard": [s] * 2, "row": [r, r + 1]}, schema=schema))
+             for r in range(0, 20, 2) for s in (4, 0, 7, 2, 9)]
+    assert list(writer.add(pairs)) == []   # spilled, nothing emitted before the bundle ends
+    done = writer.finish()
+    assert [s for s, _ in done] == sorted(s for s, _ in done) and len(done) > 5   # several files a shard
+    for shard in (0, 2, 4, 7, 9):
+        table = shuffle.read([p for s, p in done if s == shard], schema)
+        assert sorted(table.column("row").to_pylist()) == list(range(20))
+        assert set(table.column("shard").to_pylist()) == {shard}
