@@ -20,25 +20,11 @@ import sys
 from pathlib import Path
 
 from pipelines import cgrates_cli, rerate_cli
+from pipelines.cli_args import default_runner, shards_arg
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNBALANCED = 3
-
-
-def _shards_arg(text: str):
-    from pipelines.options import parse_shards
-    try:
-        return parse_shards(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _default_runner(beam_args: list[str]) -> list[str]:
-    """Pick the DirectRunner unless a runner is named (Beam's default may try Prism, which needs a download)."""
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return beam_args
-    return ["--runner=DirectRunner", *beam_args]
 
 
 def cmd_generate(args) -> int:
@@ -82,7 +68,7 @@ def cmd_batch(args, beam_args: list[str]) -> int:
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
                          shuffle=args.shuffle)
-    result = run_batch(config, _default_runner(beam_args))
+    result = run_batch(config, default_runner(beam_args))
     print_summary(result, config.output_dir)
     return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
 
@@ -128,7 +114,7 @@ def cmd_stream(args, beam_args: list[str]) -> int:
                           dead_letter_topic=args.dead_letter_topic,
                           allowed_lateness_s=parse_duration_s(args.allowed_lateness), shards=args.shards,
                           timestamp_attribute=args.timestamp_attribute)
-    result = run_stream(config, _default_runner(beam_args))
+    result = run_stream(config, default_runner(beam_args))
     print(f"streaming from {config.subscription}; outputs under {config.output_dir}; Ctrl-C stops", file=sys.stderr)
     try:
         result.wait_until_finish()
@@ -142,7 +128,7 @@ def cmd_demo(args, beam_args: list[str]) -> int:
     from pipelines.demo import run_demo
 
     return run_demo(Path(args.workdir), records=args.records, subscribers=args.subscribers,
-                    beam_args=_default_runner(beam_args))
+                    beam_args=default_runner(beam_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input", required=True, help="glob of CDR files")
     batch.add_argument("--reference", required=True, help="reference-data directory")
     batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
-    batch.add_argument("--shards", type=_shards_arg, default=None,
+    batch.add_argument("--shards", type=shards_arg, default=None,
                        help="'auto' (default: about 250,000 records a shard, at least 16) or a number")
     batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
     batch.add_argument("--shuffle", choices=("files", "beam"), default="files",
@@ -230,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stream":
             return cmd_stream(args, beam_args)
         if args.command == "rerate":
-            return rerate_cli.run(args, _default_runner(beam_args))
+            return rerate_cli.run(args, default_runner(beam_args))
         status = cgrates_cli.dispatch(args)
         if status is not None:
             return status

@@ -10,8 +10,9 @@ balanced (the version is published anyway, for investigation, like the batch job
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from pipelines.cli_args import default_runner, shards_arg
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,25 +35,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--report", default=None, metavar="FILE", help="also save the report as JSON here")
     p.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                    help="YYYY-MM: cycles up to it are invoiced (the store's closed_cycles.json counts too)")
-    p.add_argument("--shards", type=_shards_arg, default=None, help="'auto' (default) or a number, as for batch")
+    p.add_argument("--shards", type=shards_arg, default=None, help="'auto' (default) or a number, as for batch")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
     p.add_argument("--shuffle", choices=("files", "beam"), default="files",
                    help="how shard data moves between stages (as for batch)")
     p.add_argument("--top", type=int, default=20, help="records that change most, listed in the report")
-
-
-def _shards_arg(text: str):
-    from pipelines.options import parse_shards
-    try:
-        return parse_shards(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _default_runner(beam_args: list[str]) -> list[str]:
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return beam_args
-    return ["--runner=DirectRunner", *beam_args]
 
 
 def run(args, beam_args: list[str]) -> int:
@@ -64,7 +51,7 @@ def run(args, beam_args: list[str]) -> int:
                               output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
                               shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
                               top_records=args.top, shuffle=args.shuffle)
-        result = run_rerate(config, _default_runner(beam_args))
+        result = run_rerate(config, default_runner(beam_args))
     except ValueError as error:
         print(f"usage-rating rerate: {error}", file=sys.stderr)
         return EXIT_ERROR

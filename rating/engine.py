@@ -23,6 +23,7 @@ from rating.kernels.enrich import assign_cycles, find_subscriptions
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
 from rating.rate import rate
 from rating.reference import load_reference
+from rating.reference.loader import gc_paused
 from rating.reference.model import ReferenceData
 from rating.state import RatingState
 
@@ -60,7 +61,7 @@ class RatingEngine:
         if engine is None:
             compiled = engine_cache.load(fingerprint)
             if compiled is None:
-                with engine_cache.no_cyclic_gc():
+                with gc_paused():
                     compiled = compile_reference(load_reference(reference_dir))
                 engine_cache.store(fingerprint, compiled)
             engine = cls(compiled)

@@ -15,9 +15,7 @@ variable to ``off`` to disable. The newest ``KEEP`` entries are kept.
 from __future__ import annotations
 
 import dataclasses
-import contextlib
 import functools
-import gc
 import hashlib
 import importlib.resources
 import os
@@ -31,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from rating.compile import CompiledReference, timezone_names
+from rating.reference.loader import gc_paused
 from rating.reference.model import Account, Subscription
 
 CACHE_ENV = "USAGE_RATING_CACHE_DIR"
@@ -54,7 +53,7 @@ def load(reference_fingerprint: str) -> CompiledReference | None:
     if path is None or not path.is_file():
         return None
     try:
-        with open(path, "rb") as f, no_cyclic_gc():
+        with open(path, "rb") as f, gc_paused():
             entry = pickle.load(f)
         compiled = _with_rows(entry)
         if entry["timezones"] != _timezone_fingerprint(timezone_names(compiled.reference)):
@@ -94,21 +93,8 @@ def _without_rows(compiled: CompiledReference) -> dict:
             "subscriptions": _columns(Subscription, ref.subscriptions)}
 
 
-@contextlib.contextmanager
-def no_cyclic_gc():
-    """Pause the cyclic garbage collector: building a million small objects would otherwise run
-    it hundreds of times (15-50% of the time of loading a big reference)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _with_rows(entry: dict) -> CompiledReference:
-    with no_cyclic_gc():
+    with gc_paused():
         accounts = {a.account_id: a for a in map(Account, *entry["accounts"])}
         subscriptions = tuple(map(Subscription, *entry["subscriptions"]))
     compiled = entry["compiled"]

@@ -30,14 +30,14 @@ def check_reference(path: str | Path) -> list[ReferenceIssue]:
 
     Never raises for bad content: a missing directory or file is an issue like any other.
     """
-    with _gc_paused():
+    with gc_paused():
         return _read(Path(path))[1]
 
 
 def load_reference(path: str | Path) -> ReferenceData:
     """Load the reference directory ``path``; raises :class:`ReferenceDataError` with ALL issues."""
     root = Path(path)
-    with _gc_paused():
+    with gc_paused():
         data, issues = _read(root)
     if issues:
         raise ReferenceDataError(issues, root=root)
@@ -45,10 +45,11 @@ def load_reference(path: str | Path) -> ReferenceData:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Loading builds a million or so small acyclic objects (subscriptions, accounts); the cyclic
-    garbage collector would rescan them again and again as they accumulate (measured: object
-    creation 3x slower). Nothing cyclic is created, so collection can wait until the end."""
+def gc_paused() -> Iterator[None]:
+    """Loading (or compiling, or unpickling) builds a million or so small acyclic objects
+    (subscriptions, accounts); the cyclic garbage collector would rescan them again and again as
+    they accumulate (measured: object creation 3x slower). Nothing cyclic is created, so
+    collection can wait until the end."""
     enabled = gc.isenabled()
     gc.disable()
     try:
