@@ -179,19 +179,24 @@ def _terms(compiled: CompiledReference, account_rows: np.ndarray, period: Billin
                   cycle_account=acc, cycle_month=mon, cycle_bounds=(start, end))
 
 
-def _expand(versions: np.ndarray, per_version: list[list]) -> tuple[np.ndarray, np.ndarray]:
-    """(term index, item index) for every item of each term's plan version, in term then item order.
+def _expand(terms: _Terms, keep: np.ndarray, per_version: list[list]) -> tuple[np.ndarray, np.ndarray, list]:
+    """(term index, item index, items) for every item of the plan version of each kept term, in term
+    then item order.
 
-    ``per_version[v]`` lists the items (fees or allowances) of version row ``v``; item indexes run
-    over all versions' items concatenated.
+    ``keep`` is a boolean mask over the terms; ``per_version[v]`` lists the items (fees or
+    allowances) of version row ``v``; item indexes run over ``items``, all versions' items
+    concatenated.
     """
-    counts = np.array([len(items) for items in per_version], np.int64)
+    kept = np.flatnonzero(keep)
+    versions = terms.version[kept]
+    items = [item for version_items in per_version for item in version_items]
+    counts = np.array([len(version_items) for version_items in per_version], np.int64)
     first = np.cumsum(counts) - counts
     per_term = counts[versions]
     term = np.repeat(np.arange(len(versions)), per_term)
     item = np.repeat(first[versions], per_term) + (np.arange(len(term)) - np.repeat(np.cumsum(per_term) - per_term,
                                                                                     per_term))
-    return term, item
+    return kept[term], item, items
 
 
 def _round_ratios(numerator: np.ndarray, denominator: np.ndarray, mode: RoundingMode) -> np.ndarray:
@@ -210,13 +215,10 @@ def _round_ratios(numerator: np.ndarray, denominator: np.ndarray, mode: Rounding
 
 def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: RoundingMode) -> pl.DataFrame:
     """One PLAN_FEE line per (subscription, billed cycle, recurring fee), prorated by active days."""
-    keep = np.flatnonzero((terms.version >= 0) & (terms.days > 0))
-    per_version = [list(v.recurring_fees) for v in compiled.plan_versions]
-    fees = [fee for items in per_version for fee in items]
-    term, item = _expand(terms.version[keep], per_version)
+    term, item, fees = _expand(terms, (terms.version >= 0) & (terms.days > 0),
+                               [list(v.recurring_fees) for v in compiled.plan_versions])
     if len(term) == 0:
         return pl.DataFrame()
-    term = keep[term]
     days, cycle_days = terms.days[term], terms.cycle_days[term]
     amount = np.array([fee.amount_micros for fee in fees], np.int64)[item]
     account = terms.account[term]
@@ -246,13 +248,9 @@ def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: R
 
 def _allowance_lines(compiled: CompiledReference, terms: _Terms, rated: pa.Table) -> pl.DataFrame:
     """One ALLOWANCE line per (account, cycle, allowance): granted (prorated per subscription), used, left."""
-    keep = np.flatnonzero(terms.version >= 0)
-    per_version = [list(v.allowances) for v in compiled.plan_versions]
-    allowances = [a for items in per_version for a in items]
-    term, item = _expand(terms.version[keep], per_version)
+    term, item, allowances = _expand(terms, terms.version >= 0, [list(v.allowances) for v in compiled.plan_versions])
     if len(term) == 0:
         return pl.DataFrame()
-    term = keep[term]
     units = np.array([a.units for a in allowances], np.int64)[item]
     account = terms.account[term]
     granted = pl.DataFrame({
