@@ -27,6 +27,7 @@ from pipelines.shuffle import ShardShuffle, SpillByShard
 from cdr_schemas import rated_event_schema
 from rating.billing import BILLING_COLUMNS, BillingPeriod, bill_accounts
 from rating.engine import RatingEngine
+from rating.money import exact_sum
 from rating.partition import hash_columns, shard_of_hash, split_by_shard
 from sinks.files import write_json, write_parquet
 
@@ -55,20 +56,18 @@ class _WriteRated(beam.DoFn):
             part = table.filter(pc.equal(table.column("service_cycle"), cycle))
             write_parquet(Path(self._staging, "rated", f"service_cycle={cycle}", _part(shard)), part,
                           dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS)
-        service = table.column("service")
-        raw = table.column("raw_units")
-
-        def units(name):
-            return int(pc.sum(raw.filter(pc.equal(service, name))).as_py() or 0)
-
-        cycles = {}
-        for row in pa.TableGroupBy(table, ["service_cycle", "service"]).aggregate(
-                [("charge_micros", "sum"), ("charge_micros", "count")]).to_pylist():
+        # Exact sums (Python ints): an int64 sum could wrap and still look balanced.
+        frame = pl.from_arrow(table.select(["service_cycle", "service", "raw_units", "charge_micros"]))
+        groups = frame.group_by(["service_cycle", "service"]).agg(
+            exact_sum("raw_units"), exact_sum("charge_micros"), pl.len().alias("events"))
+        cycles, units = {}, {"VOICE": 0, "SMS": 0, "DATA": 0}
+        for row in groups.sort(["service_cycle", "service"]).iter_rows(named=True):
             entry = cycles.setdefault(row["service_cycle"], {"rated_micros": 0, "events": {}})
-            entry["rated_micros"] += row["charge_micros_sum"]
-            entry["events"][row["service"]] = row["charge_micros_count"]
-        yield {"rated": table.num_rows, "rated_seconds": units("VOICE"), "rated_messages": units("SMS"),
-               "rated_bytes": units("DATA"), "charge_micros": int(pc.sum(table.column("charge_micros")).as_py() or 0),
+            entry["rated_micros"] += row["charge_micros"]
+            entry["events"][row["service"]] = row["events"]
+            units[row["service"]] += row["raw_units"]
+        yield {"rated": table.num_rows, "rated_seconds": units["VOICE"], "rated_messages": units["SMS"],
+               "rated_bytes": units["DATA"], "charge_micros": sum(e["rated_micros"] for e in cycles.values()),
                "cycles": cycles}
 
 
@@ -122,17 +121,16 @@ def _billing_counters(lines: pa.Table, summary: pa.Table) -> dict:
     cycles: dict = {}
     frame = pl.from_arrow(lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros",
                                         "amount_minor", "rounding_micros", "currency"]))
-    usage = frame.filter(pl.col("line_type") == "USAGE").group_by("service_cycle").agg(pl.col("amount_micros").sum())
+    usage = frame.filter(pl.col("line_type") == "USAGE").group_by("service_cycle").agg(exact_sum("amount_micros"))
     for cycle, micros in usage.iter_rows():
         cycles.setdefault(cycle, {})["usage_line_micros"] = micros
-    billed = frame.group_by(["billing_cycle", "currency"]).agg(pl.col("amount_minor").sum(),
-                                                               pl.col("rounding_micros").sum())
+    billed = frame.group_by(["billing_cycle", "currency"]).agg(exact_sum("amount_minor"), exact_sum("rounding_micros"))
     for cycle, currency, minor, rounding in billed.sort(["billing_cycle", "currency"]).iter_rows():
         entry = cycles.setdefault(cycle, {})
         entry.setdefault("invoice_lines_minor", {})[currency] = minor
         entry["rounding_micros"] = entry.get("rounding_micros", 0) + rounding
     totals = pl.from_arrow(summary.select(["billing_cycle", "currency", "total_minor"])) \
-        .group_by(["billing_cycle", "currency"]).agg(pl.col("total_minor").sum())
+        .group_by(["billing_cycle", "currency"]).agg(exact_sum("total_minor"))
     for cycle, currency, minor in totals.iter_rows():
         cycles.setdefault(cycle, {}).setdefault("invoice_totals_minor", {})[currency] = minor
     return {"cycles": cycles}

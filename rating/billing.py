@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
 from rating.arrow_utils import month_labels, take_names
-from rating.money import round_to_minor
+from rating.money import checked_product, exact_sum, require_int64, round_to_minor
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, cycle_bounds, find_overlapping_versions
 from rating.reference.model import RoundingMode
@@ -110,8 +110,10 @@ def _usage_lines(rated: pa.Table, period: BillingPeriod, digits: dict, mode: Rou
     lines = (
         frame.group_by(["account_id", "billing_cycle", "service_cycle", "service", "zone", "band", "currency"])
         .agg(pl.len().cast(pl.Int64).alias("quantity"),
-             pl.col("raw_units").sum(), pl.col("charged_units").sum(), pl.col("free_units").sum(),
-             pl.col("charge_micros").sum().alias("amount_micros"))
+             exact_sum("raw_units"), exact_sum("charged_units"), exact_sum("free_units"),
+             exact_sum("charge_micros").alias("amount_micros"))
+        .pipe(require_int64, ["raw_units", "charged_units", "free_units", "amount_micros"],
+              ["account_id", "billing_cycle", "service", "zone", "band"], "usage line")
         .with_columns(
             pl.lit("USAGE").alias("line_type"),
             (pl.col("billing_cycle") != pl.col("service_cycle")).alias("late"),
@@ -316,14 +318,16 @@ def _with_taxes(compiled: CompiledReference, lines: pl.DataFrame, digits: dict, 
     amount = lines["amount_minor"].to_numpy().astype(np.int64)
     rate = lines["rate_millionths"].to_numpy().astype(np.int64)
     # tax in minor units = round(amount_minor x rate / 10^6): reuse the micro->minor rounding with 0 digits
-    tax = round_to_minor(amount * rate, np.zeros(len(amount), np.int64), mode)
+    tax = round_to_minor(checked_product(amount, rate, "tax on a charge line (minor units x rate millionths)"),
+                         np.zeros(len(amount), np.int64), mode)
     lines = lines.with_columns(pl.Series("tax_minor", tax, pl.Int64))
     taxed = lines.filter(pl.col("tax_minor") != 0)
     if taxed.height:
         tax_lines = (
             taxed.group_by(["account_id", "billing_cycle", "service_cycle", "tax_name", "rate_millionths", "currency"])
-            .agg(pl.col("tax_minor").sum().alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"),
-                 pl.col("amount_minor").sum().alias("base_minor"))
+            .agg(exact_sum("tax_minor").alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"),
+                 exact_sum("amount_minor").alias("base_minor"))
+            .pipe(require_int64, ["amount_minor", "base_minor"], ["account_id", "billing_cycle", "tax_name"], "tax line")
         )
         d = np.array([digits[c] for c in tax_lines["currency"].to_list()], np.int64)
         tax_lines = tax_lines.with_columns(
@@ -378,13 +382,15 @@ def summarise_invoices(lines: pa.Table, bounds: pl.DataFrame) -> pa.Table:
     is_tax = pl.col("line_type") == "TAX"
     is_usage = pl.col("line_type") == "USAGE"
     summary = frame.group_by(["account_id", "billing_cycle", "currency"]).agg(
-        pl.col("amount_minor").filter(~is_tax).sum().alias("subtotal_minor"),
-        pl.col("amount_minor").filter(is_tax).sum().alias("tax_minor"),
+        pl.col("amount_minor").filter(~is_tax).cast(pl.Int128).sum().alias("subtotal_minor"),
+        pl.col("amount_minor").filter(is_tax).cast(pl.Int128).sum().alias("tax_minor"),
         pl.col("quantity").filter(is_usage).sum().alias("rated_events"),
         pl.col("quantity").filter(is_usage & pl.col("late")).sum().alias("late_events"),
-        pl.col("free_units").filter(is_usage).sum().alias("free_units"),
-        pl.col("rounding_micros").sum().alias("rounding_micros"),
-    ).with_columns((pl.col("subtotal_minor") + pl.col("tax_minor")).alias("total_minor"))
+        pl.col("free_units").filter(is_usage).cast(pl.Int128).sum().alias("free_units"),
+        exact_sum("rounding_micros"),
+    ).with_columns((pl.col("subtotal_minor") + pl.col("tax_minor")).alias("total_minor")).pipe(
+        require_int64, ["subtotal_minor", "tax_minor", "total_minor", "free_units", "rounding_micros"],
+        ["account_id", "billing_cycle"], "invoice")
     summary = summary.join(bounds, on=["account_id", "billing_cycle"], how="left")
     missing = summary.filter(pl.col("cycle_start").is_null())
     if missing.height:

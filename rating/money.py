@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from rating.reference.model import RoundingMode
 
@@ -23,3 +24,41 @@ def round_to_minor(amount_micros: np.ndarray, minor_digits: np.ndarray, mode: Ro
     else:
         up = (2 * rest > q) | ((2 * rest == q) & (base % 2 == 1))
     return sign * (base + up)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def exact_sum(name: str) -> pl.Expr:
+    """Sum of an integer money or unit column that cannot wrap around (Polars' int64 sum does,
+    silently: 2^62 + 2^62 comes out negative). The result is Int128: pass it to ``require_int64``."""
+    return pl.col(name).cast(pl.Int128).sum()
+
+
+def require_int64(frame: pl.DataFrame, columns: list[str], keys: list[str], what: str) -> pl.DataFrame:
+    """``frame`` with ``columns`` (exact sums) back in Int64.
+
+    Raises ValueError naming the first row's ``keys`` when a value is outside int64: an amount that
+    large cannot be billed exactly, and wrapping it would move money between lines and accounts.
+    """
+    outside = pl.any_horizontal([(pl.col(c) < INT64_MIN) | (pl.col(c) > INT64_MAX) for c in columns])
+    bad = frame.filter(outside)
+    if bad.height:
+        row = bad.row(0, named=True)
+        where = ", ".join(f"{k} {row[k]}" for k in keys)
+        column = next(c for c in columns if not INT64_MIN <= row[c] <= INT64_MAX)
+        raise ValueError(f"{what} of {where}: {column} = {row[column]} does not fit in int64 micro-units; "
+                         "the input holds usage too large to bill exactly (check the rated events of that "
+                         "account for implausible volumes)")
+    return frame.with_columns([pl.col(c).cast(pl.Int64) for c in columns])
+
+
+def checked_product(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
+    """``a * b`` element-wise in int64; ValueError (with ``what``) where the product would wrap."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    limit = np.where(b != 0, INT64_MAX // np.maximum(np.abs(b), 1), INT64_MAX)
+    if np.any(np.abs(a) > limit):
+        first = int(np.flatnonzero(np.abs(a) > limit)[0])
+        raise ValueError(f"{what}: {int(a[first])} x {int(b[first])} does not fit in int64")
+    return a * b

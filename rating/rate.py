@@ -47,9 +47,7 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
     if (service < 0).any():
         raise ValueError("rate() needs validated batches: column 'service' holds values other than VOICE/SMS/DATA")
     start_us = int_column(column(batch, "start_time"))
-    raw_units = np.where(service == 0, int_column(column(batch, "duration_s")),
-                         np.where(service == 1, int_column(column(batch, "message_count")),
-                                  int_column(column(batch, "bytes_up")) + int_column(column(batch, "bytes_down"))))
+    raw_units, unit_reason = _raw_units(batch, service, T.max_units)
 
     # Subscription, account, plan version, cycle.
     subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
@@ -105,6 +103,7 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
         compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state)
 
+    reason[(reason == 0) & (unit_reason != 0)] = unit_reason[(reason == 0) & (unit_reason != 0)]
     o_reason = reason[order].copy()
     outs = {k: np.zeros(n, np.int64) for k in ("charge", "connect", "charged", "free", "band", "split",
                                                 "rate", "tier", "rounding")}
@@ -126,6 +125,29 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
                          cycle_month, zone, digits, digits_len, has_destination, outs, allow_name, allow_used)
     rejected = rejected_batch(batch.take(pa.array(order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
+
+
+def _raw_units(batch: pa.RecordBatch, service: np.ndarray, max_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(raw units, reason) per row: voice seconds, SMS messages, data bytes_up + bytes_down.
+
+    A counter above the service's largest ratable event is OVERFLOW and a negative one
+    INVALID_FIELD; such rows get 0 raw units, so no wrapped int64 sum (2^62 + 2^62 is negative)
+    ever reaches the kernels' allowance and tier counters, shared by the whole account and cycle.
+    """
+    duration = int_column(column(batch, "duration_s"))
+    messages = int_column(column(batch, "message_count"))
+    bytes_up = int_column(column(batch, "bytes_up"))
+    bytes_down = int_column(column(batch, "bytes_down"))
+    voice, sms, data = service == 0, service == 1, service == 2
+    reason = np.zeros(len(service), np.int64)
+    reason[(voice & (duration > max_units[0])) | (sms & (messages > max_units[1]))
+           | (data & ((bytes_up > max_units[2]) | (bytes_down > max_units[2])))] = Reason.OVERFLOW
+    reason[(voice & (duration < 0)) | (sms & (messages < 0)) | (data & ((bytes_up < 0) | (bytes_down < 0)))] = \
+        Reason.INVALID_FIELD
+    # Both addends are within [0, 2^44] where the sum is used: it cannot wrap.
+    raw = np.where(voice, duration, np.where(sms, messages, bytes_up + bytes_down))
+    raw[reason != 0] = 0
+    return raw, reason
 
 
 def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state):

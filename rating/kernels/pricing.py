@@ -24,6 +24,7 @@ from rating.tables import MAX_ALLOWANCES_PER_EVENT
 VOICE = 0
 NO_RATE = int(Reason.NO_RATE)
 OVERFLOW = int(Reason.OVERFLOW)
+INVALID_FIELD = int(Reason.INVALID_FIELD)
 ROUND_UP, ROUND_DOWN, ROUND_HALF_UP, ROUND_HALF_EVEN = 0, 1, 2, 3
 _INT64_MAX = np.iinfo(np.int64).max
 _OVERFLOW_LIMIT = 2**62
@@ -159,6 +160,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         t0 = start_us[i]
         z = zone[i]
         v = version[i]
+        if raw < 0:  # rate() rejects these first; never let one reach the shared counters
+            out_reason[i] = INVALID_FIELD
+            continue
         if raw > T.max_units[s]:
             out_reason[i] = OVERFLOW
             continue
@@ -190,6 +194,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         charged = 0
         free = 0
         failed = False
+        failed_reason = NO_RATE
+        tier_group = -1  # the tier counter this event moves, written back only once it is priced
+        tier_after = 0
         if raw == 0:
             paid_any = T.ver_zero_charged[v] == 1
         elif T.rate_tier_group[r0] >= 0:
@@ -212,21 +219,26 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             cum = 0
             if tier_slot[i] >= 0:
                 cum = tier_state[tier_slot[i], g]
-            lo = 0
-            l0 = T.rate_level_first[r0]
-            last = l0 + T.rate_level_count[r0] - 1
-            for lv in range(l0, last + 1):
-                hi = T.level_up_to[lv]
-                a = max(cum, lo)
-                b = min(cum + paid, hi)
-                if b > a:
-                    whole, frac = _add_exact(whole, frac, den, T.level_price_micros[lv], b - a, T.level_per[lv])
-                if cum + paid <= hi or lv == last:
-                    out_tier[i] = lv - l0
-                    break
-                lo = hi
-            if tier_slot[i] >= 0:
-                tier_state[tier_slot[i], g] = cum + paid
+            if cum > _OVERFLOW_LIMIT - paid:  # the cycle's counter itself would leave int64
+                failed_reason = OVERFLOW
+                failed = True
+            else:
+                lo = 0
+                l0 = T.rate_level_first[r0]
+                last = l0 + T.rate_level_count[r0] - 1
+                for lv in range(l0, last + 1):
+                    hi = T.level_up_to[lv]
+                    a = max(cum, lo)
+                    b = min(cum + paid, hi)
+                    if b > a:
+                        whole, frac = _add_exact(whole, frac, den, T.level_price_micros[lv], b - a, T.level_per[lv])
+                    if cum + paid <= hi or lv == last:
+                        out_tier[i] = lv - l0
+                        break
+                    lo = hi
+                if tier_slot[i] >= 0:
+                    tier_group = g
+                    tier_after = cum + paid
         else:
             u = 0
             r = r0
@@ -281,7 +293,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         if failed:  # give back what this event took from its allowances
             for q in range(k):
                 allow_state[slot, cover[q]] += used[q]
-            out_reason[i] = NO_RATE
+            out_reason[i] = failed_reason
+            out_tier[i] = -1
             continue
 
         if paid_any and not first_covered:
@@ -301,6 +314,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 allow_state[slot, cover[q]] += used[q]
             out_reason[i] = OVERFLOW
             continue
+        if tier_group >= 0:
+            tier_state[tier_slot[i], tier_group] = tier_after
         charge = round_exact(whole, frac, den, T.rate_round_q_micros[r0], T.rate_round_mode[r0])
         out_charge[i] = charge
         out_rounding_nanos[i] = rounding_nanos(charge, whole, frac, den)
