@@ -11,6 +11,8 @@ once, for the first:
 6. VOICE or SMS with other_party null or empty               -> MISSING_DESTINATION
 7. start_time before 2000-01-01T00:00Z or after 2100-01-01T00:00Z -> INVALID_FIELD
 8. VOICE with duration_s over 72 hours                       -> INVALID_FIELD
+9. visited_network longer than 16 characters                 -> INVALID_FIELD
+   (an MCC+MNC has 5 or 6 digits; rating zones at most 16)
 
 The other party's digits are not checked here: rating normalises numbers and rejects what is not
 dialable as INVALID_NUMBER. A rejected row keeps the row as compact JSON in ``raw`` (start_time as
@@ -32,6 +34,7 @@ from cdr_schemas.decoders.common import format_micros, rows_as_json, service_sym
 from cdr_schemas.reasons import Reason
 
 MAX_VOICE_DURATION_S = 72 * 3600
+MAX_VISITED_NETWORK_DIGITS = 16   # the rating kernels' digit buffer (rating.kernels.numbers)
 EARLIEST_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 LATEST_START = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 _COUNTERS = ("duration_s", "bytes_up", "bytes_down", "message_count")
@@ -114,6 +117,10 @@ _CHECKS = (
            lambda b: pc.and_(pc.equal(_column(b, "service"), "VOICE"),
                              pc.greater(_column(b, "duration_s"), MAX_VOICE_DURATION_S)),
            lambda row: f"VOICE duration_s {row['duration_s']} exceeds 72 hours ({MAX_VOICE_DURATION_S} s)"),
+    _Check(Reason.INVALID_FIELD,
+           lambda b: pc.greater(pc.utf8_length(_column(b, "visited_network")), MAX_VISITED_NETWORK_DIGITS),
+           lambda row: (f"visited_network {row['visited_network']!r} has more than {MAX_VISITED_NETWORK_DIGITS} "
+                        "characters; a network code is MCC+MNC (5 or 6 digits)")),
 )
 
 

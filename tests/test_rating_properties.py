@@ -207,9 +207,9 @@ def test_arrival_order_and_batching_do_not_change_rating(data):
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernel/twin disagreements found while writing these tests, as their smallest examples (xfail until
-# fixed). The random strategies keep clear of both (voice rates of a version are all stepped or all
-# tiered; visited networks are at most 6 digits) so that the random tests can find anything else.
+# Kernel/twin disagreements found while writing these tests, as their smallest examples, each now
+# settled before rating: a tariff that mixes stepped and tiered voice rates is refused at load, and a
+# visited network longer than the kernel's 16 digits is rejected by validation.
 
 _MSISDN = "4915100000001"
 
@@ -244,22 +244,22 @@ def test_voice_call_crossing_into_a_tiered_band():
         rates=[_voice_rate("NIGHT", tiers=Tiers("G", 60, (TierLevel(120, 100_000, 60), TierLevel(None, 50_000, 60)))),
                _voice_rate("DAY", steps=[Step(0, 100_000, 60, 60)])],
         band_rules=[BandRule("NIGHT", tuple(range(7)), 20 * 60, 24 * 60, False)])
-    rows = [usage_row(0, service="VOICE", served_msisdn=_MSISDN, other_party="030123456",
-                      start_time="2026-01-05T19:59:00Z", duration_s=180)]
-    # Such a call has no defined price: the tariff is refused before anything is rated.
+    # A call from 19:59 for 180 s would cross into the tiered band and has no defined price: the
+    # tariff is refused before anything is rated.
     with pytest.raises(ValueError, match="voice has both stepped and tiered rates"):
         RatingEngine.from_reference(ref)
-    assert rows  # (the call that would have been mispriced)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a visited_network of more than 16 digits: the kernel's digit buffer is 16 wide, so parse_digits gives up "
-    "and the event is rejected NO_ZONE, while the twin zones it by its longest prefix (here 262 -> ROAM_EU) "
-    "and rates it; 7 to 16 digits are zoned by prefix in both"))
-def test_overlong_visited_network_is_zoned_like_the_twin():
+def test_overlong_visited_network_is_rejected_before_the_kernel_and_the_rest_zone_like_the_twin():
+    # The kernel's digit buffer is 16 wide (it gave NO_ZONE) while the twin zoned any length by its
+    # longest prefix: validation now rejects a visited network no MCC+MNC can have.
     ref = _one_plan_operator(rates=[_voice_rate(ANY, steps=[Step(0, 100_000, 60, 60)])],
                              roaming_prefixes=[("262", "ROAM_EU")])
     rows = [usage_row(k, service="VOICE", served_msisdn=_MSISDN, other_party="030123456",
                       start_time="2026-01-05T10:00:00Z", duration_s=60, visited_network=network)
             for k, network in enumerate(["26202", "2620212345678901", "26202123456789012"])]
-    assert_same_as_twin(RatingEngine.from_reference(ref), ref, rows)
+    valid, rejected = validate_usage(usage_batch(rows))
+    assert rejected.column("record_id").to_pylist() == ["r2"]
+    assert rejected.column("reason").to_pylist() == ["INVALID_FIELD"]
+    assert "more than 16 characters" in rejected.column("detail").to_pylist()[0]
+    assert_same_as_twin(RatingEngine.from_reference(ref), ref, rows[:2])
