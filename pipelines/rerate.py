@@ -38,10 +38,11 @@ from pipelines.options import SHUFFLE_FOLDER, auto_shards, check_shards
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.shuffle import SHUFFLE_MODES
 from pipelines.rate import RATED, RateByAccount
-from rating.billing import month_index, month_label, summarise_invoices
+from rating.billing import finish_lines, summarise_invoices
+from rating.cycles import month_index, month_label
 from rating.engine import RatingEngine
 from rating.reference import load_reference
-from rating.rerate_diff import (RATED_COLUMNS, RecordDiff, adjustment_lines, charge_table, compare_records,
+from rating.rerate_diff import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_records,
                                 cycle_bounds_of, impact_summary, same_lines)
 from sinks import store
 from sinks.files import write_json, write_parquet
@@ -256,10 +257,10 @@ def _write_version(config, out: Path, staging: Path, diff: RecordDiff, *, closed
         adjustments = adjustment_lines(billed, rerated_lines, diff.changes, cycle=cycle, billing_cycle=billing_cycle,
                                        version=number, digits=digits)
         changed = diff.has_changes or adjustments.lines.num_rows > 0
-        version_lines = charge_table(pl.concat([pl.from_arrow(billed), pl.from_arrow(adjustments.lines)]))
+        version_lines = finish_lines(pl.concat([pl.from_arrow(billed), pl.from_arrow(adjustments.lines)]))
     else:
         changed = diff.has_changes or not same_lines(billed, rerated_lines)
-        version_lines = charge_table(pl.from_arrow(rerated_lines))
+        version_lines = finish_lines(pl.from_arrow(rerated_lines))
     if not changed:
         return False, adjustments
 

@@ -71,12 +71,5 @@ def digits_to_strings(digits: np.ndarray, lengths: np.ndarray, present: np.ndarr
                                        null_count=int((~present).sum()))
 
 
-def month_labels(months: np.ndarray) -> pa.Array:
-    """Cycle month indexes (year*12 + month-1) -> 'YYYY-MM' strings."""
-    unique, inverse = np.unique(months, return_inverse=True)
-    labels = [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in unique]
-    return pa.array(labels, pa.string()).take(pa.array(inverse.astype(np.int64)))
-
-
 def is_in(arr: pa.Array, values: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.is_in(arr, value_set=values), False).to_numpy(zero_copy_only=False)

@@ -26,10 +26,11 @@ import polars as pl
 import pyarrow as pa
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
-from rating.arrow_utils import month_labels, take_names
-from rating.money import checked_product, exact_sum, require_int64, round_to_minor
+from rating.arrow_utils import take_names
+from rating.cycles import account_cycle_bounds, month_index, month_label, month_labels
+from rating.money import checked_product, exact_sum, require_int64, round_ratio, round_to_minor
 from rating.compile import CompiledReference
-from rating.kernels.enrich import active_days, cycle_bounds, find_overlapping_versions
+from rating.kernels.enrich import active_days, find_overlapping_versions
 from rating.reference.model import RoundingMode
 
 LINE_ORDER = {"USAGE": 0, "ALLOWANCE": 1, "PLAN_FEE": 2, "ADJUSTMENT": 3, "TAX": 4}
@@ -37,21 +38,6 @@ _UNITS = {"VOICE": "second", "SMS": "message", "DATA": "byte"}
 _SERVICE_OF = {"voice": "VOICE", "sms": "SMS", "data": "DATA"}
 BILLING_COLUMNS = ("account_id", "service_cycle", "service", "zone", "band", "currency", "raw_units", "charged_units",
                    "free_units", "charge_micros", "allowance_units")   # what bill_accounts reads of rated events
-
-
-def month_index(label: str) -> int:
-    """'YYYY-MM' -> year*12 + month-1, with a clear error for anything else."""
-    try:
-        year, month = (int(part) for part in label.split("-"))
-        if not 1 <= month <= 12 or len(label) != 7:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"cycle {label!r}: expected YYYY-MM, e.g. 2026-01") from None
-    return year * 12 + month - 1
-
-
-def month_label(index: int) -> str:
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +79,7 @@ def bill_accounts(compiled: CompiledReference, account_rows: np.ndarray, rated: 
     lines = pl.concat([frame for frame in (usage, allowances, fees) if frame.height], how="diagonal_relaxed") \
         if any(f.height for f in (usage, allowances, fees)) else pl.from_arrow(_empty_lines())
     lines = _with_taxes(compiled, lines, digits, operator.tax_rounding)
-    lines = _finish(lines)
+    lines = finish_lines(lines)
     summary = _summaries(compiled, lines, terms)
     return lines, summary
 
@@ -154,10 +140,7 @@ def _terms(compiled: CompiledReference, account_rows: np.ndarray, period: Billin
     months = np.array([month_index(c) for c in period.billed], np.int64)
     acc = np.repeat(account_rows, len(months))
     mon = np.tile(months, len(account_rows))
-    start = np.zeros(len(acc), np.int64)
-    end = np.zeros(len(acc), np.int64)
-    cycle_bounds(mon, compiled.account_tz[acc], compiled.account_bcd[acc], T.tz_start, T.tz_transitions,
-                 T.tz_offsets, start, end)
+    start, end = account_cycle_bounds(compiled, acc, mon)
     # Subscriptions of each account overlapping each cycle.
     by_account = compiled.sub_by_account
     first = np.searchsorted(compiled.sub_account[by_account], acc, side="left")
@@ -201,20 +184,6 @@ def _expand(terms: _Terms, keep: np.ndarray, per_version: list[list]) -> tuple[n
     return kept[term], item, items
 
 
-def _round_ratios(numerator: np.ndarray, denominator: np.ndarray, mode: RoundingMode) -> np.ndarray:
-    """round(numerator / denominator) to whole micro-units with ``mode`` (non-negative numerators)."""
-    whole, rest = np.divmod(numerator, denominator)
-    if mode is RoundingMode.DOWN:
-        up = np.zeros(len(whole), np.bool_)
-    elif mode is RoundingMode.UP:
-        up = rest > 0
-    elif mode is RoundingMode.HALF_UP:
-        up = 2 * rest >= denominator
-    else:
-        up = (2 * rest > denominator) | ((2 * rest == denominator) & (whole % 2 == 1))
-    return whole + up
-
-
 def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: RoundingMode) -> pl.DataFrame:
     """One PLAN_FEE line per (subscription, billed cycle, recurring fee), prorated by active days."""
     term, item, fees = _expand(terms, (terms.version >= 0) & (terms.days > 0),
@@ -233,7 +202,7 @@ def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: R
         "fee_name": pl.Series([f.name for f in fees], dtype=pl.Utf8)[item],
         "fee_description": pl.Series([f.description for f in fees], dtype=pl.Utf8)[item],
         "msisdn": msisdn, "quantity": days, "cycle_days": cycle_days,
-        "amount_micros": _round_ratios(amount * days, cycle_days, mode),
+        "amount_micros": round_ratio(amount * days, cycle_days, mode),
         "currency": pl.from_arrow(take_names(compiled.account_currency, account)),
     })
     prorated = pl.when(pl.col("quantity") == pl.col("cycle_days")).then(pl.lit("")).otherwise(
@@ -299,14 +268,10 @@ def _tax_rate_at(compiled: CompiledReference, region: str, instant_us: int):
 def _with_taxes(compiled: CompiledReference, lines: pl.DataFrame, digits: dict, mode: RoundingMode) -> pl.DataFrame:
     if lines.height == 0:
         return lines
-    T = compiled.tables
     keys = lines.select(["account_id", "service_cycle"]).unique().sort(["account_id", "service_cycle"])
     rows = np.array([compiled.account_row[a] for a in keys["account_id"].to_list()], np.int64)
     months = np.array([month_index(c) for c in keys["service_cycle"].to_list()], np.int64)
-    start = np.zeros(len(rows), np.int64)
-    end = np.zeros(len(rows), np.int64)
-    cycle_bounds(months, compiled.account_tz[rows], compiled.account_bcd[rows], T.tz_start, T.tz_transitions,
-                 T.tz_offsets, start, end)
+    start, _ = account_cycle_bounds(compiled, rows, months)
     rate_millionths, tax_name = [], []
     for row, cycle_start in zip(rows, start):
         region = compiled.reference.accounts[compiled.account_ids[row]].tax_region
@@ -321,29 +286,43 @@ def _with_taxes(compiled: CompiledReference, lines: pl.DataFrame, digits: dict, 
     tax = round_to_minor(checked_product(amount, rate, "tax on a charge line (minor units x rate millionths)"),
                          np.zeros(len(amount), np.int64), mode)
     lines = lines.with_columns(pl.Series("tax_minor", tax, pl.Int64))
-    taxed = lines.filter(pl.col("tax_minor") != 0)
-    if taxed.height:
-        tax_lines = (
-            taxed.group_by(["account_id", "billing_cycle", "service_cycle", "tax_name", "rate_millionths", "currency"])
-            .agg(exact_sum("tax_minor").alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"),
-                 exact_sum("amount_minor").alias("base_minor"))
-            .pipe(require_int64, ["amount_minor", "base_minor"], ["account_id", "billing_cycle", "tax_name"], "tax line")
-        )
-        d = np.array([digits[c] for c in tax_lines["currency"].to_list()], np.int64)
-        tax_lines = tax_lines.with_columns(
-            pl.lit("TAX").alias("line_type"),
-            pl.col("tax_name").alias("item"),
-            (pl.col("tax_name") + " on " + pl.col("base_minor").cast(pl.Utf8) + " minor units").alias("description"),
-            pl.Series("amount_micros", tax_lines["amount_minor"].to_numpy() * 10 ** (6 - d), pl.Int64),
-            pl.lit(0, pl.Int64).alias("rounding_micros"),
-            pl.lit(0, pl.Int64).alias("tax_minor"),
-            pl.lit(False).alias("late"),
-        ).drop(["base_minor"])
-        lines = pl.concat([lines, tax_lines], how="diagonal_relaxed")
+    taxes = tax_lines(lines.filter(pl.col("tax_minor") != 0), digits, ["rate_millionths"],
+                      pl.col("tax_name") + " on " + pl.col("base_minor").cast(pl.Utf8) + " minor units", late=False)
+    if taxes.height:
+        lines = pl.concat([lines, taxes], how="diagonal_relaxed")
     return lines.drop(["rate_millionths", "tax_name"])
 
 
-def _finish(lines: pl.DataFrame) -> pa.Table:
+def tax_lines(taxed: pl.DataFrame, digits: dict, extra_keys: list[str], description: pl.Expr, *,
+              late: bool) -> pl.DataFrame:
+    """TAX lines of charge lines that carry tax: their ``tax_minor`` summed per (account, billing
+    cycle, service cycle, ``tax_name``, currency, ``extra_keys``). ``description`` may use the
+    summed ``base_minor`` (the lines' own amounts). Used by billing and by re-rating adjustments."""
+    if taxed.height == 0:
+        return pl.DataFrame()
+    keys = ["account_id", "billing_cycle", "service_cycle", "tax_name", *extra_keys, "currency"]
+    lines = (taxed.group_by(keys)
+             .agg(exact_sum("tax_minor").alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"),
+                  exact_sum("amount_minor").alias("base_minor"))
+             .pipe(require_int64, ["amount_minor", "base_minor"], ["account_id", "billing_cycle", "tax_name"],
+                   "tax line"))
+    d = np.array([digits[c] for c in lines["currency"].to_list()], np.int64)
+    return lines.with_columns(
+        pl.lit("TAX").alias("line_type"),
+        pl.col("tax_name").alias("item"),
+        description.alias("description"),
+        pl.Series("amount_micros", lines["amount_minor"].to_numpy() * 10 ** (6 - d), pl.Int64),
+        pl.lit(0, pl.Int64).alias("rounding_micros"),
+        pl.lit(0, pl.Int64).alias("tax_minor"),
+        pl.lit(late).alias("late"),
+    ).drop(["base_minor"])
+
+
+def finish_lines(lines: pl.DataFrame) -> pa.Table:
+    """Charge lines as ``charge_line_schema()`` in the store's line order, missing columns defaulted.
+
+    Every column breaks the remaining ties, so the order never depends on how Polars grouped the
+    rows: billing, re-rated versions and adjustments all come out the same way."""
     schema = charge_line_schema()
     if lines.height == 0:
         return _empty_lines()

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from rating.kernels.lookup import StringIndex
+from rating.money import round_ratio
 from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, RatingTables
 from rating.timezones import stack_zones
@@ -264,8 +265,8 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
                 inc_price = -1
                 if rate.increment_rounding is not None:
                     _check_product(step.price_micros, step.increment_units, where, "price x increment")
-                    inc_price = _round_fraction(step.price_micros * step.increment_units, step.per_units,
-                                                _rounding_q(rate.increment_rounding), rate.increment_rounding.mode)
+                    inc_price = _round_increment(step.price_micros * step.increment_units, step.per_units,
+                                                 _rounding_q(rate.increment_rounding), rate.increment_rounding.mode)
                 steps_rows.append((step.from_units, step.price_micros, step.per_units, step.increment_units, inc_price))
                 pers.append(step.per_units)
             if rate.tiers is not None:
@@ -383,19 +384,6 @@ def _check_product(a: int, b: int, where: str, what: str) -> None:
         raise ValueError(f"{where}: {what} = {a} x {b} exceeds the exact int64 range; lower the price or the unit")
 
 
-def _round_fraction(numerator: int, denominator: int, q: int, mode: RoundingMode) -> int:
+def _round_increment(numerator: int, denominator: int, q: int, mode: RoundingMode) -> int:
     """round(numerator / denominator) to a multiple of q micros with ``mode`` (non-negative inputs)."""
-    whole, rest = divmod(numerator, denominator * q)
-    twice = 2 * rest
-    span = denominator * q
-    if rest == 0:
-        up = False
-    elif mode is RoundingMode.UP:
-        up = True
-    elif mode is RoundingMode.DOWN:
-        up = False
-    elif mode is RoundingMode.HALF_UP:
-        up = twice >= span
-    else:
-        up = twice > span or (twice == span and whole % 2 == 1)
-    return (whole + (1 if up else 0)) * q
+    return round_ratio(numerator, denominator * q, mode) * q

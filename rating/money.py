@@ -8,22 +8,31 @@ import polars as pl
 from rating.reference.model import RoundingMode
 
 
-def round_to_minor(amount_micros: np.ndarray, minor_digits: np.ndarray, mode: RoundingMode) -> np.ndarray:
-    """Amounts in micro-units -> minor units (e.g. cents) with ``mode``; works for negatives."""
-    q = (10 ** (6 - minor_digits)).astype(np.int64)
-    sign = np.where(amount_micros < 0, -1, 1)
-    a = np.abs(amount_micros)
-    base = a // q
-    rest = a - base * q
+def round_ratio(numerator, denominator, mode: RoundingMode):
+    """round(numerator / denominator) to a whole number with ``mode``, for non-negative numerators.
+
+    Works on Python ints (exact at any size: the tariff compiler) and on int64 NumPy arrays (billing)
+    alike. The per-event rounding inside the pricing kernel is the kernel's own
+    (rating.kernels.pricing.round_exact), checked against this one by the twin tests.
+    """
+    whole, rest = divmod(numerator, denominator)
     if mode is RoundingMode.UP:
         up = rest > 0
     elif mode is RoundingMode.DOWN:
-        up = np.zeros(len(a), np.bool_)
+        up = rest < 0   # never: False, or an all-False array
     elif mode is RoundingMode.HALF_UP:
-        up = 2 * rest >= q
+        up = 2 * rest >= denominator
     else:
-        up = (2 * rest > q) | ((2 * rest == q) & (base % 2 == 1))
-    return sign * (base + up)
+        up = (2 * rest > denominator) | ((2 * rest == denominator) & (whole % 2 == 1))
+    return whole + up
+
+
+def round_to_minor(amount_micros: np.ndarray, minor_digits: np.ndarray, mode: RoundingMode) -> np.ndarray:
+    """Amounts in micro-units -> minor units (e.g. cents) with ``mode``; works for negatives
+    (rounded by magnitude, sign kept)."""
+    q = (10 ** (6 - minor_digits)).astype(np.int64)
+    sign = np.where(amount_micros < 0, -1, 1)
+    return sign * round_ratio(np.abs(amount_micros), q, mode)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

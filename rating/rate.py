@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from cdr_schemas import rated_event_schema, rejected_schema
 from cdr_schemas.decoders.common import rows_as_json
 from cdr_schemas.reasons import DESCRIPTIONS, Reason
-from rating.arrow_utils import column, digits_to_strings, int_column, is_in, month_labels, string_buffers, take_names
+from rating.arrow_utils import column, digits_to_strings, int_column, is_in, string_buffers, take_names
+from rating.cycles import month_labels
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits

@@ -28,9 +28,9 @@ import polars as pl
 import pyarrow as pa
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
-from rating.billing import LINE_ORDER, month_index
+from rating.billing import finish_lines, tax_lines
+from rating.cycles import account_cycle_bounds, month_index
 from rating.compile import CompiledReference
-from rating.kernels.enrich import cycle_bounds
 
 KEY = ["source", "record_id"]
 STATUSES = ("UNCHANGED", "CHANGED", "NEWLY_RATED", "NEWLY_REJECTED", "STILL_REJECTED", "LEFT_CYCLE")
@@ -432,40 +432,18 @@ def adjustment_lines(billed: pa.Table, rerated: pa.Table, changes: pl.DataFrame,
     ).drop(["kind", "amount_micros_new", "amount_minor_new", "tax_minor_new", "d_micros", "d_minor", "d_tax",
             "records", "records_micros"])
     taxes = _adjustment_taxes(lines, billed_frame, rerated_frame, digits)
-    return Adjustments(lines=charge_table(pl.concat([lines, taxes], how="diagonal_relaxed")), records=records,
+    return Adjustments(lines=finish_lines(pl.concat([lines, taxes], how="diagonal_relaxed")), records=records,
                        balanced=balanced)
 
 
 def _adjustment_taxes(lines: pl.DataFrame, billed: pl.DataFrame, rerated: pl.DataFrame, digits: dict) -> pl.DataFrame:
-    taxed = lines.filter(pl.col("tax_minor") != 0)
-    if taxed.height == 0:
-        return pl.DataFrame()
+    """TAX lines of the adjustments, named after the tax each account's lines already carry."""
     names = (pl.concat([rerated, billed]).filter(pl.col("line_type") == "TAX")
              .group_by("account_id", maintain_order=True).agg(pl.col("item").first().alias("tax_name")))
-    taxes = (taxed.group_by(["account_id", "billing_cycle", "service_cycle", "currency"])
-             .agg(pl.col("tax_minor").sum().alias("amount_minor"), pl.len().cast(pl.Int64).alias("quantity"))
-             .join(names, on="account_id", how="left").with_columns(pl.col("tax_name").fill_null("tax")))
-    d = np.array([digits[c] for c in taxes["currency"].to_list()], np.int64)
-    return taxes.with_columns(
-        pl.lit("TAX").alias("line_type"), pl.col("tax_name").alias("item"),
-        (pl.col("tax_name") + pl.lit(" on re-rating adjustments")).alias("description"),
-        (pl.col("amount_minor") * pl.Series(10 ** (6 - d))).alias("amount_micros"),
-        pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(0, pl.Int64).alias("tax_minor"),
-        pl.lit(True).alias("late"),
-    ).drop("tax_name")
-
-
-def charge_table(lines: pl.DataFrame) -> pa.Table:
-    """Lines as ``charge_line_schema()``, missing columns defaulted, in the store's line order."""
-    schema = charge_line_schema()
-    if lines.height == 0:
-        return schema.empty_table()
-    defaults = {"service": None, "zone": None, "band": None, "item": None, "unit": None, "raw_units": 0,
-                "charged_units": 0, "free_units": 0, "granted_units": 0, "left_units": 0, "tax_minor": 0}
-    lines = lines.with_columns([pl.lit(v).alias(k) for k, v in defaults.items() if k not in lines.columns])
-    lines = lines.with_columns(pl.col("line_type").replace_strict(LINE_ORDER).alias("_order")).sort(
-        ["account_id", "billing_cycle", "_order", "service_cycle", "service", "zone", "band", "item"], nulls_last=False)
-    return lines.select(schema.names).to_arrow().cast(schema)
+    taxed = lines.filter(pl.col("tax_minor") != 0).join(names, on="account_id", how="left").with_columns(
+        pl.col("tax_name").fill_null("tax"))
+    taxes = tax_lines(taxed, digits, [], pl.col("tax_name") + pl.lit(" on re-rating adjustments"), late=True)
+    return taxes.drop("tax_name") if taxes.height else taxes
 
 
 def same_lines(a: pa.Table, b: pa.Table) -> bool:
@@ -487,11 +465,7 @@ def cycle_bounds_of(compiled: CompiledReference, account_ids: list[str], cycle: 
         raise ValueError(f"accounts {unknown[:5]} are in the output store but not in the reference data; "
                          "re-rate with reference data that still lists them")
     index = np.array([rows[a] for a in account_ids], np.int64)
-    T = compiled.tables
-    start = np.zeros(len(index), np.int64)
-    end = np.zeros(len(index), np.int64)
-    cycle_bounds(np.full(len(index), month_index(cycle), np.int64), compiled.account_tz[index],
-                 compiled.account_bcd[index], T.tz_start, T.tz_transitions, T.tz_offsets, start, end)
+    start, end = account_cycle_bounds(compiled, index, np.full(len(index), month_index(cycle), np.int64))
     return pl.DataFrame({"account_id": account_ids, "billing_cycle": [cycle] * len(index), "cycle_start": start,
                          "cycle_end": end}, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8,
                                                     "cycle_start": pl.Int64, "cycle_end": pl.Int64})

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from cdr_schemas import rated_event_schema, rejected_schema, usage_batch_schema
 from rating.arrow_utils import column, int_column
-from rating.billing import month_label
+from rating.cycles import month_index, month_label, next_month_label
 from rating.dedup import table_to_batch
 from rating.engine import RatingEngine
 from rating.state import MONTH_KEY, RatingState, slot_key
@@ -190,8 +190,7 @@ class ShardState:
         last = frame.sort(["account_id", "service_cycle", "start_time", "source", "record_id"]).group_by(
             ["account_id", "service_cycle"], maintain_order=True).last()
         for account, cycle, start, source, record in last.iter_rows():
-            year, month = (int(x) for x in cycle.split("-"))
-            group = (account_row[account], year * 12 + month - 1)
+            group = (account_row[account], month_index(cycle))
             previous = self.last_key.get(group)
             key = (start, source, record)
             self.last_key[group] = key if previous is None else max(previous, key)
@@ -214,8 +213,7 @@ class ShardState:
                                  "free_units", "revision"]).to_pylist():
             cycle = row["service_cycle"]
             if (row["account_id"], cycle) in expired_cycles:
-                year, month = (int(x) for x in cycle.split("-"))
-                cycle = month_label(year * 12 + month)  # year*12 + (month-1) + 1: the next cycle
+                cycle = next_month_label(cycle)
             key = (row["account_id"], cycle)
             entry = self.totals.setdefault(key, {"account_id": row["account_id"], "billing_cycle": cycle,
                                                  "currency": row["currency"], "rated_events": 0,

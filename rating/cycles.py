@@ -1,0 +1,57 @@
+"""Billing-cycle month labels: 'YYYY-MM' <-> month index (year*12 + month-1), one place for both.
+
+Cycle *bounds* (an account's cycle from its bill cycle day at 00:00 in its timezone) are computed
+by the kernel (rating.kernels.enrich.cycle_bounds); ``account_cycle_bounds`` is its one wrapper.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from rating.kernels.enrich import cycle_bounds
+
+if TYPE_CHECKING:
+    from rating.compile import CompiledReference
+
+
+def month_index(label: str) -> int:
+    """'YYYY-MM' -> year*12 + month-1; ValueError naming the label for anything else."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+        if not 1 <= month <= 12 or len(label) != 7:
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise ValueError(f"cycle {label!r}: expected YYYY-MM, e.g. 2026-01") from None
+    return year * 12 + month - 1
+
+
+def month_label(index: int) -> str:
+    """year*12 + month-1 -> 'YYYY-MM'."""
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def next_month_label(label: str) -> str:
+    """The cycle after ``label`` ('2026-12' -> '2027-01')."""
+    return month_label(month_index(label) + 1)
+
+
+def month_labels(months: np.ndarray) -> pa.Array:
+    """Cycle month indexes -> 'YYYY-MM' strings (Arrow), formatting each distinct month once."""
+    unique, inverse = np.unique(months, return_inverse=True)
+    labels = [month_label(int(m)) for m in unique]
+    return pa.array(labels, pa.string()).take(pa.array(inverse.astype(np.int64)))
+
+
+def account_cycle_bounds(compiled: "CompiledReference", account_rows: np.ndarray,
+                         months: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UTC (start, end) in µs of cycle ``months[i]`` of the account in row ``account_rows[i]``."""
+    T = compiled.tables
+    account_rows = np.asarray(account_rows, np.int64)
+    start = np.zeros(len(account_rows), np.int64)
+    end = np.zeros(len(account_rows), np.int64)
+    cycle_bounds(np.asarray(months, np.int64), compiled.account_tz[account_rows], compiled.account_bcd[account_rows],
+                 T.tz_start, T.tz_transitions, T.tz_offsets, start, end)
+    return start, end
