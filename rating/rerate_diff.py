@@ -29,16 +29,14 @@ import pyarrow as pa
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
 from rating.billing import finish_lines, tax_lines
+from rating.changes import RATING_COLUMNS, allowance_list_length, column_differs, rating_changed
 from rating.cycles import account_cycle_bounds, month_index
 from rating.compile import CompiledReference
 
 KEY = ["source", "record_id"]
 STATUSES = ("UNCHANGED", "CHANGED", "NEWLY_RATED", "NEWLY_REJECTED", "STILL_REJECTED", "LEFT_CYCLE")
 # Rated-event columns the comparison reads (a store reader may select just these).
-RATED_COLUMNS = ["source", "record_id", "service", "start_time", "account_id", "plan_id", "plan_version", "currency",
-                 "zone", "band", "band_split", "rate_id", "tier", "charged_units", "free_units", "allowance_units",
-                 "connect_fee_micros", "charge_micros"]
-_COMPARED = RATED_COLUMNS[4:]
+RATED_COLUMNS = ["source", "record_id", "service", "start_time", *RATING_COLUMNS]
 _CARRIED = ["service", "start_time"]
 # Columns of a change row, in order.
 CHANGE_COLUMNS = [
@@ -84,7 +82,7 @@ class RecordDiff:
 
 
 def _side(rated: pl.LazyFrame, prefix: str) -> pl.LazyFrame:
-    return rated.select(KEY + [pl.col(c).alias(prefix + c) for c in _CARRIED + _COMPARED]) \
+    return rated.select(KEY + [pl.col(c).alias(prefix + c) for c in _CARRIED + RATING_COLUMNS]) \
         .with_columns(pl.lit(True).alias(prefix + "present"))
 
 
@@ -95,17 +93,7 @@ def _keyed(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _differs(name: str, list_length: int = 0) -> pl.Expr:
-    """Old and new values of column ``name`` differ (null = absent). ``allowance_units`` is compared
-    element by element (``list_length``: the longest list), much faster than list equality."""
-    old, new = pl.col("old_" + name), pl.col("new_" + name)
-    if name != "allowance_units":
-        return old.ne_missing(new)
-    differs = old.list.len().ne_missing(new.list.len())
-    for i in range(list_length):
-        a, b = old.list.get(i, null_on_oob=True), new.list.get(i, null_on_oob=True)
-        differs = differs | a.struct.field("allowance").ne_missing(b.struct.field("allowance")) \
-            | a.struct.field("units").ne_missing(b.struct.field("units"))
-    return differs
+    return column_differs(pl.col("old_" + name), pl.col("new_" + name), name, list_length)
 
 
 def _reasons(list_length: int) -> pl.Expr:
@@ -117,7 +105,7 @@ def _reasons(list_length: int) -> pl.Expr:
     tier = _differs("tier")
     units = _differs("charged_units")
     allowance = _differs("free_units") | _differs("allowance_units", list_length)
-    money = _differs("charge_micros") | _differs("connect_fee_micros")
+    money = _differs("charge_micros") | _differs("connect_fee_micros") | _differs("rounding_nanos")
     price = money & ~(account | version | zone | band | rule | tier | units | allowance)
     flags = [("ACCOUNT", account), ("TARIFF_VERSION", version), ("ZONE", zone), ("BAND", band), ("RATE", rule),
              ("TIER", tier), ("UNITS", units), ("ALLOWANCE", allowance), ("PRICE", price)]
@@ -145,11 +133,10 @@ def compare_records(previous_rated: pl.LazyFrame, previous_rejected: pl.LazyFram
     prior_rejects = previous_rejected if prior_rejects is None else prior_rejects
 
     joined = _align(_side(previous_rated, "old_").collect(), _side(rerated, "new_").collect())
-    list_length = int(joined.select(pl.max_horizontal(pl.col("old_allowance_units").list.len().max(),
-                                                       pl.col("new_allowance_units").list.len().max())).item() or 0)
+    list_length = allowance_list_length(joined, "old_allowance_units", "new_allowance_units")
     joined = joined.with_columns(
         pl.when(pl.col("old_present") & pl.col("new_present"))
-        .then(pl.when(pl.any_horizontal([_differs(c, list_length) for c in _COMPARED]))
+        .then(pl.when(rating_changed(lambda c: "old_" + c, lambda c: "new_" + c, list_length))
               .then(pl.lit("CHANGED")).otherwise(pl.lit("UNCHANGED")))
         .when(pl.col("new_present")).then(pl.lit("NEWLY_RATED"))
         .otherwise(pl.lit("LEFT_CYCLE")).alias("status"))

@@ -28,13 +28,12 @@ import pyarrow.compute as pc
 
 from cdr_schemas import rated_event_schema, rejected_schema, usage_batch_schema
 from rating.arrow_utils import column, int_column
+from rating.changes import RATING_COLUMNS, allowance_list_length, rating_changed
 from rating.cycles import month_index, month_label, next_month_label
 from rating.dedup import table_to_batch
 from rating.engine import RatingEngine
 from rating.state import MONTH_KEY, RatingState, slot_key
 
-_COMPARED = ["charge_micros", "charged_units", "free_units", "_allowances", "tier", "band", "band_split",
-             "zone", "rate_id", "connect_fee_micros", "rounding_nanos", "plan_version"]
 _KEEP_RATING_STATE_MONTHS = 3
 
 
@@ -49,12 +48,6 @@ class StreamResult:
 
 def _usage_batch(table: pa.Table) -> pa.RecordBatch:
     return table_to_batch(table.select(usage_batch_schema().names).cast(usage_batch_schema()))
-
-
-def _with_allowance_text(table: pa.Table) -> pl.DataFrame:
-    """The rated rows as Polars, with allowance_units as comparable text."""
-    text = [";".join(f"{a['allowance']}:{a['units']}" for a in uses) for uses in table.column("allowance_units").to_pylist()]
-    return pl.from_arrow(table.drop_columns(["allowance_units"])).with_columns(pl.Series("_allowances", text))
 
 
 @dataclasses.dataclass
@@ -146,12 +139,12 @@ class ShardState:
         """Rows of ``rerated`` that are new or differ from what was emitted, with their revision."""
         if self.emitted is None or self.emitted.num_rows == 0 or rerated.num_rows == 0:
             return rerated, 0
-        new = _with_allowance_text(rerated)
-        old = _with_allowance_text(self.emitted).select(["source", "record_id", "revision"] + _COMPARED)
+        new = pl.from_arrow(rerated.select(["source", "record_id", *RATING_COLUMNS]))
+        old = pl.from_arrow(self.emitted.select(["source", "record_id", "revision", *RATING_COLUMNS])).rename(
+            {"revision": "revision_old"})
         joined = new.join(old, on=["source", "record_id"], how="left", suffix="_old")
-        differs = pl.col("revision_old").is_null()
-        for name in _COMPARED:
-            differs = differs | (pl.col(name) != pl.col(f"{name}_old")).fill_null(True)
+        list_length = allowance_list_length(joined, "allowance_units", "allowance_units_old")
+        differs = pl.col("revision_old").is_null() | rating_changed(lambda c: c + "_old", lambda c: c, list_length)
         out = joined.filter(differs).with_columns(
             pl.when(pl.col("revision_old").is_null()).then(0).otherwise(pl.col("revision_old") + 1)
             .cast(pl.Int32).alias("revision"))

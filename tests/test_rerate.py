@@ -353,7 +353,8 @@ def test_reject_scope_is_the_utc_calendar_month():
 def _rated(rows: list[dict]) -> pl.LazyFrame:
     defaults = dict(service="VOICE", start_time=0, account_id="A1", plan_id="P", plan_version=1, currency="EUR",
                     zone="NATIONAL", band="PEAK", band_split=False, rate_id="P/v1/voice/NATIONAL/PEAK", tier=-1,
-                    charged_units=60, free_units=0, allowance_units=[], connect_fee_micros=0, charge_micros=100)
+                    charged_units=60, free_units=0, allowance_units=[], connect_fee_micros=0, charge_micros=100,
+                    rounding_nanos=0)
     frame = pl.DataFrame([{"source": "S", **defaults, **r} for r in rows],
                          schema_overrides={"plan_version": pl.Int32, "tier": pl.Int32,
                                            "allowance_units": pl.List(pl.Struct({"allowance": pl.Utf8,
