@@ -123,6 +123,24 @@ def _add_exact(whole, frac, den, price, units, per):
     return whole, frac
 
 
+@njit(nogil=True, cache=True, inline="always")  # inlined in Numba IR: no call, no array refcounts
+def _cover_increments(allow_state, slot, cover, used, k, n_inc, inc):
+    """Cover up to ``n_inc`` increments of ``inc`` units from the ``k`` allowances ``cover`` (names,
+    in consumption order) of row ``slot``; whole increments only. Takes them from ``allow_state``,
+    adds them to ``used`` and returns how many increments were covered."""
+    covered = 0
+    for q in range(k):
+        if covered == n_inc:
+            break
+        left = allow_state[slot, cover[q]]
+        c = min(n_inc - covered, left // inc)
+        if c > 0:
+            allow_state[slot, cover[q]] = left - c * inc
+            used[q] += c * inc
+            covered += c
+    return covered
+
+
 @njit(nogil=True, cache=True)
 def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tier_slot, T,
                 allow_state, tier_state,
@@ -203,14 +221,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             inc = T.rate_tier_inc[r0]
             n_inc = _ceil_div(raw, inc)
             charged = n_inc * inc
-            covered = 0
-            for q in range(k):
-                left = allow_state[slot, cover[q]]
-                c = min(n_inc - covered, left // inc)
-                if c > 0:
-                    allow_state[slot, cover[q]] = left - c * inc
-                    used[q] += c * inc
-                    covered += c
+            covered = _cover_increments(allow_state, slot, cover, used, k, n_inc, inc)
             first_covered = covered > 0
             free = covered * inc
             paid = charged - free
@@ -268,16 +279,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                         seg_end = u_change
                 inc = T.step_inc[j]
                 n_inc = _ceil_div(seg_end - u, inc)
-                covered = 0
-                for q in range(k):
-                    if covered == n_inc:
-                        break
-                    left = allow_state[slot, cover[q]]
-                    c = min(n_inc - covered, left // inc)
-                    if c > 0:
-                        allow_state[slot, cover[q]] = left - c * inc
-                        used[q] += c * inc
-                        covered += c
+                covered = _cover_increments(allow_state, slot, cover, used, k, n_inc, inc)
                 if u == 0:
                     first_covered = covered > 0
                 paid = n_inc - covered
