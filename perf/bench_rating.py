@@ -4,9 +4,9 @@ the kernel's input columns, all on the same records in one run.
 
 Generates (or reuses, under ``--workdir``) an operator with the generator (thousands of zone
 prefixes, five plans, holidays, DST), decodes and validates its Parquet CDRs into one batch, and
-rates the batch once with ``rating.rate.rate`` while recording the arguments the wrapper hands to
-the kernels (``rate_events``, ``normalise_numbers``, ``parse_digits``, ``match_zones``). Every
-kernel row then replays exactly those arrays: only the kernel calls are timed.
+runs the stages of ``rating.rate.rate`` on it: ``enrich`` and ``zone``, then ``pricing_call``, which
+lays out exactly the arguments the wrapper hands to the pricing kernel ``rate_events``. Every
+kernel row replays those arrays: only the kernel calls are timed.
 
 Rates are records per second of CPU time of this process (all its threads), the least of
 ``--repeat`` runs after a warm-up run, the runs of all rows interleaved; wall-clock rates are
@@ -24,7 +24,6 @@ runs, and the I/O floor of its columns.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import inspect
@@ -46,14 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import polars as pl  # noqa: E402
 from numba import njit  # noqa: E402
 
-import rating.rate as rating_rate  # noqa: E402
+from rating.rate import Enrichment, PricingCall, enrich, pricing_call, rate, zone  # noqa: E402
 from cdr_schemas.decoders import decode_file  # noqa: E402
 from cdr_schemas.reasons import Reason  # noqa: E402
 from cdr_schemas.validate import validate_usage  # noqa: E402
 from pipelines.generator import GeneratorConfig, generate  # noqa: E402
 from rating.compile import CompiledReference, compile_reference  # noqa: E402
 from rating.kernels import pricing  # noqa: E402
-from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits  # noqa: E402
 from rating.kernels.pricing import band_at, rate_events  # noqa: E402
 from rating.reference import ReferenceDataError, load_reference  # noqa: E402
 from rating.reference.model import HOME_ZONE  # noqa: E402
@@ -68,7 +66,6 @@ _INPUT_COLUMNS = ("service", "raw_units", "start_us", "zone", "version", "tz", "
                   "out_reason")
 _OUTPUT_COLUMNS = ("out_charge", "out_connect", "out_charged", "out_free", "out_band", "out_split", "out_rate",
                    "out_tier", "out_rounding_nanos")
-_RECORDED = ("rate_events", "normalise_numbers", "parse_digits", "match_zones", "_state_slots")
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -102,42 +99,16 @@ def load_usage(root: Path) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches(max_chunksize=None)[0]
 
 
-@dataclasses.dataclass
-class Recorded:
-    """Arguments of the kernel calls of one ``rate()`` call, by parameter name, copied before each call."""
-    calls: dict[str, list[dict]]
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The batch run through ``rate()``'s first stages: enrichment and the kernel call it leads to."""
+    enriched: Enrichment
+    call: PricingCall
 
-    def only(self, name: str) -> dict:
-        (call,) = self.calls[name]
-        return call
-
-
-@contextlib.contextmanager
-def recording_kernels():
-    """Record the arguments ``rating.rate`` passes to its kernels (and ``_state_slots``).
-
-    The benchmark replays exactly what the wrapper computes without copying its code; arrays are
-    copied before each call because the kernels write some of them in place.
-    """
-    recorded = Recorded({name: [] for name in _RECORDED})
-    originals = {name: getattr(rating_rate, name) for name in _RECORDED}
-
-    def spy(name, original):
-        signature = inspect.signature(getattr(original, "py_func", original))
-
-        def call(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs).arguments
-            recorded.calls[name].append({k: v.copy() if isinstance(v, np.ndarray) else v for k, v in bound.items()})
-            return original(*args, **kwargs)
-        return call
-
-    for name, original in originals.items():
-        setattr(rating_rate, name, spy(name, original))
-    try:
-        yield recorded
-    finally:
-        for name, original in originals.items():
-            setattr(rating_rate, name, original)
+    @property
+    def kernel_arguments(self) -> dict:
+        """``rate_events``'s arguments by name (copies: the kernel writes some of them in place)."""
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.call.arguments.items()}
 
 
 def positional(function, arguments: dict) -> list:
@@ -162,7 +133,7 @@ class Outputs:
 
 
 class Workspace:
-    """Arrays every replay of the recorded call shares: the outputs (each call overwrites all of
+    """Arrays every replay of the kernel call shares: the outputs (each call overwrites all of
     them) and the stateless slot column. Replays run one at a time."""
 
     def __init__(self, call: dict):
@@ -172,7 +143,7 @@ class Workspace:
 
 
 class KernelRun:
-    """``rate_events`` over the recorded (sorted) arrays: stateless (slots -1) or the ordered scan."""
+    """``rate_events`` over the laid-out (sorted) arrays: stateless (slots -1) or the ordered scan."""
 
     def __init__(self, call: dict, workspace: Workspace, stateless: bool, tables=None, kernel=rate_events):
         self.kernel = kernel
@@ -212,31 +183,21 @@ class KernelRun:
 
 
 class ZoningRun:
-    """The wrapper's number and zone kernels (normalise, parse visited network, two trie matches)
+    """``rate()``'s zone stage (destination strings, normalise, visited networks, two trie matches)
     followed by the stateless ``rate_events``: the same work as the Polars version."""
 
-    def __init__(self, recorded: Recorded, kernel: KernelRun, tables=None):
-        self.calls = [(normalise_numbers, recorded.only("normalise_numbers")),
-                      (parse_digits, recorded.only("parse_digits"))]
-        self.calls += [(match_zones, call) for call in recorded.calls["match_zones"]]
-        if tables is not None:
-            self.calls = [(f, {**c, "trie_children": tables.trie_children, "trie_zone": tables.trie_zone}
-                           if "trie_children" in c else c) for f, c in self.calls]
-        self.work = [(f, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in c.items()})
-                     for f, c in self.calls]
-        self.args = [(f, positional(f, w)) for f, w in self.work]
+    def __init__(self, batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, kernel: KernelRun,
+                 tables=None):
+        self.batch = batch
+        self.compiled = compiled if tables is None else dataclasses.replace(compiled, tables=tables)
+        self.enriched = enriched
         self.kernel = kernel
 
     def reset(self) -> None:
-        for (_, original), (_, work) in zip(self.calls, self.work):
-            for name, value in original.items():
-                if name.startswith("out_"):
-                    work[name][:] = value
         self.kernel.reset()
 
     def __call__(self) -> None:
-        for function, args in self.args:
-            function(*args)
+        zone(self.batch, self.compiled, self.enriched)
         self.kernel()
 
 
@@ -610,13 +571,12 @@ def polars_usage(batch: pa.RecordBatch, order: np.ndarray, version: np.ndarray, 
 
 # --- the benchmark ---------------------------------------------------------------------------------
 
-def prepare(records: int, workdir: Path) -> tuple[pa.RecordBatch, CompiledReference, Recorded]:
+def prepare(records: int, workdir: Path) -> tuple[pa.RecordBatch, CompiledReference, Prepared]:
     root, compiled = load_operator(workdir, records)
     batch = load_usage(root)
-    rating_rate.rate(batch.slice(0, 0), compiled)  # compile (or load) every kernel before recording
-    with recording_kernels() as recorded:
-        rating_rate.rate(batch, compiled)
-    return batch, compiled, recorded
+    rate(batch.slice(0, 0), compiled)  # compile (or load) every kernel first
+    enriched = enrich(batch, compiled)
+    return batch, compiled, Prepared(enriched, pricing_call(batch, compiled, enriched, zone(batch, compiled, enriched)))
 
 
 def twin_rows(batch: pa.RecordBatch, sample: int, seed: int = 7) -> list[dict]:
@@ -642,26 +602,26 @@ def compare_with_kernel(result: pl.DataFrame, kernel_reason: np.ndarray, kernel_
 
 
 def run(records: int, workdir: Path, repeat: int, twin_sample: int, profile: bool) -> dict:
-    batch, compiled, recorded = prepare(records, workdir)
+    batch, compiled, prepared = prepare(records, workdir)
     n = batch.num_rows
-    call = recorded.only("rate_events")
+    call = prepared.kernel_arguments
     workspace = Workspace(call)
     stateless = KernelRun(call, workspace, stateless=True)
     scan = KernelRun(call, workspace, stateless=False)
-    zoning = ZoningRun(recorded, KernelRun(call, workspace, stateless=True))
+    zoning = ZoningRun(batch, compiled, prepared.enriched, KernelRun(call, workspace, stateless=True))
     copy, copy_bytes = memcpy_run(stateless)
     sample = twin_rows(batch, twin_sample)
     tariff = polars_tariff(compiled)
-    order = recorded.only("_state_slots")["order"]
-    enriched = recorded.only("normalise_numbers")["out_reason"][order] == 0
+    order = prepared.call.order
+    enriched = prepared.enriched.reason[order] == 0
     usage = polars_usage(batch, order, call["version"], enriched)
     cases = time_cases([
         Case("stateless kernel (1 thread)", stateless, n, "rate_events, slots -1: tiers priced from zero per event",
              stateless.reset),
         Case("ordered allowance/tier scan", scan, n, "rate_events with the wrapper's slots, sorted input", scan.reset),
-        Case("stateless + numbers and zones", zoning, n, "normalise + parse + 2 trie matches + rate_events",
+        Case("stateless + numbers and zones", zoning, n, "zone stage (strings, normalise, 2 trie matches) + kernel",
              zoning.reset),
-        Case("whole wrapper rate()", lambda: rating_rate.rate(batch, compiled), n,
+        Case("whole wrapper rate()", lambda: rate(batch, compiled), n,
              "enrich, zone, sort, slots, kernel, Arrow out", repeat=3),
         Case("slow twin", lambda: rate_rows_twin(sample, compiled.reference), len(sample),
              f"rate_rows_twin, {len(sample):,}-row sample", repeat=2),
@@ -692,7 +652,8 @@ def run(records: int, workdir: Path, repeat: int, twin_sample: int, profile: boo
     }
     del cases, by_name, usage, zoning
     if profile:
-        report["profile"] = [dataclasses.asdict(p) for p in profile_rows(recorded, workspace, repeat)]
+        report["profile"] = [dataclasses.asdict(p) for p in profile_rows(batch, compiled, prepared, workspace,
+                                                                          repeat)]
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 
@@ -755,9 +716,10 @@ def _kernel_without_refcounts():
     return module.rate_events
 
 
-def profile_rows(recorded: Recorded, workspace: Workspace, repeat: int) -> list[ProfileRow]:
+def profile_rows(batch: pa.RecordBatch, compiled: CompiledReference, prepared: Prepared, workspace: Workspace,
+                 repeat: int) -> list[ProfileRow]:
     """The stateless kernel with parts of the tariff or the code switched off, and its I/O floor."""
-    call = recorded.only("rate_events")
+    call = prepared.kernel_arguments
     T = call["T"]
     n = len(call["service"])
     what_if = _kernel_without_refcounts()
@@ -793,10 +755,11 @@ def profile_rows(recorded: Recorded, workspace: Workspace, repeat: int) -> list[
         Case(f"I/O floor in {_CACHE_ROWS:,}-row chunks", io_floor_run(single, _CACHE_ROWS), n,
              "same, cache-resident slices", single.reset),
     ]
-    zoning_variants = (("stateless + numbers and zones", None, "normalise + parse + 2 trie matches + kernel"),
+    zoning_variants = (("stateless + numbers and zones", None, "zone stage + kernel"),
                        ("  with a single-zone trie", _single_zone_trie(T), "each match stops after one digit"))
     for name, tables, notes in zoning_variants:
-        zoning = ZoningRun(recorded, KernelRun(call, workspace, stateless=True), tables=tables)
+        zoning = ZoningRun(batch, compiled, prepared.enriched, KernelRun(call, workspace, stateless=True),
+                           tables=tables)
         singles.append(Case(name, zoning, n, notes, zoning.reset))
     time_cases(list(cases.values()) + singles, repeat)
     out = []

@@ -11,6 +11,8 @@ the pipeline groups by account before rating.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,11 +39,41 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
     Without ``state`` every allowance starts from its prorated grant and every tier counter from
     zero. With ``state``, balances it holds are used instead, and the balances after this call are
     written back to it (streaming: one cycle's events over many calls).
+
+    Three stages, each usable on its own (perf/bench_rating.py times them): ``enrich`` (subscription,
+    account, plan version, cycle), ``zone`` (destination numbers and zones) and ``price`` (event-time
+    order, allowance and tier slots, the pricing kernel, Arrow out).
     """
+    enriched = enrich(batch, compiled)
+    return price(batch, compiled, enriched, zone(batch, compiled, enriched), state)
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrichment:
+    """Per input row: service code (0 voice, 1 SMS, 2 data), start, raw units, subscription row,
+    plan, account, plan version (-1: none), account timezone, cycle (month index and UTC bounds), and
+    ``reason``: 0, or why enrichment rejected the row. ``unit_reason`` holds the raw-unit verdicts
+    (OVERFLOW, INVALID_FIELD), applied at pricing after the enrichment and zoning reasons."""
+    service: np.ndarray
+    start_us: np.ndarray
+    raw_units: np.ndarray
+    unit_reason: np.ndarray
+    sub_row: np.ndarray
+    plan: np.ndarray
+    account: np.ndarray
+    version: np.ndarray
+    account_tz: np.ndarray
+    cycle_month: np.ndarray
+    cycle_start: np.ndarray
+    cycle_end: np.ndarray
+    reason: np.ndarray
+
+
+def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
+    """Subscription, account, plan version and billing cycle of each row of a validated batch."""
     n = batch.num_rows
     T = compiled.tables
     reason = np.zeros(n, np.int64)
-
     service = pc.index_in(column(batch, "service"), value_set=pa.array(list(SERVICE_CODES))).to_numpy(
         zero_copy_only=False)
     service = np.nan_to_num(service, nan=-1).astype(np.int64) if service.dtype.kind == "f" else service.astype(np.int64)
@@ -50,7 +82,6 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
     start_us = int_column(column(batch, "start_time"))
     raw_units, unit_reason = _raw_units(batch, service, T.max_units)
 
-    # Subscription, account, plan version, cycle.
     subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
     sub_row = np.empty(n, np.int64)
     find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
@@ -68,11 +99,30 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
     cycle_end = np.zeros(n, np.int64)
     assign_cycles(start_us, account_tz, bcd, T.tz_start, T.tz_transitions, T.tz_offsets,
                   cycle_month, cycle_start, cycle_end)
+    return Enrichment(service, start_us, raw_units, unit_reason, sub_row, plan, account, version, account_tz,
+                      cycle_month, cycle_start, cycle_end, reason)
 
-    # Destination numbers and zones.
+
+@dataclasses.dataclass(frozen=True)
+class Zoning:
+    """Per input row: the normalised destination (digits, length, whether there is one), the zone
+    (global id; -1 none) and ``reason``: the enrichment's, plus INVALID_NUMBER and NO_ZONE."""
+    digits: np.ndarray
+    digits_len: np.ndarray
+    has_destination: np.ndarray
+    zone: np.ndarray
+    reason: np.ndarray
+
+
+def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment) -> Zoning:
+    """Normalise destinations and zone each row enrichment kept: by destination prefix at home, by
+    visited network when roaming, HOME for data at home. ``enriched`` is not modified."""
+    n = batch.num_rows
+    T = compiled.tables
+    reason = enriched.reason.copy()
+    service, plan = enriched.service, enriched.plan
     rated_ok = reason == 0
-    other = column(batch, "other_party")
-    offsets, data, present = string_buffers(other)
+    offsets, data, present = string_buffers(column(batch, "other_party"))
     has_destination = present & (service != 2)
     digits = np.zeros((n, 16), np.uint8)
     digits_len = np.zeros(n, np.int64)
@@ -80,51 +130,84 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
                       T.num_intl, T.num_intl_len, T.num_trunk, T.num_trunk_len, digits, digits_len, reason)
     visited = column(batch, "visited_network")
     roaming = ~is_in(visited, compiled.home_networks) & visited.is_valid().to_numpy(zero_copy_only=False)
-    safe_version = np.maximum(version, 0)
-    zone = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
+    safe_version = np.maximum(enriched.version, 0)
+    zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
-    match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zone)
+    match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zones)
     v_offsets, v_data, v_present = string_buffers(visited)
     v_digits = np.zeros((n, 16), np.uint8)
     v_len = np.zeros(n, np.int64)
     parse_digits(v_offsets, v_data, v_present & roaming, v_digits, v_len)
     roam_root = np.where((reason == 0) & roaming, T.ver_roam_root[safe_version], -1)
-    zone = np.where((reason == 0) & roaming & (roam_root < 0), -1, zone)
-    match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, zone)
-    reason[(reason == 0) & (zone < 0)] = Reason.NO_ZONE
+    zones = np.where((reason == 0) & roaming & (roam_root < 0), -1, zones)
+    match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, zones)
+    reason[(reason == 0) & (zones < 0)] = Reason.NO_ZONE
+    return Zoning(digits, digits_len, has_destination, zones, reason)
 
-    # Event-time order per (account, cycle): ties by (source, record_id).
+
+@dataclasses.dataclass(frozen=True)
+class PricingCall:
+    """What ``price`` hands the pricing kernel: ``order`` (input rows in event-time order per
+    account and cycle), ``arguments`` (``rate_events``'s parameters by name, rows in that order,
+    outputs allocated) and the state keys of the allowance and tier slots."""
+    order: np.ndarray
+    arguments: dict
+    allow_keys: np.ndarray
+    tier_keys: np.ndarray
+
+    def run(self) -> None:
+        rate_events(**self.arguments)
+
+
+def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
+                 state: RatingState | None = None) -> PricingCall:
+    """Sort the rows into event-time order per (account, cycle), ties by (source, record_id), assign
+    allowance and tier slots (from ``state`` where it holds them), and lay out the kernel's arguments."""
+    T = compiled.tables
+    n = batch.num_rows
+    e = enriched
+    reason = zoned.reason.copy()
     order_table = pa.table({
-        "account": account, "cycle": cycle_month, "start": start_us,
+        "account": e.account, "cycle": e.cycle_month, "start": e.start_us,
         "source": column(batch, "source"), "record_id": column(batch, "record_id"),
     })
     order = pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
                             ).to_numpy(zero_copy_only=False)
     ok = reason[order] == 0
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
-        compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state)
+        compiled, order, ok, e.sub_row, e.account, e.cycle_month, e.cycle_start, e.cycle_end, e.account_tz, state)
+    units_failed = (reason == 0) & (e.unit_reason != 0)
+    reason[units_failed] = e.unit_reason[units_failed]
+    outputs = {name: np.zeros(n, np.int64) for name in (
+        "out_charge", "out_connect", "out_charged", "out_free", "out_band", "out_split", "out_rate", "out_tier",
+        "out_rounding_nanos")}
+    arguments = dict(
+        service=e.service[order], raw_units=e.raw_units[order], start_us=e.start_us[order],
+        zone=np.maximum(zoned.zone[order], 0), version=np.maximum(e.version, 0)[order],
+        tz=T.plan_tz[e.plan[order]], allow_slot=allow_slot, tier_slot=tier_slot, T=T, allow_state=allow_state,
+        tier_state=tier_state, out_reason=reason[order], **outputs,
+        out_allow_name=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64),
+        out_allow_used=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64))
+    return PricingCall(order, arguments, allow_keys, tier_keys)
 
-    reason[(reason == 0) & (unit_reason != 0)] = unit_reason[(reason == 0) & (unit_reason != 0)]
-    o_reason = reason[order].copy()
-    outs = {k: np.zeros(n, np.int64) for k in ("charge", "connect", "charged", "free", "band", "split",
-                                                "rate", "tier", "rounding")}
-    allow_name = np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64)
-    allow_used = np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64)
-    rate_events(service[order], raw_units[order], start_us[order], np.maximum(zone[order], 0),
-                safe_version[order], T.plan_tz[plan[order]], allow_slot, tier_slot, T, allow_state, tier_state,
-                o_reason, outs["charge"], outs["connect"], outs["charged"], outs["free"], outs["band"],
-                outs["split"], outs["rate"], outs["tier"], outs["rounding"], allow_name, allow_used)
 
+def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
+          state: RatingState | None = None) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Price the rows in event-time order and build the (rated, rejected) batches; balances go back
+    to ``state`` when given."""
+    call = pricing_call(batch, compiled, enriched, zoned, state)
+    call.run()
+    a = call.arguments
     if state is not None:
-        for slot, key in enumerate(allow_keys.tolist()):
-            state.allowances[key] = allow_state[slot].copy()
-        for slot, key in enumerate(tier_keys.tolist()):
-            state.tiers[key] = tier_state[slot].copy()
+        for slot, key in enumerate(call.allow_keys.tolist()):
+            state.allowances[key] = a["allow_state"][slot].copy()
+        for slot, key in enumerate(call.tier_keys.tolist()):
+            state.tiers[key] = a["tier_state"][slot].copy()
+    o_reason = a["out_reason"]
     rated_rows = np.flatnonzero(o_reason == 0)
     rejected_rows = np.flatnonzero(o_reason != 0)
-    rated = _rated_batch(compiled, batch, rated_rows, order, service, raw_units, account, plan, version,
-                         cycle_month, zone, digits, digits_len, has_destination, outs, allow_name, allow_used)
-    rejected = rejected_batch(batch.take(pa.array(order[rejected_rows], pa.int64())), o_reason[rejected_rows])
+    rated = _rated_batch(compiled, batch, rated_rows, call.order, enriched, zoned, a)
+    rejected = rejected_batch(batch.take(pa.array(call.order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
 
 
@@ -199,14 +282,14 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
 
 
-def _rated_batch(compiled, batch, rows, order, service, raw_units, account, plan, version, cycle_month,
-                 zone, digits, digits_len, has_destination, outs, allow_name, allow_used) -> pa.RecordBatch:
-    """The rated events: rows ``rows`` of the event-time ``order`` (one take of ``batch``'s columns)."""
+def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict) -> pa.RecordBatch:
+    """The rated events: rows ``rows`` of the event-time ``order`` (one take of ``batch``'s columns),
+    with the kernel's outputs ``a``."""
     src = order[rows]
     b = batch.take(pa.array(src, pa.int64()))
     n = len(rows)
-    names = allow_name[rows]
-    used = allow_used[rows]
+    names = a["out_allow_name"][rows]
+    used = a["out_allow_used"][rows]
     mask = used > 0
     counts = mask.sum(axis=1)
     list_offsets = np.zeros(n + 1, np.int32)
@@ -221,25 +304,25 @@ def _rated_batch(compiled, batch, rows, order, service, raw_units, account, plan
     arrays = {
         "record_id": b.column("record_id"), "source": b.column("source"), "service": b.column("service"),
         "served_msisdn": b.column("served_msisdn"), "other_party": b.column("other_party"),
-        "destination_e164": digits_to_strings(digits[src], digits_len[src], has_destination[src]),
+        "destination_e164": digits_to_strings(z.digits[src], z.digits_len[src], z.has_destination[src]),
         "start_time": b.column("start_time"),
-        "account_id": take_names(compiled.account_ids, account[src]),
-        "plan_id": take_names(compiled.plan_ids, plan[src]),
-        "plan_version": pa.array(compiled.version_numbers[version[src]].astype(np.int32)),
-        "currency": take_names(compiled.account_currency, account[src]),
-        "service_cycle": month_labels(cycle_month[src]),
-        "zone": take_names(compiled.zone_names, zone[src]),
-        "band": take_names(compiled.band_names, outs["band"][rows]),
-        "band_split": pa.array(outs["split"][rows] == 1),
-        "rate_id": take_names(compiled.rate_ids, outs["rate"][rows]),
-        "tier": pa.array(outs["tier"][rows].astype(np.int32)),
-        "raw_units": pa.array(raw_units[src]),
-        "charged_units": pa.array(outs["charged"][rows]),
-        "free_units": pa.array(outs["free"][rows]),
+        "account_id": take_names(compiled.account_ids, e.account[src]),
+        "plan_id": take_names(compiled.plan_ids, e.plan[src]),
+        "plan_version": pa.array(compiled.version_numbers[e.version[src]].astype(np.int32)),
+        "currency": take_names(compiled.account_currency, e.account[src]),
+        "service_cycle": month_labels(e.cycle_month[src]),
+        "zone": take_names(compiled.zone_names, z.zone[src]),
+        "band": take_names(compiled.band_names, a["out_band"][rows]),
+        "band_split": pa.array(a["out_split"][rows] == 1),
+        "rate_id": take_names(compiled.rate_ids, a["out_rate"][rows]),
+        "tier": pa.array(a["out_tier"][rows].astype(np.int32)),
+        "raw_units": pa.array(e.raw_units[src]),
+        "charged_units": pa.array(a["out_charged"][rows]),
+        "free_units": pa.array(a["out_free"][rows]),
         "allowance_units": allowance_units,
-        "connect_fee_micros": pa.array(outs["connect"][rows]),
-        "charge_micros": pa.array(outs["charge"][rows]),
-        "rounding_nanos": pa.array(outs["rounding"][rows]),
+        "connect_fee_micros": pa.array(a["out_connect"][rows]),
+        "charge_micros": pa.array(a["out_charge"][rows]),
+        "rounding_nanos": pa.array(a["out_rounding_nanos"][rows]),
         "revision": pa.array(np.zeros(n, np.int32)),
         "input_file": b.column("input_file"), "input_position": b.column("input_position"),
     }
