@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import math
 
 import numpy as np
@@ -129,22 +130,63 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
     plan_ids = tuple(sorted(ref.plans))
     tz_names = timezone_names(ref)
     tz_index = {name: i for i, name in enumerate(tz_names)}
-    tz_start, tz_transitions, tz_offsets = stack_zones(tz_names)
+    names = _Names.of(ref)
+    versions = [(pi, v) for pi, pid in enumerate(plan_ids) for v in ref.plans[pid].versions]
+    trie, roots = _tries(ref, names.zone_id)
+    builder = _VersionTables(ref, names, roots, len(versions))
+    for vi, (pi, ver) in enumerate(versions):
+        builder.add(vi, ref.plans[plan_ids[pi]], ver)
+    tables = RatingTables(
+        **dict(zip(("tz_start", "tz_transitions", "tz_offsets"), stack_zones(tz_names))),
+        **_plan_tables(ref, plan_ids, versions, tz_index),
+        trie_children=np.array(trie.children, np.int32), trie_zone=np.array(trie.zone, np.int32),
+        **builder.tables(), max_units=MAX_UNITS.copy())
+    return CompiledReference(
+        tables=tables, zone_names=tuple(names.zones), band_names=tuple(names.bands),
+        allowance_names=tuple(names.allowances), tier_group_names=tuple(names.tier_groups),
+        rate_ids=tuple(builder.rate_ids), plan_ids=plan_ids, version_numbers=builder.version_numbers,
+        version_plan=np.array([pi for pi, _ in versions], np.int64), plan_versions=tuple(v for _, v in versions),
+        home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
+        **_enrichment_lookups(ref, plan_ids, tz_index), reference=ref)
 
-    # Global name dictionaries.
-    zone_names = sorted({z for t in list(ref.zone_tables.values()) + list(ref.roaming_tables.values())
-                         for _, z in t.prefixes} | {HOME_ZONE})
-    zone_id = {z: i for i, z in enumerate(zone_names)}
-    band_names = sorted({b for p in ref.plans.values() for v in p.versions
-                         for b in [v.default_band] + [r.band for r in v.band_rules]})
-    band_id = {b: i for i, b in enumerate(band_names)}
-    allowance_names = sorted({a.name for p in ref.plans.values() for v in p.versions for a in v.allowances})
-    allowance_id = {a: i for i, a in enumerate(allowance_names)}
-    tier_groups = sorted({r.tiers.group for p in ref.plans.values() for v in p.versions
-                          for r in v.rates if r.tiers is not None})
-    tier_id = {g: i for i, g in enumerate(tier_groups)}
 
-    # Prefix tries: one root per table.
+@dataclasses.dataclass(frozen=True)
+class _Names:
+    """The global name dictionaries (sorted names and name -> id) kernels see as integer codes."""
+    zones: list[str]
+    bands: list[str]
+    allowances: list[str]
+    tier_groups: list[str]
+
+    @classmethod
+    def of(cls, ref: ReferenceData) -> "_Names":
+        tables = list(ref.zone_tables.values()) + list(ref.roaming_tables.values())
+        versions = [v for p in ref.plans.values() for v in p.versions]
+        return cls(
+            zones=sorted({z for t in tables for _, z in t.prefixes} | {HOME_ZONE}),
+            bands=sorted({b for v in versions for b in [v.default_band] + [r.band for r in v.band_rules]}),
+            allowances=sorted({a.name for v in versions for a in v.allowances}),
+            tier_groups=sorted({r.tiers.group for v in versions for r in v.rates if r.tiers is not None}))
+
+    @functools.cached_property
+    def zone_id(self) -> dict[str, int]:
+        return {z: i for i, z in enumerate(self.zones)}
+
+    @functools.cached_property
+    def band_id(self) -> dict[str, int]:
+        return {b: i for i, b in enumerate(self.bands)}
+
+    @functools.cached_property
+    def allowance_id(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.allowances)}
+
+    @functools.cached_property
+    def tier_id(self) -> dict[str, int]:
+        return {g: i for i, g in enumerate(self.tier_groups)}
+
+
+def _tries(ref: ReferenceData, zone_id: dict[str, int]) -> tuple[_TrieBuilder, dict[tuple[str, str], int]]:
+    """One prefix-trie root per zone table and roaming table, keyed by (kind, table name)."""
     trie = _TrieBuilder()
     roots: dict[tuple[str, str], int] = {}
     for kind, tables in (("zones", ref.zone_tables), ("roaming", ref.roaming_tables)):
@@ -153,67 +195,78 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             roots[(kind, name)] = root
             for prefix, zone in table.prefixes:
                 trie.add(root, prefix, zone_id[zone])
+    return trie, roots
 
+
+def _plan_tables(ref: ReferenceData, plan_ids: tuple[str, ...], versions: list, tz_index: dict[str, int]) -> dict:
+    """Per plan: timezone, its versions' rows, and the numbering plan's prefixes as digits."""
     n_plans = len(plan_ids)
-    versions = [(pi, v) for pi, pid in enumerate(plan_ids) for v in ref.plans[pid].versions]
-    n_ver = len(versions)
-    n_z, n_b = max(len(zone_names), 1), max(len(band_names), 1)
+    first = np.zeros(n_plans, np.int64)
+    count = np.zeros(n_plans, np.int64)
+    for vi, (pi, _) in enumerate(versions):
+        if count[pi] == 0:
+            first[pi] = vi
+        count[pi] += 1
+    out = dict(plan_tz=np.array([tz_index[ref.plans[p].timezone] for p in plan_ids], np.int64),
+               plan_first_version=first, plan_version_count=count)
+    for key, attribute in (("cc", "country_code"), ("intl", "international_prefix"), ("trunk", "trunk_prefix")):
+        texts = [getattr(ref.plans[pid].numbering, attribute) for pid in plan_ids]
+        digits = np.zeros((n_plans, 8), np.uint8)
+        for pi, text in enumerate(texts):
+            digits[pi] = _digits(text)
+        out[f"num_{key}"] = digits
+        out[f"num_{key}_len"] = np.array([len(t) for t in texts], np.int64).reshape(n_plans)
+    return out
 
-    plan_tz = np.array([tz_index[ref.plans[p].timezone] for p in plan_ids], np.int64)
-    plan_first_version = np.zeros(n_plans, np.int64)
-    plan_version_count = np.zeros(n_plans, np.int64)
-    num = {k: np.zeros((n_plans, 8), np.uint8) for k in ("cc", "intl", "trunk")}
-    num_len = {k: np.zeros(n_plans, np.int64) for k in ("cc", "intl", "trunk")}
-    for pi, pid in enumerate(plan_ids):
-        plan = ref.plans[pid]
-        for key, text in (("cc", plan.numbering.country_code), ("intl", plan.numbering.international_prefix),
-                          ("trunk", plan.numbering.trunk_prefix)):
-            num[key][pi] = _digits(text)
-            num_len[key][pi] = len(text)
 
-    ver_from = np.zeros(n_ver, np.int64)
-    ver_to = np.zeros(n_ver, np.int64)
-    ver_zone_root = np.full(n_ver, -1, np.int64)
-    ver_roam_root = np.full(n_ver, -1, np.int64)
-    ver_zero = np.zeros(n_ver, np.int64)
-    ver_den = np.ones(n_ver, np.int64)
-    ver_hol_first = np.zeros(n_ver, np.int64)
-    ver_hol_count = np.zeros(n_ver, np.int64)
-    week_band = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int16)
-    week_next = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int32)
-    hol_band = np.full((n_ver, 1440), -1, np.int16)
-    hol_next = np.zeros((n_ver, 1440), np.int32)
-    ver_allow_first = np.zeros(n_ver, np.int64)
-    ver_allow_count = np.zeros(n_ver, np.int64)
-    version_numbers = np.zeros(n_ver, np.int64)
-    version_plan = np.zeros(n_ver, np.int64)
-    rate_index = np.full((max(n_ver, 1), 3, n_z, n_b), -1, np.int32)
-    holidays: list[int] = []
-    rates_rows: list[dict] = []
-    steps_rows: list[tuple] = []
-    levels_rows: list[tuple] = []
-    allow_rows: list[tuple] = []
-    allow_zone_ok: list[np.ndarray] = []
-    rate_ids: list[str] = []
+class _VersionTables:
+    """Builds the per-version tables (validity, bands, rates with their steps and tier levels,
+    allowances), one ``add`` a version, checking that every version can be rated exactly."""
 
-    for vi, (pi, ver) in enumerate(versions):
-        plan = ref.plans[plan_ids[pi]]
-        if plan_version_count[pi] == 0:
-            plan_first_version[pi] = vi
-        plan_version_count[pi] += 1
-        version_numbers[vi] = ver.version
-        version_plan[vi] = pi
-        ver_from[vi] = ver.valid_from_us
+    def __init__(self, ref: ReferenceData, names: _Names, roots: dict, n_ver: int):
+        self.ref, self.names, self.roots = ref, names, roots
+        self.n_z, self.n_b = max(len(names.zones), 1), max(len(names.bands), 1)
+        self.ver = {key: np.zeros(n_ver, np.int64) for key in (
+            "ver_from_us", "ver_to_us", "ver_zero_charged", "ver_hol_first", "ver_hol_count", "ver_allow_first",
+            "ver_allow_count")}
+        self.ver["ver_zone_root"] = np.full(n_ver, -1, np.int64)
+        self.ver["ver_roam_root"] = np.full(n_ver, -1, np.int64)
+        self.ver["ver_denominator"] = np.ones(n_ver, np.int64)
+        self.week_band = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int16)
+        self.week_next = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int32)
+        self.hol_band = np.full((n_ver, 1440), -1, np.int16)
+        self.hol_next = np.zeros((n_ver, 1440), np.int32)
+        self.version_numbers = np.zeros(n_ver, np.int64)
+        self.rate_index = np.full((max(n_ver, 1), 3, self.n_z, self.n_b), -1, np.int32)
+        self.holidays: list[int] = []
+        self.rates_rows: list[dict] = []
+        self.steps_rows: list[tuple] = []
+        self.levels_rows: list[tuple] = []
+        self.allow_rows: list[tuple] = []
+        self.allow_zone_ok: list[np.ndarray] = []
+        self.rate_ids: list[str] = []
+
+    def add(self, vi: int, plan, ver) -> None:
+        self.version_numbers[vi] = ver.version
+        self._validity(vi, plan, ver)
+        self._bands(vi, ver)
+        self._rates(vi, plan, ver)
+        self._allowances(vi, plan, ver)
+
+    def _validity(self, vi: int, plan, ver) -> None:
+        """From ``valid_from`` to ``valid_to``, or to the plan's next version, or for ever."""
+        self.ver["ver_from_us"][vi] = ver.valid_from_us
         nxt = [v for v in plan.versions if v.valid_from_us > ver.valid_from_us]
-        end = ver.valid_to_us if ver.valid_to_us is not None else (
+        self.ver["ver_to_us"][vi] = ver.valid_to_us if ver.valid_to_us is not None else (
             min(v.valid_from_us for v in nxt) if nxt else _INT64_MAX)
-        ver_to[vi] = end
-        ver_zone_root[vi] = roots[("zones", ver.zone_table)]
+        self.ver["ver_zone_root"][vi] = self.roots[("zones", ver.zone_table)]
         if ver.roaming_table is not None:
-            ver_roam_root[vi] = roots[("roaming", ver.roaming_table)]
-        ver_zero[vi] = 1 if ver.zero_duration_charged else 0
+            self.ver["ver_roam_root"][vi] = self.roots[("roaming", ver.roaming_table)]
+        self.ver["ver_zero_charged"][vi] = 1 if ver.zero_duration_charged else 0
 
-        # Time bands: first matching rule wins.
+    def _bands(self, vi: int, ver) -> None:
+        """The week's minutes and a holiday's minutes to band codes: the first matching rule wins."""
+        band_id = self.names.band_id
         week = np.full(_MINUTES_PER_WEEK, band_id[ver.default_band], np.int16)
         hol = np.full(1440, -1, np.int16)
         for rule in reversed(ver.band_rules):
@@ -222,16 +275,19 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             else:
                 for day in rule.days:
                     week[day * 1440 + rule.from_minute: day * 1440 + rule.to_minute] = band_id[rule.band]
-        week_band[vi] = week
-        week_next[vi] = _next_change(week, cyclic=True)
-        hol_band[vi] = hol
-        hol_next[vi] = _next_change(hol, cyclic=False)
-        ver_hol_first[vi] = len(holidays)
+        self.week_band[vi] = week
+        self.week_next[vi] = _next_change(week, cyclic=True)
+        self.hol_band[vi] = hol
+        self.hol_next[vi] = _next_change(hol, cyclic=False)
+        self.ver["ver_hol_first"][vi] = len(self.holidays)
         if ver.holiday_calendar is not None:
-            days = sorted(_day_number(d) for d in ref.calendars[ver.holiday_calendar].dates)
-            holidays.extend(days)
-            ver_hol_count[vi] = len(days)
+            days = sorted(_day_number(d) for d in self.ref.calendars[ver.holiday_calendar].dates)
+            self.holidays.extend(days)
+            self.ver["ver_hol_count"][vi] = len(days)
 
+    def _rates(self, vi: int, plan, ver) -> None:
+        """Rates with their steps and tier levels, most specific last so it overwrites the general
+        ones in ``rate_index``; the version's exact-arithmetic denominator."""
         # Voice is priced either by steps or by graduated tiers in a version, never both: a call
         # crossing from a stepped band into a tiered one would have no defined price. (SMS and data
         # take the band of their start, so they may mix.)
@@ -240,24 +296,24 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             raise ValueError(
                 f"plan {plan.plan_id} version {ver.version}: voice has both stepped and tiered rates; price voice "
                 f"either with steps in every rate or with tiers in every rate")
-        # Rates, most specific last so it overwrites the general ones.
+        zone_id, band_id, tier_id = self.names.zone_id, self.names.band_id, self.names.tier_id
         pers = []
         specificity = lambda r: (r.zone != ANY) * 2 + (r.band != ANY)  # noqa: E731
         for rate in sorted(ver.rates, key=specificity):
             where = f"plan {plan.plan_id} version {ver.version} rate ({rate.service}, {rate.zone}, {rate.band})"
-            row = len(rates_rows)
+            row = len(self.rates_rows)
             rounding = rate.rounding or ver.rounding
-            rates_rows.append(dict(
+            self.rates_rows.append(dict(
                 connect=rate.connect_fee_micros,
                 min=-1 if rate.minimum_micros is None else rate.minimum_micros,
                 max=-1 if rate.maximum_micros is None else rate.maximum_micros,
                 q=_rounding_q(rounding), mode=ROUNDING_CODES[rounding.mode.value],
-                step_first=len(steps_rows), step_count=len(rate.steps),
+                step_first=len(self.steps_rows), step_count=len(rate.steps),
                 tier_group=-1 if rate.tiers is None else tier_id[rate.tiers.group],
                 tier_inc=1 if rate.tiers is None else rate.tiers.increment_units,
-                level_first=len(levels_rows), level_count=0 if rate.tiers is None else len(rate.tiers.levels),
+                level_first=len(self.levels_rows), level_count=0 if rate.tiers is None else len(rate.tiers.levels),
             ))
-            rate_ids.append(f"{plan.plan_id}/v{ver.version}/{rate.service}/{rate.zone}/{rate.band}")
+            self.rate_ids.append(f"{plan.plan_id}/v{ver.version}/{rate.service}/{rate.zone}/{rate.band}")
             service_max = int(MAX_UNITS[SERVICES.index(rate.service)])
             for step in rate.steps:
                 _check_product(step.price_micros, service_max, where, "price x largest event")
@@ -267,22 +323,21 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
                     _check_product(step.price_micros, step.increment_units, where, "price x increment")
                     inc_price = _round_increment(step.price_micros * step.increment_units, step.per_units,
                                                  _rounding_q(rate.increment_rounding), rate.increment_rounding.mode)
-                steps_rows.append((step.from_units, step.price_micros, step.per_units, step.increment_units, inc_price))
+                self.steps_rows.append((step.from_units, step.price_micros, step.per_units, step.increment_units,
+                                        inc_price))
                 pers.append(step.per_units)
             if rate.tiers is not None:
                 for level in rate.tiers.levels:
                     _check_product(level.price_micros, service_max, where, "tier price x largest event")
                     _check_product(level.price_micros, level.per_units, where, "tier price x per")
-                    levels_rows.append((_INT64_MAX if level.up_to_units is None else level.up_to_units,
-                                        level.price_micros, level.per_units))
+                    self.levels_rows.append((_INT64_MAX if level.up_to_units is None else level.up_to_units,
+                                             level.price_micros, level.per_units))
                     pers.append(level.per_units)
-            services = [SERVICES.index(rate.service)]
-            zones = range(n_z) if rate.zone == ANY else [zone_id[rate.zone]] if rate.zone in zone_id else []
-            bands = range(n_b) if rate.band == ANY else [band_id[rate.band]]
-            for s in services:
-                for z in zones:
-                    for b in bands:
-                        rate_index[vi, s, z, b] = row
+            zones = range(self.n_z) if rate.zone == ANY else [zone_id[rate.zone]] if rate.zone in zone_id else []
+            bands = range(self.n_b) if rate.band == ANY else [band_id[rate.band]]
+            for z in zones:
+                for b in bands:
+                    self.rate_index[vi, SERVICES.index(rate.service), z, b] = row
         den = 1
         for per in pers:
             den = math.lcm(den, per)
@@ -290,60 +345,56 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
             raise ValueError(
                 f"plan {plan.plan_id} version {ver.version}: the 'per' units of its rates have a least common "
                 f"multiple of {den}, above {_MAX_DENOMINATOR}; use per-units that share factors (e.g. 60, 1, 1024)")
-        ver_den[vi] = den
+        self.ver["ver_denominator"][vi] = den
 
-        # Allowances in consumption order.
-        ver_allow_first[vi] = len(allow_rows)
+    def _allowances(self, vi: int, plan, ver) -> None:
+        """Allowances in consumption order, each with the zones it covers."""
+        zone_id, n_z = self.names.zone_id, self.n_z
+        first = len(self.allow_rows)
+        self.ver["ver_allow_first"][vi] = first
         ordered = sorted(ver.allowances, key=lambda a: a.order)
-        ver_allow_count[vi] = len(ordered)
+        self.ver["ver_allow_count"][vi] = len(ordered)
         for allowance in ordered:
-            allow_rows.append((allowance_id[allowance.name], SERVICES.index(allowance.service), allowance.units))
+            self.allow_rows.append((self.names.allowance_id[allowance.name], SERVICES.index(allowance.service),
+                                    allowance.units))
             ok = np.zeros(n_z, np.int8)
             for z in (range(n_z) if ANY in allowance.zones else [zone_id[z] for z in allowance.zones if z in zone_id]):
                 ok[z] = 1
-            allow_zone_ok.append(ok)
+            self.allow_zone_ok.append(ok)
         for s in range(3):
             for z in range(n_z):
-                covering = sum(1 for a, ok in zip(allow_rows[ver_allow_first[vi]:], allow_zone_ok[ver_allow_first[vi]:])
+                covering = sum(1 for a, ok in zip(self.allow_rows[first:], self.allow_zone_ok[first:])
                                if a[1] == s and ok[z])
                 if covering > MAX_ALLOWANCES_PER_EVENT:
                     raise ValueError(
                         f"plan {plan.plan_id} version {ver.version}: {covering} allowances cover service "
-                        f"{SERVICES[s]} in zone {zone_names[z]}; at most {MAX_ALLOWANCES_PER_EVENT} may")
+                        f"{SERVICES[s]} in zone {self.names.zones[z]}; at most {MAX_ALLOWANCES_PER_EVENT} may")
 
-    def col(rows, key, dtype=np.int64):
-        return np.array([r[key] for r in rows], dtype) if rows else np.zeros(0, dtype)
+    def tables(self) -> dict:
+        """The ``RatingTables`` fields built here, by name."""
+        def col(key):
+            return np.array([r[key] for r in self.rates_rows], np.int64) if self.rates_rows else np.zeros(0, np.int64)
 
-    steps = np.array(steps_rows, np.int64).reshape(-1, 5)
-    levels = np.array(levels_rows, np.int64).reshape(-1, 3)
-    allows = np.array(allow_rows, np.int64).reshape(-1, 3)
-    tables = RatingTables(
-        tz_start=tz_start, tz_transitions=tz_transitions, tz_offsets=tz_offsets,
-        plan_tz=plan_tz, plan_first_version=plan_first_version, plan_version_count=plan_version_count,
-        num_cc=num["cc"], num_cc_len=num_len["cc"], num_intl=num["intl"], num_intl_len=num_len["intl"],
-        num_trunk=num["trunk"], num_trunk_len=num_len["trunk"],
-        ver_from_us=ver_from, ver_to_us=ver_to, ver_zone_root=ver_zone_root, ver_roam_root=ver_roam_root,
-        ver_zero_charged=ver_zero, ver_denominator=ver_den, ver_hol_first=ver_hol_first,
-        ver_hol_count=ver_hol_count, holidays_day=np.array(holidays, np.int64),
-        week_band=week_band, week_next_min=week_next, hol_band=hol_band, hol_next_min=hol_next,
-        ver_allow_first=ver_allow_first, ver_allow_count=ver_allow_count,
-        trie_children=np.array(trie.children, np.int32), trie_zone=np.array(trie.zone, np.int32),
-        rate_index=rate_index,
-        rate_connect_micros=col(rates_rows, "connect"), rate_min_micros=col(rates_rows, "min"),
-        rate_max_micros=col(rates_rows, "max"), rate_round_q_micros=col(rates_rows, "q"),
-        rate_round_mode=col(rates_rows, "mode"), rate_step_first=col(rates_rows, "step_first"),
-        rate_step_count=col(rates_rows, "step_count"), rate_tier_group=col(rates_rows, "tier_group"),
-        rate_tier_inc=col(rates_rows, "tier_inc"), rate_level_first=col(rates_rows, "level_first"),
-        rate_level_count=col(rates_rows, "level_count"),
-        step_from=steps[:, 0].copy(), step_price_micros=steps[:, 1].copy(), step_per=steps[:, 2].copy(),
-        step_inc=steps[:, 3].copy(), step_inc_price_micros=steps[:, 4].copy(),
-        level_up_to=levels[:, 0].copy(), level_price_micros=levels[:, 1].copy(), level_per=levels[:, 2].copy(),
-        allow_name=allows[:, 0].copy(), allow_service=allows[:, 1].copy(), allow_units=allows[:, 2].copy(),
-        allow_zone_ok=np.array(allow_zone_ok, np.int8).reshape(-1, n_z),
-        max_units=MAX_UNITS.copy(),
-    )
+        steps = np.array(self.steps_rows, np.int64).reshape(-1, 5)
+        levels = np.array(self.levels_rows, np.int64).reshape(-1, 3)
+        allows = np.array(self.allow_rows, np.int64).reshape(-1, 3)
+        return dict(
+            **self.ver, holidays_day=np.array(self.holidays, np.int64),
+            week_band=self.week_band, week_next_min=self.week_next, hol_band=self.hol_band,
+            hol_next_min=self.hol_next, rate_index=self.rate_index,
+            rate_connect_micros=col("connect"), rate_min_micros=col("min"), rate_max_micros=col("max"),
+            rate_round_q_micros=col("q"), rate_round_mode=col("mode"), rate_step_first=col("step_first"),
+            rate_step_count=col("step_count"), rate_tier_group=col("tier_group"), rate_tier_inc=col("tier_inc"),
+            rate_level_first=col("level_first"), rate_level_count=col("level_count"),
+            step_from=steps[:, 0].copy(), step_price_micros=steps[:, 1].copy(), step_per=steps[:, 2].copy(),
+            step_inc=steps[:, 3].copy(), step_inc_price_micros=steps[:, 4].copy(),
+            level_up_to=levels[:, 0].copy(), level_price_micros=levels[:, 1].copy(), level_per=levels[:, 2].copy(),
+            allow_name=allows[:, 0].copy(), allow_service=allows[:, 1].copy(), allow_units=allows[:, 2].copy(),
+            allow_zone_ok=np.array(self.allow_zone_ok, np.int8).reshape(-1, self.n_z))
 
-    # Enrichment lookups.
+
+def _enrichment_lookups(ref: ReferenceData, plan_ids: tuple[str, ...], tz_index: dict[str, int]) -> dict:
+    """Subscriptions by MSISDN (rows grouped per subscriber, by validity start), and accounts."""
     subs = ref.subscriptions
     account_ids = tuple(sorted(ref.accounts))
     account_row = {a: i for i, a in enumerate(account_ids)}
@@ -360,23 +411,16 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         sub_count[r] += 1
     sub_account = np.array([account_row[s.account_id] for s in ordered_subs], np.int64)
     msisdns = pa.array(msisdn_list, pa.string())
-    return CompiledReference(
-        tables=tables, zone_names=tuple(zone_names), band_names=tuple(band_names),
-        allowance_names=tuple(allowance_names), tier_group_names=tuple(tier_groups),
-        rate_ids=tuple(rate_ids), plan_ids=plan_ids, version_numbers=version_numbers,
-        version_plan=version_plan, plan_versions=tuple(v for _, v in versions),
-        home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
+    return dict(
         msisdns=msisdns, msisdn_index=StringIndex(msisdns), sub_first=sub_first, sub_count=sub_count,
         sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),
         sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
         sub_account=sub_account, sub_by_account=np.argsort(sub_account, kind="stable"),
         sub_plan=np.array([plan_row[s.plan_id] for s in ordered_subs], np.int64),
-        account_ids=account_ids, account_row={a: i for i, a in enumerate(account_ids)},
+        account_ids=account_ids, account_row=account_row,
         account_tz=np.array([tz_index[ref.accounts[a].timezone] for a in account_ids], np.int64),
         account_bcd=np.array([ref.accounts[a].bill_cycle_day for a in account_ids], np.int64),
-        account_currency=tuple(ref.accounts[a].currency for a in account_ids),
-        reference=ref,
-    )
+        account_currency=tuple(ref.accounts[a].currency for a in account_ids))
 
 
 def _check_product(a: int, b: int, where: str, what: str) -> None:
