@@ -573,3 +573,72 @@ def test_compiled_reference_is_cached_on_disk_for_other_processes(ref, tmp_path,
     monkeypatch.setenv("USAGE_RATING_CACHE_DIR", "off")
     engine_module._LOADED.clear()
     assert RatingEngine.load(str(ref)).compiled.account_ids == first.compiled.account_ids
+
+
+# --- hostile files: alias bombs and bytes that are not UTF-8 -----------------------------------
+
+def _bomb(levels: int) -> str:
+    """A "billion laughs" document: each level is nine aliases of the one before (~60 bytes a level)."""
+    lines = ['lol0: &lol0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"lol{i}: &lol{i} [{','.join([f'*lol{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_the_file_not_expanded(ref):
+    bomb = _bomb(10)   # 9**10 (3.5 billion) strings once expanded: the old loader ran out of memory
+    assert len(bomb) < 700
+    with open(ref / "plans/UK_BASIC.yaml", "a", encoding="utf-8") as handle:
+        handle.write(bomb)
+    first_alias = line_of(ref, "plans/UK_BASIC.yaml", "lol1:")
+    assert_issue(only_issue(ref), "plans/UK_BASIC.yaml", f"line {first_alias}",
+                 r"anchors \(&\) and aliases \(\*\) are not allowed in reference data")
+
+
+def test_a_reused_yaml_value_is_refused_at_the_line_that_reuses_it(ref):
+    edit(ref, "plans/UK_BASIC.yaml", "rounding: {mode: half_even, decimals: 6}",
+         "rounding: &round {mode: half_even, decimals: 6}\n    rounding_again: *round")
+    anchored = line_of(ref, "plans/UK_BASIC.yaml", "&round")
+    issue = only_issue(ref)
+    assert_issue(issue, "plans/UK_BASIC.yaml", f"line {anchored + 1}",
+                 f"the value anchored at line {anchored} is used again at line {anchored + 1}; write the value out "
+                 f"in full")
+    with pytest.raises(ReferenceDataError, match="plans/UK_BASIC.yaml: line .*aliases"):
+        load_reference(ref)
+
+
+@pytest.mark.parametrize("relative, line", [("accounts.csv", 4), ("subscriptions.csv", 7), ("zones/de.csv", 3),
+                                            ("tax_rates.csv", 2), ("plans/UK_BASIC.yaml", 3)])
+def test_bytes_that_are_not_utf8_are_reported_at_their_line(ref, relative, line):
+    path = ref / relative
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = lines[line - 1][:5] + b"\xff" + lines[line - 1][5:]
+    path.write_bytes(b"\n".join(lines))
+    issues = [issue for issue in check_reference(ref) if issue.file == relative]
+    assert len(issues) == 1, "\n".join(map(str, issues))
+    assert_issue(issues[0], relative, f"line {line}", r"not valid UTF-8 .*byte 0xff.*save the file as UTF-8")
+
+
+def test_a_header_that_is_not_utf8_is_line_1(ref):
+    edit(ref, "accounts.csv", "tax_region", "tax_region_")
+    path = ref / "accounts.csv"
+    path.write_bytes(path.read_bytes().replace(b"tax_region_", b"tax_r\xe9gion", 1))
+    issues = [issue for issue in check_reference(ref) if issue.file == "accounts.csv"]
+    assert [issue.location for issue in issues] == ["line 1"]
+    assert "not valid UTF-8 (byte 0xe9)" in issues[0].message
+
+
+def test_cgrates_rows_that_are_not_utf8_are_reported_at_their_line(tmp_path):
+    from rating.cgrates.report import Report
+    from rating.cgrates.tariff_files import read_tariff_plan
+
+    (tmp_path / "RatingPlans.csv").write_text("#Id,DestinationRatesId,TimingTag,Weight\n"
+                                              "RP_1,DR_1,*any,10\n", encoding="utf-8")
+    (tmp_path / "RatingProfiles.csv").write_bytes(
+        b"#Tenant,Category,Subject,ActivationTime,RatingPlanId,RatesFallbackSubject\n"
+        b'cgrates.org,call,"quoted\nover two lines",2014-01-14T00:00:00Z,RP_1,\n'
+        b"cgrates.org,call,10\xff1,2014-01-14T00:00:00Z,RP_1,\n")
+    report = Report()
+    plan = read_tariff_plan(tmp_path, report)
+    assert [(f.where, f.message) for f in report.findings] == [
+        ("RatingProfiles.csv:4", "not valid UTF-8 (byte 0xff); save the file as UTF-8; row skipped")]
+    assert [profile.subject for profile in plan.rating_profiles] == ["quoted\nover two lines"]

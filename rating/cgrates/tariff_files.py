@@ -12,8 +12,8 @@ skipped, cells are trimmed):
     AccountActions.csv    Tenant,Account,...   (only the accounts are read: subscribers without a profile)
 
 A missing file is an empty table (``RatingPlans.csv`` and ``RatingProfiles.csv`` are required). A
-row with too few cells is reported and skipped. Values are parsed where they are used, so the
-report names the row that could not be converted.
+row with too few cells, or with bytes that are not UTF-8, is reported at its line and skipped.
+Values are parsed where they are used, so the report names the row that could not be converted.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import dataclasses
 from pathlib import Path
 
 from rating.cgrates.report import Report
+from rating.reference.csv_tables import open_csv_text, undecodable_byte
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +147,19 @@ def _rows(root: Path, name: str, min_cells: int, report: Report):
     path = root / name
     if not path.is_file():
         return
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        for line, cells in enumerate(csv.reader(handle), start=1):
+    with open_csv_text(path) as handle:
+        reader = csv.reader(handle)
+        start = 1                                 # a quoted value may span lines: report the first
+        for cells in reader:
+            line, start = start, reader.line_num + 1
             cells = [cell.strip() for cell in cells]
             if not any(cells) or cells[0].startswith("#"):
                 continue
             where = f"{name}:{line}"
+            bad_byte = undecodable_byte(cells)
+            if bad_byte is not None:
+                report.unsupported(where, f"{bad_byte}; save the file as UTF-8; row skipped")
+                continue
             if len(cells) < min_cells:
                 report.unsupported(where, f"expected at least {min_cells} columns, got {len(cells)}; row skipped")
                 continue

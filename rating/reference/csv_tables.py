@@ -6,9 +6,11 @@ for an empty value).
 
 Big files (a million subscriptions) are parsed by ``pyarrow.csv`` into Arrow string columns. Its
 row numbers equal line numbers only when no value spans lines and no line is blank; when that does
-not hold, or Arrow rejects the file, the file is read again with the ``csv`` module, which reports
-each malformed line (wrong number of fields, bad UTF-8) and skips blank lines. Both read quotes
-the same way (``"`` quotes a value, ``""`` is a quote inside one).
+not hold, or Arrow rejects the file (bad UTF-8 among others), the file is read again with the
+``csv`` module, which reports each malformed line (wrong number of fields, bad UTF-8) and skips
+blank lines. Both read quotes the same way (``"`` quotes a value, ``""`` is a quote inside one).
+Bytes that are not UTF-8 are decoded as lone surrogates (``surrogateescape``), so each bad row is
+found where it is rather than where a decoder's read-ahead buffer happened to start.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections.abc import Iterator
+from typing import TextIO
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +62,12 @@ def _read_header(path: Path, relative: str, columns: tuple[str, ...], log: Issue
                  ) -> list[str] | None:
     expected = ",".join(columns)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        with open_csv_text(path) as handle:
             header = next(csv.reader(handle), None)
     except FileNotFoundError:
         log.add(relative, "", f"missing required file; create it with the header {expected}")
         return None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         log.add(relative, "line 1", f"unreadable header ({exc}); save the file as UTF-8 CSV with "
                                     f"the header {expected}")
         return None
@@ -73,6 +76,10 @@ def _read_header(path: Path, relative: str, columns: tuple[str, ...], log: Issue
         return None
     if not header:
         log.add(relative, "line 1", f"empty file; expected the header {expected}")
+        return None
+    bad_byte = undecodable_byte(header)
+    if bad_byte is not None:
+        log.add(relative, "line 1", f"{bad_byte}; save the file as UTF-8 CSV with the header {expected}")
         return None
     usable = True
     for name in sorted({name for name in header if header.count(name) > 1}):
@@ -116,7 +123,7 @@ def _read_with_csv_module(path: Path, relative: str, header: list[str],
     width = len(header)
     lines: list[int] = []
     values: list[list[str]] = [[] for _ in columns]
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with open_csv_text(path) as handle:
         reader = csv.reader(handle)
         try:
             next(reader)
@@ -129,13 +136,13 @@ def _read_with_csv_module(path: Path, relative: str, header: list[str],
                                 f"expected {width} fields ({','.join(header)}), found {len(row)}; "
                                 f"quote values that contain commas")
                     continue
+                bad_byte = undecodable_byte(row)
+                if bad_byte is not None:
+                    log.add(relative, f"line {line}", f"{bad_byte}; save the file as UTF-8")
+                    continue
                 lines.append(line)
                 for target, index in zip(values, indexes):
                     target.append(row[index])
-        except UnicodeDecodeError as exc:
-            log.add(relative, f"line {_first_undecodable_line(path)}",
-                    f"not valid UTF-8 ({exc.reason}); save the file as UTF-8 (the rest of the "
-                    f"file was not checked)")
         except csv.Error as exc:
             log.add(relative, f"line {reader.line_num}",
                     f"malformed CSV ({exc}); check the quoting on this line (the rest of the file "
@@ -145,11 +152,20 @@ def _read_with_csv_module(path: Path, relative: str, header: list[str],
     return CsvTable(relative, table, np.asarray(lines, dtype=np.int64))
 
 
-def _first_undecodable_line(path: Path) -> int:
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 1
+def open_csv_text(path: Path) -> TextIO:
+    """``path`` opened as CSV text: UTF-8 (a byte order mark is dropped), bytes that are not UTF-8
+    kept as lone surrogates for :func:`undecodable_byte` to report on the row that holds them."""
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def undecodable_byte(values: list[str]) -> str | None:
+    """``"not valid UTF-8 (byte 0xff)"`` when a value read by :func:`open_csv_text` holds a byte
+    that is not UTF-8, else None."""
+    for value in values:
+        if value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"not valid UTF-8 (byte 0x{ord(value[exc.start]) - 0xDC00:02x})"
+    return None

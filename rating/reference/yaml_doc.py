@@ -2,7 +2,8 @@
 
 The document is composed with PyYAML's safe loader (no tags beyond the standard ones, no Python
 objects) and built by walking the node tree, which gives each field path its line number and
-catches duplicate keys that ``yaml.safe_load`` would silently overwrite.
+catches duplicate keys that ``yaml.safe_load`` would silently overwrite. Anchors and aliases are
+refused: they make the tree a graph, whose expansion can be exponential in the file's size.
 """
 
 from __future__ import annotations
@@ -55,15 +56,19 @@ def format_path(path: Path_) -> str:
 
 
 def read_yaml(path: Path) -> YamlDocument:
-    """Parse ``path``; raises ``YamlSyntaxError`` for bad syntax, several documents or bad tags."""
+    """Parse ``path``; raises ``YamlSyntaxError`` for bad syntax, several documents, bad tags or
+    anchors and aliases."""
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise YamlSyntaxError(f"not valid UTF-8 text ({exc.reason} at byte {exc.start}); save the "
-                              f"file as UTF-8", None) from None
+        raise YamlSyntaxError(f"not valid UTF-8 text ({exc.reason}: byte 0x{raw[exc.start]:02x}); save the "
+                              f"file as UTF-8", raw.count(b"\n", 0, exc.start) + 1) from None
     loader = _SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_aliases(node)
         builder = _Builder(loader)
         data = builder.build(node, ()) if node is not None else None
     except yaml.YAMLError as exc:
@@ -82,10 +87,45 @@ def read_yaml(path: Path) -> YamlDocument:
     return YamlDocument(data, builder.lines, tuple(builder.problems))
 
 
+def _refuse_aliases(root: yaml.Node) -> None:
+    """Raise ``YamlSyntaxError`` if the document uses an alias (``*name``) of an anchor (``&name``).
+
+    The composer turns an alias into a second reference to its anchor's node, so the document is a
+    graph: a few hundred bytes of aliases of aliases ("billion laughs") would expand to billions of
+    values when built as a tree. Reference data has no need for them, so a node reached twice is
+    refused before anything is built; the walk stops there, so time and memory stay linear in the
+    size of the file.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, yaml.Node | None]] = [(root, None)]   # (node, the key or list above it)
+    while stack:
+        node, above = stack.pop()
+        if id(node) in seen:
+            raise YamlSyntaxError(
+                f"anchors (&) and aliases (*) are not allowed in reference data: the value anchored at line "
+                f"{node.start_mark.line + 1} is used again {_where(above)}; write the value out in full",
+                (above or node).start_mark.line + 1)
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):   # pushed in reverse: visited in document order
+            stack.extend((item, node) for item in reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in reversed(node.value):
+                stack.append((value_node, key_node))
+                stack.append((key_node, node))
+
+
+def _where(above: yaml.Node | None) -> str:
+    """Where a node is used, from the node above it: a key (its value), a list or a mapping (a key)."""
+    if isinstance(above, yaml.SequenceNode):
+        return f"in the list at line {above.start_mark.line + 1}"
+    if isinstance(above, yaml.MappingNode):
+        return f"as a key in the mapping at line {above.start_mark.line + 1}"
+    return f"at line {above.start_mark.line + 1}" if above is not None else "at the top"
+
+
 class _Builder:
     def __init__(self, loader: yaml.SafeLoader):
         self._loader = loader
-        self._open: set[int] = set()   # ids of collection nodes being built (alias cycles)
         self.lines: dict[Path_, int] = {}
         self.problems: list[YamlProblem] = []
 
@@ -93,21 +133,14 @@ class _Builder:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             return self._loader.construct_object(node, deep=True)
-        if id(node) in self._open:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a recursive alias (an anchor used inside itself)", node.start_mark)
         expected = _MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG
         if node.tag != expected:
             self.problems.append(YamlProblem(
                 path, node.start_mark.line + 1,
                 f"tag {node.tag} is not allowed; remove it (only plain YAML is accepted)"))
-        self._open.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
-            return self._mapping(node, path)
-        finally:
-            self._open.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+        return self._mapping(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
         own_count = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
