@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -24,21 +26,15 @@ from cdr_schemas.decoders import detect_format
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.inputs import InputFiles, match_inputs
 from pipelines.options import SHUFFLE_FOLDER, BatchConfig, auto_shards
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import month_index
-from rating.engine import RatingEngine
-from sinks.files import CLOSED_CYCLES, publish, read_closed_through, staging_dir_for, write_json
-
-
-def match_inputs(glob: str) -> list[str]:
-    """Sorted paths matching ``glob``; ValueError naming the glob when nothing matches."""
-    results = FileSystems.match([glob])[0].metadata_list
-    paths = sorted(m.path for m in results if not Path(m.path).name.startswith("."))
-    if not paths:
-        raise ValueError(f"--input {glob!r} matches no files; pass a glob such as 'cdrs/*.avro'")
-    return paths
+from rating.engine import RatingEngine, reference_fingerprint
+from sinks import store
+from sinks.files import write_json
+from sinks.publish import CLOSED_CYCLES, check_replaceable, publish, read_closed_through, staging_dir_for, store_lock
 
 
 def effective_closed_through(output_dir: str, closed_through: str | None) -> str | None:
@@ -69,25 +65,60 @@ class RateUsageFiles(beam.PTransform):
         } | "Write" >> WriteOutputs(self._staging, c.reference_dir, c.shards, c.closed_through, shuffle_dir)
 
 
+def normal_path(path: str) -> str:
+    """``path`` as recorded in a store: absolute on local disk, unchanged for ``gs://`` and the like."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def input_fingerprint(paths: list[str], reference_dir: str) -> dict:
+    """What a store records to tell a re-run of its inputs from a different run: ``inputs``, SHA-256
+    of the input files' paths, sizes and modification times (the files are not read again), and
+    ``reference``, SHA-256 of the reference data's file names and bytes."""
+    digest = hashlib.sha256()
+    for metadata in FileSystems.match(paths):
+        for m in metadata.metadata_list:
+            digest.update(f"{normal_path(m.path)}\0{m.size_in_bytes}\0{m.last_updated_in_seconds!r}\n".encode())
+    return {"inputs": digest.hexdigest(), "reference": reference_fingerprint(reference_dir)}
+
+
 def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> dict:
     """Run the batch job and publish its outputs; returns the control totals plus timing.
 
     Reference data is loaded (and fully validated) before the pipeline is built, so bad reference
     data fails here with every issue listed. Outputs are published even when the totals do not
     balance, so the imbalance can be investigated; the caller decides the exit status.
+
+    From its first look at ``--output`` to publication the run holds the store's lock (a second
+    writer fails at once). It first removes what interrupted runs left beside the store (``tidied``
+    in the result), then refuses to replace a store rated from other inputs or reference data
+    unless ``config.replace_output`` (``sinks.publish.check_replaceable``).
     """
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts (and is kept)
-    if (Path(config.output_dir) / "CURRENT.json").exists():
-        raise ValueError(f"{config.output_dir} holds re-rated cycle versions (CURRENT.json, rerates/) that a new batch "
-                         f"run would discard, with their adjustments; write to another --output, or re-rate with "
-                         f"usage-rating rerate")
-    paths = match_inputs(config.input_glob)
+    inputs = match_inputs(config.input_glob)
+    paths = list(inputs.paths)
     for path in paths:
         detect_format(path)  # an unknown extension fails here, before the pipeline, naming the file
-    closed_through = effective_closed_through(config.output_dir, config.closed_through)
-    config = dataclasses.replace(config, closed_through=closed_through,
-                                 shards=config.shards if config.shards is not None else auto_shards(paths))
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    with store_lock(config.output_dir, f"batch run {run_id}"):
+        tidied = store.remove_leftovers(config.output_dir)
+        if (Path(config.output_dir) / store.CURRENT).exists() and not config.replace_output:
+            raise ValueError(f"{config.output_dir} holds re-rated cycle versions (CURRENT.json, rerates/) that a new "
+                             f"batch run would discard, with their adjustments; write to another --output, re-rate "
+                             f"with usage-rating rerate, or pass --replace-output to discard them")
+        fingerprint = input_fingerprint(paths, config.reference_dir)
+        check_replaceable(config.output_dir, fingerprint, replace=config.replace_output)
+        closed_through = effective_closed_through(config.output_dir, config.closed_through)
+        config = dataclasses.replace(config, closed_through=closed_through,
+                                     shards=config.shards if config.shards is not None else auto_shards(paths))
+        result = _rate_and_publish(config, inputs, run_id, fingerprint, pipeline_args)
+    return {**result, "tidied": tidied}
+
+
+def _rate_and_publish(config: BatchConfig, inputs: InputFiles, run_id: str, fingerprint: dict,
+                      pipeline_args: list[str] | None) -> dict:
+    """``run_batch`` once the store is locked and checked: build the outputs in staging, publish them."""
+    paths = list(inputs.paths)
+    closed_through = config.closed_through
     staging = staging_dir_for(config.output_dir, run_id)
     for folder in OUTPUT_FOLDERS:
         (staging / folder).mkdir(parents=True, exist_ok=True)
@@ -105,12 +136,14 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     elapsed = time.monotonic() - started
     shutil.rmtree(staging / SHUFFLE_FOLDER, ignore_errors=True)
     totals = json.loads((staging / "control" / "totals.json").read_text())
+    totals["skipped_inputs"] = inputs.skipped_json()
+    write_json(staging / "control" / "totals.json", totals)
     if closed_through is not None:
         write_json(staging / CLOSED_CYCLES, {"closed_through": closed_through})
     publish(staging, config.output_dir, {
         "run_id": run_id, "inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
         "shards": config.shards, "closed_through": closed_through, "balanced": totals["balanced"],
-        "elapsed_s": round(elapsed, 3),
+        "elapsed_s": round(elapsed, 3), "fingerprint": fingerprint,
     })
     return {**totals, "elapsed_s": elapsed, "run_id": run_id, "input_files": len(paths), "shards": config.shards}
 

@@ -3,7 +3,8 @@
     usage-rating demo [--workdir DIR] [--records N]
     usage-rating generate --out DIR [--subscribers N] [--records M] ...
     usage-rating validate-reference DIR
-    usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [Beam flags]
+    usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [--replace-output]
+                       [Beam flags]
     usage-rating close-cycle --output OUT --cycle YYYY-MM
     usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html] [--out FILE]
     usage-rating stream --subscription projects/P/subscriptions/S --reference DIR --output OUT [...]
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from pipelines import cgrates_cli, rerate_cli
-from pipelines.cli_args import default_runner, shards_arg
+from pipelines.cli_args import check_beam_args, default_runner, shards_arg
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -67,7 +68,7 @@ def cmd_batch(args, beam_args: list[str]) -> int:
 
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
-                         shuffle=args.shuffle)
+                         shuffle=args.shuffle, replace_output=args.replace_output)
     result = run_batch(config, default_runner(beam_args))
     print_summary(result, config.output_dir)
     return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
@@ -75,7 +76,7 @@ def cmd_batch(args, beam_args: list[str]) -> int:
 
 def cmd_close_cycle(args) -> int:
     from rating.billing import month_index
-    from sinks.files import close_cycles, read_closed_through
+    from sinks.publish import close_cycles, read_closed_through
 
     month_index(args.cycle)
     current = read_closed_through(args.output)
@@ -158,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="rate CDR files; extra flags go to Beam (e.g. --direct_num_workers=2)")
     batch.add_argument("--input", required=True, help="glob of CDR files")
     batch.add_argument("--reference", required=True, help="reference-data directory")
-    batch.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    batch.add_argument("--output", required=True,
+                       help="output store (replaced atomically; one run at a time; a store rated from other "
+                            "inputs is kept unless --replace-output)")
     batch.add_argument("--shards", type=shards_arg, default=None,
                        help="'auto' (default: about 250,000 records a shard, at least 16) or a number")
     batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
@@ -167,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
     batch.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                        help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice")
+    batch.add_argument("--replace-output", "--replace_output", dest="replace_output", action="store_true",
+                       help="replace the store at --output even when it holds the rated usage of other input files "
+                            "or reference data (without it the run refuses and says what is there)")
 
     close = sub.add_parser("close-cycle", help="mark cycles up to YYYY-MM as invoiced in an output store")
     close.add_argument("--output", required=True)
@@ -191,10 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--timestamp-attribute", default=None,
                         help="message attribute holding the arrival time (default: the publish time)")
     stream.add_argument("--shards", type=int, default=16)
+    stream.add_argument("--shuffle", choices=("beam",), default="beam",
+                        help="always the runner's own shuffle; accepted so that runner_configs/ flag files serve "
+                             "stream as well as batch")
 
     cgrates_cli.add_parsers(sub)
     rerate_cli.add_parser(sub)
     return parser
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if beam_args and args.command not in ("batch", "demo", "stream", "rerate"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
+        check_beam_args(beam_args, _command_parser(parser, args.command))
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "validate-reference":
@@ -224,6 +239,29 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # bad configuration or input: a message, not a traceback
         print(f"usage-rating {args.command}: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as error:  # a full disk: where, and how much the run needs; anything else propagates
+        from pipelines.disk_full import find_disk_full
+
+        disk_full = find_disk_full(error)
+        if disk_full is None:
+            raise
+        print(f"usage-rating {args.command}: {_disk_full_message(args, disk_full)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
+    """The full-disk line for the command in ``args``: its output folder and, for a rating run, its inputs."""
+    from pipelines.demo import demo_input_glob
+    from pipelines.disk_full import disk_full_message
+    from pipelines.inputs import match_inputs
+
+    folder = next((getattr(args, name) for name in ("output", "workdir", "out") if getattr(args, name, None)), ".")
+    glob = demo_input_glob(Path(args.workdir)) if args.command == "demo" else getattr(args, "input", None)
+    try:
+        inputs = list(match_inputs(glob).paths) if glob else None
+    except ValueError:   # the inputs are gone: no estimate
+        inputs = None
+    return disk_full_message(error, folder, inputs=inputs, shuffle=getattr(args, "shuffle", "files"))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,17 @@ def _ensure_generated(workdir: Path, records: int, subscribers: int) -> dict:
     return manifest
 
 
+def demo_input_glob(workdir: Path) -> str:
+    """The CDR files the demo generates in ``workdir`` and rates."""
+    return str(workdir / "cdrs" / "*")
+
+
 def run_demo(workdir: Path, *, records: int, subscribers: int, beam_args: list[str]) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     manifest = _ensure_generated(workdir, records, subscribers)
     output = workdir / "output"
-    config = BatchConfig(input_glob=str(workdir / "cdrs" / "*"), reference_dir=str(workdir / "reference"),
-                         output_dir=str(output))
+    config = BatchConfig(input_glob=demo_input_glob(workdir), reference_dir=str(workdir / "reference"),
+                         output_dir=str(output), replace_output=True)  # the demo's own folder
     print(f"rating {manifest['records_written']:,} records on the DirectRunner ...")
     staged = lambda: "running the batch pipeline"  # noqa: E731
     with ProgressLine("rating", poll=staged, every_s=5.0):

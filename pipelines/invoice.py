@@ -29,6 +29,7 @@ import polars as pl
 from rating.billing import LINE_ORDER, month_index
 from sinks import store
 from sinks.files import SUCCESS_MARKER
+from sinks.publish import settle
 
 TOP_EVENTS = 10
 FALLBACK_MINOR_DIGITS = 2
@@ -62,7 +63,7 @@ def load_invoice(output_dir: str | Path, account_id: str, cycle: str | None = No
     Raises ValueError when the store is not a published output, or the account or cycle has no
     invoice in it (the message lists what exists).
     """
-    out = Path(output_dir)
+    out = settle(output_dir)  # finishes a publication a crash interrupted: the store is the old or the new one
     manifest = _read_manifest(out)
     summaries = _account_summaries(out, account_id)
     cycles = tuple(summaries["billing_cycle"].to_list())

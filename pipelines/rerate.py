@@ -30,10 +30,11 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from cdr_schemas import charge_line_schema, rated_event_schema, rejected_schema
-from pipelines.batch import effective_closed_through, match_inputs
+from pipelines.batch import effective_closed_through, normal_path
 from pipelines.coders import KeyedBatch
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.inputs import match_inputs
 from pipelines.options import SHUFFLE_FOLDER, auto_shards, check_shards
 from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.shuffle import SHUFFLE_MODES
@@ -137,10 +138,6 @@ class RerateCycle(beam.PTransform):
             | "Write" >> WriteOutputs(self._staging, c.rating_reference, c.shards, None, shuffle_dir)
 
 
-def _normal_path(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _input_files(files: list[str]) -> set[str]:
     names: set[str] = set()
     for f in files:
@@ -154,11 +151,11 @@ def check_inputs_cover(previous: store.Version, paths: list[str]) -> None:
     A re-rate compares record by record: a record it cannot see would look like one that left the
     cycle, and would be credited.
     """
-    given = {_normal_path(p) for p in paths}
+    given = {normal_path(p) for p in paths}
     used = _input_files(previous.rated_files())
     if not previous.is_base:  # the base output's rejects are of every cycle
         used |= _input_files(previous.rejected_files())
-    missing = sorted(f for f in used if _normal_path(f) not in given)
+    missing = sorted(f for f in used if normal_path(f) not in given)
     if missing:
         raise ValueError(f"the current version of {previous.cycle} (version {previous.number}) holds records of "
                          f"{len(missing)} file(s) that --input does not match, e.g. {missing[:3]}; pass every input "
@@ -228,6 +225,7 @@ def _control_totals(config, run: dict, diff: RecordDiff, *, closed: bool, adjust
                       "rerated_micros": diff.rerated_micros.get(c, 0), "delta_micros": d}
                   for c, d in diff.delta_micros.items()},
         "cycle_money": cycle_money,
+        "skipped_inputs": run["skipped_inputs"],
     }
     if adjustments is not None:
         lines = pl.from_arrow(adjustments.lines)
@@ -308,17 +306,19 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     load_reference(config.reference_dir)  # fail before any worker starts
     if config.what_if_dir:
         load_reference(config.what_if_dir)
-    paths = match_inputs(config.input_glob)
+    inputs = match_inputs(config.input_glob)
+    paths = list(inputs.paths)
     if config.shards is None:
         config = dataclasses.replace(config, shards=auto_shards(paths))
-    closed_through = effective_closed_through(str(out), config.closed_through)
-    closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
-    billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     what_if = config.what_if_dir is not None
     lock = contextlib.nullcontext() if what_if else store.store_lock(out, f"rerate {cycle} {run_id}")
     timings: dict[str, float] = {}
-    with lock:
+    with lock:  # batch runs, re-rates and close-cycle of the store wait for each other
+        tidied = [] if what_if else store.remove_leftovers(out)
+        closed_through = effective_closed_through(str(out), config.closed_through)
+        closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
+        billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle
         previous = store.current_version(out, cycle)
         check_inputs_cover(previous, paths)
         staging = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-")) if what_if \
@@ -332,6 +332,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
             timings["pipeline_s"] = time.monotonic() - t0
             shutil.rmtree(staging / SHUFFLE_FOLDER, ignore_errors=True)
             run = json.loads((staging / "control" / "totals.json").read_text())
+            run["skipped_inputs"] = inputs.skipped_json()
 
             t0 = time.monotonic()
             diff = _compare(config, out, previous, staging)
@@ -369,7 +370,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
             if staging.exists():
                 store.discard(staging)
     timings["total_s"] = time.monotonic() - started
-    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"])
+    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"], tidied=tidied)
     if config.report_path:
         write_json(config.report_path, {k: result[k] for k in ("cycle", "what_if", "closed", "previous_version",
                                                                "version", "reference", "balanced")}

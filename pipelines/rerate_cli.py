@@ -69,6 +69,8 @@ def _signed(micros: int, currency: str) -> str:
 
 def format_result(result: dict, *, rows: int = 10) -> str:
     """The run as text: what happened to the store, records per status, and the revenue impact."""
+    from pipelines.inputs import format_skipped
+
     totals, summary = result["totals"], result["summary"]
     lines = []
     if result["what_if"]:
@@ -81,7 +83,9 @@ def format_result(result: dict, *, rows: int = 10) -> str:
                      f"{result['previous_version']}) at {result['path']}")
     state = "closed: adjustments on the next open invoice" if result["closed"] else "open: the new version replaces it"
     lines.append(f"cycle is {state}")
+    lines += [f"output store    {note}" for note in result.get("tidied", [])]
     lines.append(f"records in      {totals['records_in']:>14,}   ({result['input_files']} files)")
+    lines.extend(format_skipped(totals["skipped_inputs"]))
     lines.append(f"in the cycle    {totals['in_cycle']['rated']:>14,} rated, {totals['in_cycle']['rejected_total']:,} "
                  "rejected")
     other = sum(totals["out_of_scope"]["rated"].values()) + totals["out_of_scope"]["rejected"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.inputs import format_skipped
+
 
 def _money(micros: int, currency: str) -> str:
     return f"{micros / 1e6:,.2f} {currency}"  # display only; outputs keep exact micros
@@ -17,6 +19,10 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
     elapsed = result["elapsed_s"]
     shards = f", {result['shards']} shards" if "shards" in result else ""
     print(f"records in      {records:>14,}   ({result['input_files']} files{shards})")
+    for line in format_skipped(result["skipped_inputs"]):
+        print(line)
+    for note in result.get("tidied", []):
+        print(f"output store    {note}")
     print(f"rated           {result['rated']:>14,}")
     print(f"duplicates      {result['duplicates']:>14,}")
     print(f"rejected        {result['rejected_total']:>14,}")

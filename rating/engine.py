@@ -32,7 +32,7 @@ _KEEP_LOADED = 4
 _LOADED: dict[tuple, "RatingEngine"] = {}
 
 
-def _fingerprint(reference_dir: str) -> str:
+def reference_fingerprint(reference_dir: str) -> str:
     """SHA-256 over the relative path and bytes of every file under ``reference_dir``."""
     root = Path(reference_dir)
     digest = hashlib.sha256()
@@ -55,7 +55,7 @@ class RatingEngine:
         bytes): the job's up-front check and the in-process workers compile once. Other
         processes and later runs load the compilation from ``rating.engine_cache``.
         """
-        fingerprint = _fingerprint(reference_dir)
+        fingerprint = reference_fingerprint(reference_dir)
         key = (os.path.abspath(reference_dir), fingerprint)
         engine = _LOADED.get(key)
         if engine is None:

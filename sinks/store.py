@@ -11,7 +11,8 @@ once published, so every previous version stays readable. Layout and rules: docs
 Publishing is atomic twice over: the version is built in a hidden staging directory beside its final
 name and renamed into place complete (with its ``_SUCCESS`` manifest), and only then is
 ``CURRENT.json`` replaced (temp file + rename). A reader sees the previous current version or the new
-complete one, never a mix. A lock file serialises publishers of one store.
+complete one, never a mix. ``store_lock`` (``sinks.publish``: the lock of every writer of the store)
+serialises publishers; the next re-rate removes the staging directories that killed ones left.
 
 Readers (``current_rated``, ``current_rejected``, ``current_charges``, ``current_invoices``) take
 the current version of each cycle, so the invoice preview and later re-rates see re-rated data.
@@ -27,21 +28,21 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema, rated_event_schema, rejected_schema
+from sinks import publish
 from sinks.files import SUCCESS_MARKER, write_json
+from sinks.publish import settle, store_lock  # noqa: F401  (store_lock: the re-rate's lock is the store's)
 
 CURRENT = "CURRENT.json"
 RERATES = "rerates"
 BASE_VERSION = 1
 _VERSION_DIR = re.compile(r"^v([0-9]+)$")
 _CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
-_LOCK = ".store.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,7 @@ def parquet_files(folder: Path) -> list[str]:
 
 def require_store(output: str | os.PathLike) -> Path:
     """``output`` as a Path; ValueError when it holds no published batch output."""
-    out = Path(output)
+    out = settle(output)
     if not (out / SUCCESS_MARKER).is_file():
         raise ValueError(f"{output}: no published output store here (no {SUCCESS_MARKER}); "
                          "run usage-rating batch --output there first")
@@ -92,7 +93,7 @@ def require_store(output: str | os.PathLike) -> Path:
 
 def read_current(output: str | os.PathLike) -> dict:
     """The store's ``CURRENT.json`` (``{"cycles": {}, "history": []}`` when no cycle was re-rated)."""
-    path = Path(output) / CURRENT
+    path = settle(output) / CURRENT
     if not path.exists():
         return {"cycles": {}, "history": []}
     try:
@@ -244,23 +245,6 @@ def _invoice_keys(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(table.column("account_id"), table.column("billing_cycle"), "|").combine_chunks()
 
 
-@contextlib.contextmanager
-def store_lock(output: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold the store's lock file while ``what`` runs; ValueError when another holder has it."""
-    path = Path(output) / _LOCK
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise ValueError(f"{path} exists: another re-rate is running on this store ({path.read_text().strip()}); "
-                         "wait for it, or delete the file if no run is active") from None
-    try:
-        os.write(fd, f"pid {os.getpid()}: {what}".encode())
-        os.close(fd)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def version_staging_dir(output: str | os.PathLike, cycle: str, run_id: str) -> Path:
     """Where a re-rate of ``cycle`` builds its version: hidden, beside the final ``vN`` folders."""
     return Path(output).resolve() / RERATES / _check_cycle(cycle) / f".staging-{run_id}"
@@ -296,6 +280,16 @@ def publish_version(output: str | os.PathLike, cycle: str, staging: str | os.Pat
                                "published_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     write_json(out / CURRENT, current)
     return Version(cycle, number, final)
+
+
+def remove_leftovers(output: str | os.PathLike) -> list[str]:
+    """What killed runs left, removed by the next writer (which holds ``store_lock``): the batch
+    publication's (``sinks.publish.remove_leftovers``) and re-rates' staging directories. Returns
+    what was done, as sentences."""
+    folder = Path(output) / RERATES
+    stagings = sorted(folder.glob("*/.staging-*")) if folder.is_dir() else []
+    return publish.remove_leftovers(output) + [
+        publish.remove_leftover(staging, f"an interrupted re-rate of {staging.parent.name}") for staging in stagings]
 
 
 def discard(staging: str | os.PathLike) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,53 @@ def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.avro" in err and "unreadable Avro header" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- flags: a mistyped flag never reaches Beam (which would only warn) ----------------------------
+
+@pytest.mark.parametrize("command, typo, closest", [
+    (["batch", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples", "--output", "{tmp}/out"],
+     ["--closed-thru", "2026-01"], "--closed-through"),
+    (["batch", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples", "--output", "{tmp}/out"],
+     ["--direct_num_worker=2"], "--direct_num_workers"),
+    (["rerate", "--cycle", "2026-01", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples",
+      "--output", "{tmp}/out"], ["--closed_thru=2026-01"], "--closed_through"),
+    (["stream", "--subscription", "projects/p/subscriptions/s", "--reference", "tests/data/reference_examples",
+      "--output", "{tmp}/out"], ["--alowed-lateness", "6h"], "--allowed-lateness"),
+    (["demo", "--workdir", "{tmp}/out"], ["--recrods", "10"], "--records"),
+])
+def test_an_unknown_flag_fails_before_the_run_naming_the_closest_flag(tmp_path, capsys, command, typo, closest):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in command] + typo
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"unknown flag {typo[0].split('=')[0]} (did you mean {closest}?)" in err
+    assert "nor a Beam pipeline option" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_value_of_a_beam_option_fails_before_the_run(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path / "out"), "--direct_num_workers=two"]) == 1
+    assert "--direct_num_workers: invalid int value: 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+RUNNER_CONFIGS = Path(__file__).parents[1] / "runner_configs"
+
+
+@pytest.mark.parametrize("flags", sorted(p.name for p in RUNNER_CONFIGS.glob("*.flags")))
+@pytest.mark.parametrize("command", [
+    ["batch", "--input", "x", "--reference", "r", "--output", "o"],
+    ["rerate", "--cycle", "2026-01", "--input", "x", "--reference", "r", "--output", "o"],
+    ["stream", "--subscription", "projects/p/subscriptions/s", "--reference", "r", "--output", "o"],
+    ["demo"],
+])
+def test_every_runner_config_flag_file_is_accepted_by_the_pipeline_commands(command, flags):
+    from pipelines.cli import _command_parser, build_parser
+    from pipelines.cli_args import check_beam_args
+
+    lines = (RUNNER_CONFIGS / flags).read_text().splitlines()
+    if command == ["demo"] and "--shuffle=beam" in lines:
+        pytest.skip("demo rates on the DirectRunner; the cluster flag files are for batch, rerate and stream")
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(command + [line for line in lines if line and not line.startswith("#")])
+    check_beam_args(beam_args, _command_parser(parser, args.command))  # raises on anything unknown

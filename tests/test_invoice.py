@@ -404,7 +404,7 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     """An open re-rate replaces the cycle's lines, summaries and events; a closed one adds adjustments
     to the next invoice. The invoice shows what ``sinks.store``'s readers say is current."""
     from sinks import store as versions
-    from sinks.files import close_cycles
+    from sinks.publish import close_cycles
     from tests.test_rerate import _month_rows, _reference_with, _rerate, _write_jsonl
 
     month = tmp_path / "month"

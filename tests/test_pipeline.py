@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -145,7 +146,7 @@ def test_a_corrupt_file_fails_the_run_and_keeps_the_previous_output(generated_av
         (inputs / f.name).write_bytes(f.read_bytes())
     (inputs / "zz-broken.avro").write_bytes(b"this is not an avro file")
     config = BatchConfig(input_glob=str(inputs / "*"), reference_dir=str(gen_dir / "reference"),
-                         output_dir=str(out), shards=4)
+                         output_dir=str(out), shards=4, replace_output=True)
     with pytest.raises(Exception, match="zz-broken.avro"):
         run_batch(config, DIRECT_1)
     assert _digest(out) == before
@@ -211,3 +212,61 @@ def test_spill_writer_keeps_few_files_open_and_loses_no_rows(tmp_path, monkeypat
         table = shuffle.read([p for s, p in done if s == shard], schema)
         assert sorted(table.column("row").to_pylist()) == list(range(20))
         assert set(table.column("shard").to_pylist()) == {shard}
+
+
+def test_hidden_files_and_dangling_links_are_skipped_and_reported(generated_avro, tmp_path, capsys):
+    gen_dir, manifest = generated_avro
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    files = sorted((gen_dir / "cdrs").iterdir())
+    for f in files[1:]:
+        (inputs / f.name).write_bytes(f.read_bytes())
+    hidden = inputs / f".{files[0].name}"            # e.g. a copy tool's temporary name: its records are not read
+    hidden.write_bytes(files[0].read_bytes())
+    dangling = inputs / "zz-moved.avro"
+    dangling.symlink_to(tmp_path / "elsewhere" / "moved.avro")
+    status = cli_main(["batch", "--input", str(inputs / "*"), "--reference", str(gen_dir / "reference"),
+                       "--output", str(tmp_path / "out"), "--shards", "3", *DIRECT_1])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "skipped inputs               2" in printed
+    assert f"  {hidden}: hidden file (the name starts with '.')" in printed
+    assert f"  {dangling}: dangling symbolic link: its target {tmp_path / 'elsewhere' / 'moved.avro'}" in printed
+    totals = json.loads((tmp_path / "out" / "control" / "totals.json").read_text())
+    assert [(entry["path"], entry["reason"].split(":")[0].split(" (")[0]) for entry in totals["skipped_inputs"]] == [
+        (str(hidden), "hidden file"), (str(dangling), "dangling symbolic link")]
+    assert 0 < totals["records_in"] < manifest["records_written"] and totals["balanced"]
+
+    hidden.rename(inputs / ".only")
+    for f in inputs.glob("*.avro"):
+        if not f.is_symlink():
+            f.unlink()
+    with pytest.raises(ValueError, match=r"matches no files; skipped: .*\.only: hidden file.*zz-moved.avro: dangling"):
+        run_batch(BatchConfig(input_glob=str(inputs / "*"), reference_dir=str(gen_dir / "reference"),
+                              output_dir=str(tmp_path / "out2")), DIRECT_1)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["path-in-error", "no-path-in-error"])
+def test_a_full_disk_says_where_and_how_much_the_run_needs(generated_avro, tmp_path, monkeypatch, capsys, named):
+    import errno
+
+    from pipelines.shuffle import ShardWriter
+
+    gen_dir, _ = generated_avro
+    spill = tmp_path / ".out.staging-x" / "_shuffle" / "dedup-00000.arrow"
+
+    def disk_full(self, shard, schema):   # the spill writer is what fills a disk first (~565 bytes a record)
+        if named:
+            raise OSError(errno.ENOSPC, "No space left on device", str(spill))
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(ShardWriter, "_stream", disk_full)
+    status = cli_main(["batch", "--input", str(gen_dir / "cdrs" / "*"), "--reference", str(gen_dir / "reference"),
+                       "--output", str(tmp_path / "out"), "--shards", "2", *DIRECT_1])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 1
+    where = spill if named else f"under {tmp_path.resolve()}"   # the output's folder, where staging is too
+    assert last.startswith(f"usage-rating batch: no space left on device writing {where} (")
+    assert re.search(r"\(\d[\d,.]* [KMG]B free there now\); this run needs roughly \d[\d,.]* [KMG]B free on the disk "
+                     r"of .*out \(~[\d,]+ records estimated from the input files' sizes", last), last
+    assert not (tmp_path / "out").exists()

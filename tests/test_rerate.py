@@ -23,7 +23,7 @@ from pipelines.rerate import RerateConfig, run_rerate
 from pipelines import rerate_cli
 from rating.rerate_diff import adjustment_lines, compare_records, record_contributions
 from sinks import store
-from sinks.files import close_cycles
+from sinks.publish import close_cycles
 
 DIRECT = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 DE_S = "4915100000001"      # ACC000001 (bill cycle day 1), MOBILE_S
@@ -327,7 +327,7 @@ def test_publishing_a_version_is_atomic_and_previous_versions_stay_readable(tmp_
         staging = store.version_staging_dir(out, "2026-01", f"run{number}")
         (staging / "rated" / "service_cycle=2026-01").mkdir(parents=True)
         with store.store_lock(out, "test"):
-            with pytest.raises(ValueError, match="another re-rate is running"):
+            with pytest.raises(ValueError, match="another run is writing the output store"):
                 with store.store_lock(out, "second"):
                     pass
             assert store.next_version_number(out, "2026-01") == number
