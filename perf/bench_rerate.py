@@ -98,7 +98,7 @@ def _tile(store: Path, target: Path, records: int) -> dict:
 
     import polars as pl
 
-    from rating.rerate_diff import RATED_COLUMNS
+    from rating.rerate import RATED_COLUMNS
     from sinks import store as versions
 
     shutil.rmtree(target, ignore_errors=True)
@@ -120,7 +120,7 @@ def _compare_child(args: dict) -> dict:
     """Compare the tiled versions: read, diff, impact summary, per-record contributions."""
     import polars as pl
 
-    from rating.rerate_diff import RATED_COLUMNS, compare_records, impact_summary, record_contributions
+    from rating.rerate import RATED_COLUMNS, compare_records, impact_summary, record_contributions
 
     rejects = pl.LazyFrame(schema={"reason": pl.Utf8, "record_id": pl.Utf8, "source": pl.Utf8,
                                    "start_time": pl.Datetime("us", "UTC"), "in_scope": pl.Boolean})

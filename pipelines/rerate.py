@@ -2,7 +2,7 @@
 
     decode -> validate -> deduplicate -> rate (per account)        the batch job's own transforms
         -> keep the cycle's events -> write them like a batch output (charges as if the cycle were open)
-    then, Beam-free (rating.rerate_diff), against the store's current version of the cycle:
+    then, Beam-free (rating.rerate), against the store's current version of the cycle:
         record-by-record diff -> adjustments (closed cycles) -> invoices -> publish rerates/C/vN
 
 ``RerateCycle`` is the composite transform; ``run_rerate`` runs it, compares and publishes (or, with
@@ -40,11 +40,11 @@ from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
 from pipelines.shuffle import SHUFFLE_MODES
 from pipelines.rate import RATED, RateByAccount
 from rating.billing import finish_lines, summarise_invoices
-from rating.cycles import month_index, month_label
+from rating.cycles import cycle_bounds_of, month_index, month_label
 from rating.engine import RatingEngine
 from rating.reference import load_reference
-from rating.rerate_diff import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_records,
-                                cycle_bounds_of, impact_summary, same_lines)
+from rating.rerate import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_records, impact_summary,
+                           same_lines)
 from sinks import store
 from sinks.files import write_json, write_parquet
 

@@ -2,7 +2,7 @@
 
 A record is rated differently when any of ``RATING_COLUMNS`` differs between two ratings of it:
 who pays (account, plan, version, currency), how it was zoned and banded, which rule, tier and
-allowances priced it, and what it costs, its rounding included. ``rating.rerate_diff`` uses it to
+allowances priced it, and what it costs, its rounding included. ``rating.rerate.compare`` uses it to
 tell CHANGED from UNCHANGED records; ``rating.stream_rater`` to decide which re-rated records are
 emitted again as corrections.
 """

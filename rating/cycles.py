@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from rating.kernels.enrich import cycle_bounds
@@ -55,3 +56,19 @@ def account_cycle_bounds(compiled: "CompiledReference", account_rows: np.ndarray
     cycle_bounds(np.asarray(months, np.int64), compiled.account_tz[account_rows], compiled.account_bcd[account_rows],
                  T.tz_start, T.tz_transitions, T.tz_offsets, start, end)
     return start, end
+
+
+def cycle_bounds_of(compiled: "CompiledReference", account_ids: list[str], cycle: str) -> pl.DataFrame:
+    """UTC bounds (µs) of ``cycle`` for each account: (account_id, billing_cycle, cycle_start, cycle_end).
+
+    ValueError naming the account when an account is not in the reference data."""
+    rows = {a: i for i, a in enumerate(compiled.account_ids)}
+    unknown = [a for a in account_ids if a not in rows]
+    if unknown:
+        raise ValueError(f"accounts {unknown[:5]} are in the output store but not in the reference data; "
+                         "re-rate with reference data that still lists them")
+    index = np.array([rows[a] for a in account_ids], np.int64)
+    start, end = account_cycle_bounds(compiled, index, np.full(len(index), month_index(cycle), np.int64))
+    return pl.DataFrame({"account_id": account_ids, "billing_cycle": [cycle] * len(index), "cycle_start": start,
+                         "cycle_end": end}, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8,
+                                                    "cycle_start": pl.Int64, "cycle_end": pl.Int64})

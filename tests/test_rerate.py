@@ -21,7 +21,7 @@ from pipelines.batch import run_batch
 from pipelines.options import BatchConfig
 from pipelines.rerate import RerateConfig, run_rerate
 from pipelines import rerate_cli
-from rating.rerate_diff import adjustment_lines, compare_records, record_contributions
+from rating.rerate import adjustment_lines, compare_records, record_contributions
 from sinks import store
 from sinks.publish import close_cycles
 
