@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import gzip
 import io
 import json
 import tempfile
+import zlib
 from pathlib import Path
 
 import fastavro
@@ -18,8 +20,9 @@ from hypothesis import strategies as st
 
 from cdr_schemas import load_schema, rejected_schema, usage_batch_schema
 from cdr_schemas.decoders import DecodedBatch, InputFileError, decode_file, detect_format
-from cdr_schemas.decoders import jsonl
+from cdr_schemas.decoders import avro, jsonl
 from cdr_schemas.registry import USAGE_V1, USAGE_V2
+from cdr_schemas.validate import validate_usage
 
 USAGE_FIELDS = [f["name"] for f in load_schema(USAGE_V2)["fields"]]
 V1_FIELDS = [f["name"] for f in load_schema(USAGE_V1)["fields"]]
@@ -79,8 +82,7 @@ def json_line(rec: dict, *, start_time_as: str = "iso") -> str:
 
 def write_jsonl(path: Path, lines: list[str | bytes], *, newline: bytes = b"\n") -> Path:
     data = newline.join(line if isinstance(line, bytes) else line.encode() for line in lines) + newline
-    if path.suffix == ".gz":
-        data = gzip.compress(data)
+    data = {".gz": gzip.compress, ".bz2": bz2.compress}.get(path.suffix.lower(), bytes)(data)
     path.write_bytes(data)
     return path
 
@@ -219,8 +221,17 @@ def test_json_lines_split_across_reads_decode_the_same(read_bytes, tmp_path, mon
     assert rejected.column("raw").to_pylist() == [b"oops"]
 
 
-def test_gzipped_json_lines_decode(tmp_path):
-    path = write_jsonl(tmp_path / "g.jsonl.gz", [json_line(r) for r in RECORDS])
+@pytest.mark.parametrize("name", ["g.jsonl.gz", "b.ndjson.bz2", "G.JSON.GZ"])
+def test_compressed_json_lines_decode(name, tmp_path):
+    path = write_jsonl(tmp_path / name, [json_line(r) for r in RECORDS])
+    usage, _, _ = decode_all(path)
+    assert usage_values(usage) == RECORDS
+
+
+def test_concatenated_gzip_members_are_one_file(tmp_path):
+    path = tmp_path / "m.jsonl.gz"
+    halves = [RECORDS[:5], RECORDS[5:]]
+    path.write_bytes(b"".join(gzip.compress("".join(json_line(r) + "\n" for r in half).encode()) for half in halves))
     usage, _, _ = decode_all(path)
     assert usage_values(usage) == RECORDS
 
@@ -363,6 +374,21 @@ def test_parquet_null_in_required_column_is_missing_field_with_row_as_json(tmp_p
     assert all(r["reason"] == "MISSING_FIELD" for r in rejects.values())
 
 
+@pytest.mark.parametrize("column", ["duration_s", "bytes_up", "bytes_down"])
+def test_parquet_uint64_beyond_int64_rejects_that_row_only(column, tmp_path):
+    table = usage_table(RECORDS[:4])
+    values = [5, 2**64 - 1, 2**63, INT64_MAX]
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.uint64()))
+    usage, rejected, _ = decode_all(write_parquet(tmp_path / "u.parquet", table))
+    assert usage.column("input_position").to_pylist() == [0, 3]
+    assert usage.column(column).to_pylist() == [5, INT64_MAX]
+    assert rejected.column("input_position").to_pylist() == [1, 2]
+    assert set(rejected.column("reason").to_pylist()) == {"INVALID_FIELD"}
+    assert f"{column} {2**64 - 1} does not fit int64" in rejected.column("detail")[0].as_py()
+    assert json.loads(rejected.column("raw")[1].as_py())[column] == 2**63
+    assert set(rejected.column("input_file").to_pylist()) == {str(tmp_path / "u.parquet")}
+
+
 def test_parquet_integer_too_big_for_its_field_is_invalid_field(tmp_path):
     table = usage_table(RECORDS[:3])
     table = table.set_column(table.schema.get_field_index("message_count"), "message_count",
@@ -425,7 +451,9 @@ def test_avro_invalid_utf8_rejects_only_that_record(tmp_path):
     assert "UTF-8" in reject["detail"] and reject["raw"].startswith(b"\x04\xff2")
 
 
-def test_avro_undecompressable_block_is_rejected_whole_and_next_block_read(tmp_path):
+def test_avro_undecompressable_block_fails_the_file_naming_it(tmp_path):
+    """A block the codec reports corrupt means the file was damaged in transit: like a truncated
+    .gz, the whole file fails (the run exits 1 and publishes nothing), never a partial read."""
     records = [record(i) for i in range(9)]
     path = write_avro(tmp_path / "z.avro", records, codec="deflate", sync_interval=1)  # one record per block
     with open(path, "rb") as f:
@@ -435,10 +463,9 @@ def test_avro_undecompressable_block_is_rejected_whole_and_next_block_read(tmp_p
     # Block = count varint (1 byte), size varint (<= 2 bytes), payload, 16-byte sync marker.
     data[offset + 3:offset + size - 16] = b"\xff" * (size - 19)  # garbage deflate stream, framing kept
     path.write_bytes(bytes(data))
-    usage, rejected, _ = decode_all(path)
-    assert usage.column("input_position").to_pylist() == [0, 1, 2, 3, 5, 6, 7, 8]
-    assert rejected.column("input_position").to_pylist() == [4]
-    assert "could not be decompressed" in rejected.column("detail")[0].as_py()
+    with pytest.raises(InputFileError, match=r"z\.avro: Avro block 4 at byte \d+ could not be decompressed "
+                                             r"with codec 'deflate'.*the file is damaged"):
+        decode_all(path)
 
 
 def test_avro_enum_symbol_unknown_to_the_reader_rejects_only_that_record(tmp_path):
@@ -454,6 +481,144 @@ def test_avro_enum_symbol_unknown_to_the_reader_rejects_only_that_record(tmp_pat
     (reject,) = rejected.to_pylist()
     assert (reject["input_position"], reject["reason"], reject["record_id"]) == (1, "INVALID_FIELD", "r1")
     assert "does not resolve to usage_record_v2" in reject["detail"] and reject["raw"]
+
+
+def _zigzag_varint(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        value |= (data[pos] & 0x7F) << shift
+        pos += 1
+        if data[pos - 1] < 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+
+
+def _avro_blocks(data: bytes) -> tuple[bytes, list[list]]:
+    """(header, [[byte offset, count, payload], ...]) of an Avro container file."""
+    sync = data[-16:]
+    pos = data.index(sync) + 16
+    header, blocks = data[:pos], []
+    while pos < len(data):
+        offset = pos
+        count, pos = _read_varint(data, pos)
+        size, pos = _read_varint(data, pos)
+        blocks.append([offset, count, data[pos:pos + size]])
+        pos += size + 16
+    return header, blocks
+
+
+def _avro_file(header: bytes, blocks: list[list]) -> bytes:
+    sync = header[-16:]
+    return header + b"".join(_zigzag_varint(count) + _zigzag_varint(len(payload)) + payload + sync
+                             for _, count, payload in blocks)
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+@pytest.mark.parametrize("claimed", [2**40, 2_004_686, 10_000])
+def test_avro_block_count_its_bytes_cannot_hold_is_one_reject(codec, claimed, tmp_path):
+    """A corrupt record count is checked against the block's bytes before anything is allocated:
+    the block is one reject (file, block, byte offset), the other blocks decode, positions go on."""
+    records = [record(i) for i in range(30)]
+    path = write_avro(tmp_path / "n.avro", records, codec=codec, sync_interval=600)
+    header, blocks = _avro_blocks(path.read_bytes())
+    assert len(blocks) >= 3
+    offset, count, payload = blocks[1]
+    blocks[1][1] = claimed
+    path.write_bytes(_avro_file(header, blocks))
+    usage, rejected, _ = decode_all(path, batch_size=7)
+    kept = [r for k, r in enumerate(records) if not blocks[0][1] <= k < blocks[0][1] + count]
+    assert usage_values(usage) == kept
+    (reject,) = rejected.to_pylist()
+    assert (reject["reason"], reject["input_file"], reject["input_position"]) == \
+        ("MALFORMED_RECORD", str(path), blocks[0][1])
+    assert f"Avro block 1 at byte {offset} claims {claimed} records" in reject["detail"]
+    assert "the count is corrupt" in reject["detail"]
+    assert reject["raw"] == (payload if codec == "null" else zlib.decompress(payload, -15))
+    # The records after the block count it as one: every record is accounted for, in order.
+    assert_every_record_once(usage, rejected, range(len(records) - count + 1))
+
+
+def test_avro_block_claiming_no_records_but_holding_bytes_is_one_reject(tmp_path):
+    records = [record(i) for i in range(10)]
+    path = write_avro(tmp_path / "z.avro", records, sync_interval=1)  # one record per block
+    header, blocks = _avro_blocks(path.read_bytes())
+    blocks[3][1] = 0
+    path.write_bytes(_avro_file(header, blocks))
+    usage, rejected, _ = decode_all(path)
+    assert usage_values(usage) == records[:3] + records[4:]
+    (reject,) = rejected.to_pylist()
+    assert reject["input_position"] == 3 and "claims no records but holds" in reject["detail"]
+
+
+def test_avro_undecompressable_block_with_an_impossible_count_fails_the_file(tmp_path):
+    records = [record(i) for i in range(6)]
+    path = write_avro(tmp_path / "u.avro", records, codec="deflate", sync_interval=1)
+    header, blocks = _avro_blocks(path.read_bytes())
+    blocks[2][1:] = [2**40, b"\xff" * 40]   # nothing is allocated for the 2^40 records it claims
+    path.write_bytes(_avro_file(header, blocks))
+    with pytest.raises(InputFileError, match="block 2 at byte .* could not be decompressed"):
+        decode_all(path)
+
+
+def test_avro_truncated_deflate_block_fails_the_file(tmp_path):
+    """A deflate stream cut short inside its block (framing intact): the codec tells, so the file
+    fails instead of being decoded as far as the stream goes."""
+    records = [record(i) for i in range(30)]
+    path = write_avro(tmp_path / "t.avro", records, codec="deflate", sync_interval=600)
+    header, blocks = _avro_blocks(path.read_bytes())
+    blocks[1][2] = blocks[1][2][:len(blocks[1][2]) * 6 // 10]
+    path.write_bytes(_avro_file(header, blocks))
+    with pytest.raises(InputFileError, match="block 1 at byte .* could not be decompressed.*ends before its final block"):
+        decode_all(path)
+
+
+def _millis_schema() -> dict:
+    schema = load_schema(USAGE_V2)
+    fields = [dict(f, type={"type": "long", "logicalType": "timestamp-millis"}) if f["name"] == "start_time" else f
+              for f in schema["fields"]]
+    return dict(schema, fields=fields)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_avro_out_of_range_timestamp_millis_rejects_only_that_record(fast, tmp_path):
+    """One timestamp-millis beyond year 9999 in a single-block file: only that record is rejected."""
+    records = [record(i, start_time=START_US // 1000 + i) for i in range(200)]
+    records[57]["start_time"] = 253_402_300_800_000   # 10000-01-01T00:00:00Z
+    path = tmp_path / "ms.avro"
+    with open(path, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(_millis_schema()), records, sync_interval=1 << 20)
+    with open(path, "rb") as f:
+        assert len(list(fastavro.block_reader(f))) == 1
+    with open(path, "rb") as stream:
+        batches = list(avro.decode_avro(str(path), stream, 64, fast=fast))
+    usage = pa.Table.from_batches([b.usage for b in batches], schema=usage_batch_schema())
+    rejected = pa.Table.from_batches([b.rejected for b in batches], schema=rejected_schema())
+    expected = [dict(r, start_time=r["start_time"] * 1000) for k, r in enumerate(records) if k != 57]
+    assert usage_values(usage) == expected
+    (reject,) = rejected.to_pylist()
+    assert (reject["input_position"], reject["reason"], reject["record_id"]) == (57, "INVALID_FIELD", "r57")
+    assert "timestamp-millis" in reject["detail"] and reject["raw"]
+
+
+def test_avro_out_of_range_timestamp_micros_costs_only_that_record(tmp_path):
+    records = [record(i) for i in range(100)]
+    records[40]["start_time"] = INT64_MAX
+    records[41]["start_time"] = -(1 << 63)
+    usage, rejected, _ = decode_all(write_avro(tmp_path / "us.avro", records, sync_interval=1 << 20))
+    assert rejected.num_rows == 0 and usage_values(usage) == records
+    valid, invalid = validate_usage(usage.combine_chunks().to_batches()[0])
+    assert invalid.column("input_position").to_pylist() == [40, 41]
+    assert set(invalid.column("reason").to_pylist()) == {"INVALID_FIELD"}
+    assert valid.num_rows == 98
 
 
 @settings(max_examples=60, deadline=None)
@@ -557,6 +722,29 @@ def test_corrupt_gzip_is_an_input_file_error(tmp_path):
         decode_all(path)
 
 
+def _many_lines(count: int) -> bytes:
+    return "".join(json_line(record(i)) + "\n" for i in range(count)).encode()
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])
+def test_truncated_compressed_json_lines_are_an_input_file_error(suffix, compress, tmp_path):
+    """A compressed file cut short is refused, not read as far as it goes (records silently lost)."""
+    data = compress(_many_lines(20_000))
+    path = tmp_path / f"cut.jsonl{suffix}"
+    path.write_bytes(data[:len(data) * 6 // 10])
+    with pytest.raises(InputFileError, match=rf"cannot open {path}: .*end-of-stream marker"):
+        decode_all(path)
+
+
+def test_gzip_crc_mismatch_is_an_input_file_error(tmp_path):
+    data = bytearray(gzip.compress(_many_lines(100)))
+    data[-8] ^= 0xFF  # the CRC32 of the uncompressed data, in the gzip trailer
+    path = tmp_path / "crc.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputFileError, match=rf"cannot open {path}: .*CRC check failed"):
+        decode_all(path)
+
+
 # --- batching and formats ----------------------------------------------------------------------
 
 
@@ -589,12 +777,13 @@ def test_batch_size_must_be_positive():
 @pytest.mark.parametrize("name, fmt", [
     ("a.avro", "avro"), ("gs://bucket/b.parquet", "parquet"), ("c.jsonl", "jsonl"), ("d.ndjson", "jsonl"),
     ("e.json", "jsonl"), ("f.jsonl.gz", "jsonl"), ("G.JSON.GZ", "jsonl"), (Path("h.AVRO"), "avro"),
+    ("i.ndjson.bz2", "jsonl"),
 ])
 def test_detect_format_by_extension(name, fmt):
     assert detect_format(name) == fmt
 
 
-@pytest.mark.parametrize("name", ["a.csv", "b.avro.gz", "c.parquet.gz", "jsonl"])
+@pytest.mark.parametrize("name", ["a.csv", "b.avro.gz", "c.parquet.gz", "jsonl", "d.jsonl.zst"])
 def test_unknown_extension_is_an_input_file_error(name):
     with pytest.raises(InputFileError, match=f"cannot open {name}: unknown file extension"):
         detect_format(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from cdr_schemas.decoders.avro import decode_avro
-from cdr_schemas.decoders.common import DecodedBatch, InputFileError, open_input
+from cdr_schemas.decoders.common import COMPRESSION_SUFFIXES, DecodedBatch, InputFileError, open_input
 from cdr_schemas.decoders.jsonl import decode_jsonl
 from cdr_schemas.decoders.parquet import decode_parquet
 
@@ -19,11 +19,12 @@ __all__ = ["DecodedBatch", "InputFileError", "decode_file", "detect_format", "FO
 
 _DECODERS = {"avro": decode_avro, "parquet": decode_parquet, "jsonl": decode_jsonl}
 FORMATS = tuple(_DECODERS)
+_JSON_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 _EXTENSIONS = (
     (".avro", "avro"),
     (".parquet", "parquet"),
-    (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
-    (".jsonl.gz", "jsonl"), (".ndjson.gz", "jsonl"), (".json.gz", "jsonl"),
+    *((extension, "jsonl") for extension in _JSON_EXTENSIONS),
+    *((extension + suffix, "jsonl") for suffix in COMPRESSION_SUFFIXES for extension in _JSON_EXTENSIONS),
 )
 
 
@@ -31,7 +32,7 @@ def detect_format(path) -> str:
     """'avro', 'parquet' or 'jsonl' from the file name's extension (case-insensitive).
 
     JSON lines files may end in ``.jsonl``, ``.ndjson`` or ``.json``, each optionally followed by
-    ``.gz``. Any other name raises :class:`InputFileError`.
+    ``.gz`` or ``.bz2`` (decompressed on the fly). Any other name raises :class:`InputFileError`.
     """
     name = str(path).lower()
     for extension, fmt in _EXTENSIONS:

@@ -1,11 +1,21 @@
 """Avro container files -> usage batches, every writer schema resolved to the latest usage schema.
 
-The container framing (header, blocks, sync markers) is read here so that a block whose bytes are
-corrupt costs only that block's records, never the count: a block says how many records it holds,
-so when one cannot be decompressed, or one of its datums cannot be decoded, its remaining records
-become MALFORMED_RECORD rejects (record boundaries are unknown after corruption). Framing that
-cannot be trusted (bad magic, unreadable header or writer schema, a block cut short, a wrong sync
-marker) means the record count itself is unknown: that is an :class:`InputFileError`.
+The container framing (header, blocks, sync markers) is read here. A block whose compressed bytes
+the codec reports corrupt (a codec error, a deflate stream that ends before its final block, a
+snappy CRC32 that does not match) fails the whole file with an :class:`InputFileError`, like a
+truncated .gz: the file was damaged in transit and none of it is rated, so the run fails and
+publishes nothing until it is sent again. A block that decompresses but one of whose datums
+cannot be decoded costs only that block's records from there: they become MALFORMED_RECORD
+rejects (record boundaries are unknown after corruption), made a batch at a time, so a large count
+costs one batch of memory. Framing that cannot be trusted (bad magic, unreadable header or writer
+schema, a block cut short, a wrong sync marker) means the record count itself is unknown: that is
+an :class:`InputFileError` too.
+
+The count is checked against the block's bytes before anything is allocated for its records:
+every datum of the writer schema takes at least a known number of bytes, so a block claiming more
+records than its decompressed bytes can hold, or no records in some bytes, has a corrupt count. Such a block is ONE
+MALFORMED_RECORD reject (its bytes as raw, the block number and byte offset in the detail), and
+the input positions after it count it as one record.
 
 Two paths decode a block's datums, with the same results:
 
@@ -17,8 +27,11 @@ Two paths decode a block's datums, with the same results:
   and, when its parsing canonical form differs from the latest usage schema's, that schema as
   reader schema (Avro resolution: new fields take their defaults). ``timestamp-micros`` is read as
   the plain long it is stored as, not as a datetime. It decodes every block the kernel refuses (a
-  corrupt datum, invalid UTF-8, an enum symbol the reader lacks...), so rejects are its rejects,
-  and every file whose writer schema the program compiler does not support.
+  corrupt datum, invalid UTF-8, an enum symbol the reader lacks, a timestamp-millis beyond the
+  years 1 to 9999...), so rejects are its rejects, and every file whose writer schema the program
+  compiler does not support. A datum whose bytes are well formed but whose content is not
+  acceptable (it does not resolve, or a value is outside its logical type's range) is rejected
+  alone.
 """
 
 from __future__ import annotations
@@ -51,6 +64,9 @@ from cdr_schemas.registry import USAGE_LATEST, load_schema
 _MAGIC = b"Obj\x01"
 _SYNC_SIZE = 16
 _READ_PIECE_BYTES = 16 << 20
+# The most bytes one block may decompress to: Java's Avro reader refuses larger blocks, and string
+# columns have int32 offsets. A bound on the memory a block takes, and on the records it can hold.
+_MAX_BLOCK_BYTES = 2**31 - 1
 _FIRST_BUFFER_ROWS = 1 << 16     # rows the kernel's first buffers of a batch hold (they grow)
 # The container header after the magic: metadata (schema, codec) and the sync marker.
 _HEADER_AFTER_MAGIC = fastavro.parse_schema({
@@ -72,17 +88,23 @@ def decode_avro(path: str, stream: BinaryIO, batch_size: int, *, fast: bool = Tr
     datums = _DatumReader(path, writer_schema)
     assembler = _Assembler(path, batch_size, _fast_program(writer_schema) if fast else None)
     position = 0
-    for block_number, (count, payload) in enumerate(_iter_blocks(path, stream, sync)):
+    for block_number, (offset, count, payload) in enumerate(_iter_blocks(path, stream, sync)):
+        block = f"block {block_number} at byte {offset}"
         try:
             data = _decompress(codec, payload)
         except Exception as error:  # each codec library raises its own error types
-            assembler.add_block(_Block([], [], _corrupt_rest(
-                count, position, payload,
-                f"block {block_number} (records {position}..{position + count - 1}) could not be decompressed "
-                f"with codec {codec!r}: {type(error).__name__}: {error}")), position, count)
-        else:
-            if not assembler.add_fast(data, count, position):
-                assembler.add_block(datums.decode_block(data, count, position, block_number), position, count)
+            raise InputFileError(path, f"Avro {block} could not be decompressed with codec {codec!r} "
+                                       f"({type(error).__name__}: {error}): the file is damaged; nothing of it "
+                                       "is rated, send it again") from error
+        impossible = _impossible_count(count, data, datums.min_datum_bytes)
+        if impossible is not None:
+            count = 1  # the count is corrupt: the block is one reject, and input positions go on after it
+            assembler.add_block(_Block([], [], [dict(
+                reason=Reason.MALFORMED_RECORD, raw=data, position=position,
+                detail=f"Avro {block} {impossible}; the block is rejected as one record, raw holding its bytes")]),
+                position, count)
+        elif not assembler.add_fast(data, count, position):
+            assembler.add_block(datums.decode_block(data, count, position, block_number), position, count)
         position += count
         yield from assembler.full_batches(position)
     if assembler.pending:
@@ -147,27 +169,26 @@ def _check_codec(path: str, codec: str) -> None:
         pass
 
 
-def _iter_blocks(path: str, stream: BinaryIO, sync: bytes) -> Iterator[tuple[int, bytes]]:
-    """(record count, compressed payload) of each block, sync markers checked."""
-    records = 0
+def _iter_blocks(path: str, stream: BinaryIO, sync: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(byte offset in the file, record count as written, compressed payload) of each block, sync
+    markers checked (the count is checked against the bytes by the caller)."""
     while True:
+        offset = stream.tell()
         count = _read_long(path, stream, at_block_start=True)
         if count is None:
             return
         size = _read_long(path, stream, at_block_start=False)
         if count < 0 or size < 0:
-            raise InputFileError(path, f"corrupt Avro block header after record {records}: "
-                                       f"count={count}, size={size}")
+            raise InputFileError(path, f"corrupt Avro block header at byte {offset}: count={count}, size={size}")
         payload = _read_exactly(path, stream, size)
         if len(payload) != size:
-            raise InputFileError(path, f"Avro block of {count} records after record {records} is cut short: "
-                                       f"{size} bytes announced, {len(payload)} present (truncated file?)")
+            raise InputFileError(path, f"Avro block at byte {offset} is cut short: {size} bytes announced, "
+                                       f"{len(payload)} present (truncated file?)")
         marker = _read_exactly(path, stream, _SYNC_SIZE)
         if marker != sync:
-            raise InputFileError(path, f"Avro sync marker mismatch after records {records}..{records + count - 1}: "
-                                       "the file's block framing is corrupt, so its record count is unknown")
-        yield count, payload
-        records += count
+            raise InputFileError(path, f"Avro sync marker mismatch after the block at byte {offset}: the file's "
+                                       "block framing is corrupt, so its record count is unknown")
+        yield offset, count, payload
 
 
 def _read_long(path: str, stream: BinaryIO, *, at_block_start: bool) -> int | None:
@@ -204,13 +225,36 @@ def _read_exactly(path: str, stream: BinaryIO, size: int) -> bytes:
 
 
 def _decompress(codec: str, payload: bytes) -> bytes:
-    """The block's datum bytes; raises as fastavro's block reader for ``codec`` does."""
-    if codec == "null":
+    """The block's datum bytes. Raises as fastavro's block reader for ``codec`` does, and also when
+    a deflate stream ends before its final block (fastavro returns what a cut stream holds), when
+    a snappy block's CRC32 does not match, and when the bytes would exceed ``_MAX_BLOCK_BYTES``."""
+    if codec == "null" or not payload:  # fastavro reads an empty payload as an empty deflate block
         return payload
-    if codec == "deflate":  # what fastavro's deflate reader does, without its framing round trip
-        return zlib.decompressobj(-15).decompress(payload)
-    framed = io.BytesIO(_zigzag(len(payload)) + payload)  # fastavro's block readers expect the size first
-    return fastavro.read.BLOCK_READERS[codec](framed).getvalue()
+    if codec == "deflate":  # fastavro's deflate reader without its framing round trip, output bounded
+        decompressor = zlib.decompressobj(-15)
+        data = decompressor.decompress(payload, _MAX_BLOCK_BYTES + 1)
+        if not decompressor.eof and len(data) <= _MAX_BLOCK_BYTES:
+            raise zlib.error("the deflate stream ends before its final block (truncated or corrupt)")
+    else:
+        framed = io.BytesIO(_zigzag(len(payload)) + payload)  # fastavro's block readers expect the size first
+        data = fastavro.read.BLOCK_READERS[codec](framed).getvalue()
+        # Avro's snappy blocks end with the CRC32 (big-endian) of the uncompressed bytes; fastavro skips it.
+        if codec == "snappy" and zlib.crc32(data) != int.from_bytes(payload[-4:], "big"):
+            raise ValueError("the CRC32 of the decompressed bytes does not match the block's")
+    if len(data) > _MAX_BLOCK_BYTES:
+        raise ValueError(f"the block decompresses to more than {_MAX_BLOCK_BYTES} bytes")
+    return data
+
+
+def _impossible_count(count: int, data: bytes, min_datum_bytes: int) -> str | None:
+    """Why a block of ``data`` cannot hold ``count`` records, or None when it can: each record takes
+    at least ``min_datum_bytes``, so a count beyond what the bytes hold is corrupt, and so is no
+    record in some bytes. Checked before anything is allocated for the records."""
+    if count > len(data) // min_datum_bytes:
+        return (f"claims {count} records in {len(data)} bytes (decompressed), but a record of the writer schema "
+                f"takes at least {min_datum_bytes} bytes, so at most {len(data) // min_datum_bytes} fit: "
+                "the count is corrupt")
+    return f"claims no records but holds {len(data)} bytes" if count == 0 and data else None
 
 
 def _zigzag(value: int) -> bytes:
@@ -223,15 +267,50 @@ def _zigzag(value: int) -> bytes:
     return bytes(out)
 
 
-def _timestamp_micros_as_long(schema):
-    """The schema with ``timestamp-micros`` logical types removed: values stay epoch-micro longs."""
+def _as_stored(schema, logical_types: tuple[str, ...] | None = None):
+    """The schema with the logical types ``logical_types`` (default: all) removed, so their values
+    are read as stored (``timestamp-micros``: epoch-micro longs)."""
     if isinstance(schema, list):
-        return [_timestamp_micros_as_long(s) for s in schema]
+        return [_as_stored(s, logical_types) for s in schema]
     if isinstance(schema, dict):
-        if schema.get("logicalType") == "timestamp-micros" and schema.get("type") == "long":
-            return "long"
-        return {k: _timestamp_micros_as_long(v) for k, v in schema.items()}
+        logical = schema.get("logicalType")
+        if logical is not None and (logical_types is None or logical in logical_types):
+            schema = {k: v for k, v in schema.items() if k != "logicalType"}
+            if set(schema) == {"type"} and isinstance(schema["type"], str):
+                return schema["type"]
+        return {k: _as_stored(v, logical_types) for k, v in schema.items()}
     return schema
+
+
+# The fewest bytes a value of each primitive takes: a varint, a length or a boolean is one byte.
+_MIN_PRIMITIVE_BYTES = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8, "bytes": 1,
+                        "string": 1}
+
+
+def _min_datum_bytes(schema, named: dict, visiting: frozenset = frozenset()) -> int:
+    """The fewest bytes a datum of ``schema`` (as fastavro parses it: full names, named types by
+    reference) can take. A lower bound: a type it cannot size counts as 0 bytes, so that no block
+    a writer could have written is ever taken for one whose count is impossible."""
+    if isinstance(schema, str):
+        if schema in _MIN_PRIMITIVE_BYTES:
+            return _MIN_PRIMITIVE_BYTES[schema]
+        if schema in named and schema not in visiting:
+            return _min_datum_bytes(named[schema], named, visiting)
+        return 0  # a record inside itself (a union branch elsewhere ends it), or an unknown name
+    if isinstance(schema, list):  # a union: the branch index, then the smallest branch
+        return 1 + min((_min_datum_bytes(branch, named, visiting) for branch in schema), default=0)
+    if not isinstance(schema, dict):
+        return 0
+    kind = schema.get("type")
+    if kind in ("record", "error"):
+        inside = visiting | {schema.get("name")}
+        return sum(_min_datum_bytes(field.get("type"), named, inside) for field in schema.get("fields", ()))
+    if kind == "fixed":
+        size = schema.get("size")
+        return size if isinstance(size, int) and size > 0 else 0
+    if kind in ("enum", "array", "map"):  # an index; a block count (0 for an empty array or map)
+        return 1
+    return _min_datum_bytes(kind, named, visiting)  # {"type": "long", "logicalType": ...} and the like
 
 
 def _full_name(schema: dict) -> str:
@@ -255,15 +334,22 @@ class _DatumReader:
             if "default" not in field and not ({field["name"], *field.get("aliases", ())} & writer_fields):
                 raise InputFileError(path, f"writer schema has no field {field['name']!r}, which {USAGE_LATEST} "
                                            "requires (it has no default): the file cannot be resolved")
-        writer = _timestamp_micros_as_long(writer_schema)
-        reader = _timestamp_micros_as_long(reader_schema)
+        writer = _as_stored(writer_schema, ("timestamp-micros",))
+        reader = _as_stored(reader_schema, ("timestamp-micros",))
         try:
             self._writer = fastavro.parse_schema(writer)
+            # For telling a datum whose bytes are fine but a logical value is not (a timestamp-millis
+            # beyond year 9999) from a corrupt one: every logical type read as stored.
+            self._writer_as_stored = fastavro.parse_schema(_as_stored(writer_schema))
             # Same parsing canonical form: the writer schema alone decodes to the same values, faster.
             same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(reader)
             self._reader = None if same else fastavro.parse_schema(reader)
         except Exception as error:  # fastavro raises SchemaParseError, UnknownType, ValueError, ...
             raise InputFileError(path, f"unreadable writer schema: {type(error).__name__}: {error}") from error
+        # Every writer schema that can hold a usage record takes at least a byte (its record_id):
+        # a schema whose datums can be empty is checked as if they took one.
+        self.min_datum_bytes = max(1, _min_datum_bytes(self._writer_as_stored,
+                                                       self._writer_as_stored["__named_schemas"]))
 
     def decode_block(self, data: bytes, count: int, first_position: int, block_number: int) -> _Block:
         """The ``count`` datums in ``data``: records (dicts of the latest schema) and rejects."""
@@ -271,6 +357,7 @@ class _DatumReader:
         records, rejects = [], []
         read = fastavro.schemaless_reader
         writer, reader = self._writer, self._reader
+        decoded = count   # datums whose boundaries are known
         for index in range(count):
             start = stream.tell()
             try:
@@ -280,6 +367,7 @@ class _DatumReader:
                 failure = error
             single = self._single_reject(stream, start, first_position + index, failure)
             if single is None:
+                decoded = index
                 rejects += _corrupt_rest(
                     count - index, first_position + index, data[start:],
                     f"Avro datum {index} of block {block_number} could not be decoded "
@@ -294,27 +382,38 @@ class _DatumReader:
                     f"block {block_number} has {leftover} bytes left after its {count} records"))
         if not rejects:
             return _Block(records, range(first_position, first_position + count), [])
-        rejected_positions = {reject["position"] for reject in rejects}
-        positions = [p for p in range(first_position, first_position + count) if p not in rejected_positions]
+        rejected_positions = {reject["position"] for reject in rejects if isinstance(reject, dict)}
+        positions = [p for p in range(first_position, first_position + decoded) if p not in rejected_positions]
         return _Block(records, positions, rejects)
 
     def _single_reject(self, stream: io.BytesIO, start: int, position: int, failure: Exception):
         """A reject for one datum whose bytes are well formed but whose content is not acceptable.
 
-        Re-reads the datum with the writer schema alone and lenient UTF-8: if that works, the record
-        boundary is known and only this record is rejected. Returns None when it does not.
+        Re-reads the datum with the writer schema alone and lenient UTF-8, and if that fails too,
+        with every logical type read as stored (a value out of its logical type's range, such as
+        a timestamp-millis beyond year 9999): if either works, the record boundary is known and
+        only this record is rejected. Returns None when neither does.
         """
-        stream.seek(start)
-        try:
-            record = fastavro.schemaless_reader(stream, self._writer, None, handle_unicode_errors="replace")
-        except Exception:  # still undecodable: a corrupt datum, handled by the caller
+        for writer in (self._writer, self._writer_as_stored):
+            stream.seek(start)
+            try:
+                record = fastavro.schemaless_reader(stream, writer, None, handle_unicode_errors="replace")
+                break
+            except Exception:  # still undecodable: try the next schema, else a corrupt datum
+                continue
+        else:
             return None
+        as_stored = writer is self._writer_as_stored   # start_time may then be millis, not micros
         known = dict(raw=stream.getvalue()[start:stream.tell()], position=position,
                      record_id=record.get("record_id"), source=record.get("source"),
-                     start_time_us=_micros_or_none(record.get("start_time")))
+                     start_time_us=None if as_stored else _micros_or_none(record.get("start_time")))
         if isinstance(failure, UnicodeDecodeError):
             return dict(reason=Reason.MALFORMED_RECORD, **known,
                         detail=f"a string in the Avro datum is not valid UTF-8 ({failure})")
+        if as_stored:
+            return dict(reason=Reason.INVALID_FIELD, **known,
+                        detail=f"a value is outside the range of its logical type, e.g. a timestamp-millis "
+                               f"outside the years 1 to 9999 ({type(failure).__name__}: {failure})")
         return dict(reason=Reason.INVALID_FIELD, **known,
                     detail=f"record does not resolve to {USAGE_LATEST}: {type(failure).__name__}: {failure}")
 
@@ -323,27 +422,55 @@ def _micros_or_none(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _corrupt_rest(count: int, first_position: int, raw: bytes, what: str) -> list[dict]:
+def _corrupt_rest(count: int, first_position: int, raw: bytes, what: str) -> list[_LostRecords]:
     """Rejects for ``count`` records whose boundaries are lost; the first carries the bytes."""
-    rejects = [dict(reason=Reason.MALFORMED_RECORD, raw=raw, position=first_position,
-                    detail=f"{what}; this record and the {count - 1} after it in the block are rejected "
-                           "because record boundaries are unknown after corruption; raw holds the "
-                           "block's remaining bytes")]
-    rejects.extend(
-        dict(reason=Reason.MALFORMED_RECORD, raw=b"", position=first_position + k,
-             detail=f"in a corrupt Avro block ({what}); the block's bytes are in the raw of the "
-                    f"reject at input position {first_position}")
-        for k in range(1, count))
-    return rejects
+    return [_LostRecords(
+        first_position, count, first_position, raw,
+        first_detail=f"{what}; this record and the {count - 1} after it in the block are rejected because "
+                     "record boundaries are unknown after corruption; raw holds the block's remaining bytes",
+        other_detail=f"in a corrupt Avro block ({what}); the block's bytes are in the raw of the reject at "
+                     f"input position {first_position}")]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LostRecords:
+    """The MALFORMED_RECORD rejects of ``count`` records from input ``position`` on, whose
+    boundaries were lost in a corrupt block; the reject at ``first`` carries ``raw``, the others an
+    empty raw.
+
+    They are made a batch at a time (:meth:`take`), so the records a block claims cost the memory
+    of one batch, not of all of them.
+    """
+
+    position: int
+    count: int
+    first: int
+    raw: bytes
+    first_detail: str
+    other_detail: str
+
+    def take(self, end: int) -> tuple[list[dict], _LostRecords | None]:
+        """The rejects of the records before input position ``end``, and the records after it."""
+        stop = min(end, self.position + self.count)
+        rejects = [dict(reason=Reason.MALFORMED_RECORD, position=p, raw=self.raw if p == self.first else b"",
+                        detail=self.first_detail if p == self.first else self.other_detail)
+                   for p in range(self.position, stop)]
+        rest = self.position + self.count - stop
+        return rejects, dataclasses.replace(self, position=stop, count=rest) if rest else None
+
+
+def _first_position(reject: dict | _LostRecords) -> int:
+    return reject.position if isinstance(reject, _LostRecords) else reject["position"]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Block:
-    """A block's decoded records with their input positions, and its rejects (by position)."""
+    """A block's decoded records with their input positions, and its rejects (by position): single
+    ones, and at most one run of records lost to corruption, last."""
 
     records: list[dict]
     positions: Sequence[int]
-    rejects: list[dict]
+    rejects: list[dict | _LostRecords]
 
 
 @functools.cache
@@ -396,7 +523,7 @@ class _Assembler:
         self._batch_start = 0               # input position of the current batch's first record
         self._pieces: list[_Piece] = []     # rows before the buffers' rows, in input order
         self._buffers = None                # ColumnBuffers or None
-        self._rejects: collections.deque[dict] = collections.deque()   # ascending positions
+        self._rejects: collections.deque[dict | _LostRecords] = collections.deque()   # ascending positions
         self._bytes_per_row = None          # per string column, to size new buffers
         if program is not None:             # Numba loads with the kernel: only when it is used
             from cdr_schemas.decoders.avro_columns import ColumnBuffers
@@ -406,7 +533,8 @@ class _Assembler:
     def pending(self) -> int:
         """Records (usage rows and rejects) held for the batches still to come."""
         rows = sum(len(piece.positions) for piece in self._pieces)
-        return rows + (self._buffers.rows if self._buffers is not None else 0) + len(self._rejects)
+        rejects = sum(r.count if isinstance(r, _LostRecords) else 1 for r in self._rejects)
+        return rows + (self._buffers.rows if self._buffers is not None else 0) + rejects
 
     def add_fast(self, data: bytes, count: int, first_position: int) -> bool:
         """Decode the block with the kernel; False (nothing kept) when it must take the datum path."""
@@ -427,7 +555,7 @@ class _Assembler:
         if block.records:
             self._pieces.append(_Piece(np.asarray(block.positions, np.int64), records=block.records))
         end = first_position + count
-        self._rejects.extend(r for r in block.rejects if first_position <= r["position"] < end)
+        self._rejects.extend(r for r in block.rejects if first_position <= _first_position(r) < end)
 
     def _seal(self) -> None:
         """Turn the buffers' rows into a piece; later fast blocks go into new buffers."""
@@ -470,8 +598,16 @@ class _Assembler:
                 taken.append(_Piece(buffers.positions[:count], buffers.arrays(count, _arrow_types())))
                 self._buffers = buffers.tail(count, buffers.row_capacity) if count < buffers.rows else None
         rejects = Rejects()
-        while self._rejects and self._rejects[0]["position"] < end:
-            rejects.add(**self._rejects.popleft())
+        while self._rejects and _first_position(self._rejects[0]) < end:
+            head = self._rejects.popleft()
+            if isinstance(head, _LostRecords):
+                lost, rest = head.take(end)
+                for reject in lost:
+                    rejects.add(**reject)
+                if rest is not None:
+                    self._rejects.appendleft(rest)
+            else:
+                rejects.add(**head)
         self._batch_start = end
         positions = np.concatenate([p.positions for p in taken]) if taken else np.empty(0, np.int64)
         usage = usage_batch(_columns(taken), self._path, positions)

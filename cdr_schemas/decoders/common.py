@@ -7,9 +7,11 @@ read at all raises :class:`InputFileError`.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import datetime as dt
 import functools
+import gzip
 import json
 import lzma
 import zlib
@@ -22,9 +24,18 @@ from cdr_schemas.arrow_mapping import rejected_schema, usage_batch_schema
 from cdr_schemas.reasons import Reason
 from cdr_schemas.registry import USAGE_LATEST, load_schema
 
-# What reading an opened input can raise: I/O errors, and corrupt .gz/.bz2 data under Beam's
-# transparent decompression.
+# What reading an opened input can raise: I/O errors, and corrupt or truncated .gz/.bz2 data
+# (EOFError: the stream ended before its end marker; gzip.BadGzipFile, an OSError: a CRC or length
+# mismatch or a bad header; zlib.error: corrupt deflate data).
 STREAM_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
+
+# Compressed inputs, by the suffix after the format's extension: how the stream is decompressed.
+# Python's gzip and bz2 modules check that each stream reaches its end marker (and gzip its CRC and
+# length); Beam's transparent decompression stops silently where a truncated file ends.
+COMPRESSION_SUFFIXES = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": lambda raw: bz2.BZ2File(raw, mode="rb"),
+}
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
@@ -103,16 +114,41 @@ def service_symbols() -> tuple[str, ...]:
 def open_input(path: str) -> BinaryIO:
     """Open ``path`` for reading through Beam's FileSystems (local paths, gs://, ...).
 
-    ``.gz`` files are decompressed on the fly. Raises :class:`InputFileError` when the file
-    cannot be opened.
+    A name ending in one of :data:`COMPRESSION_SUFFIXES` (``.gz``, ``.bz2``, any case) is
+    decompressed on the fly; reading a truncated or corrupt stream then raises one of
+    :data:`STREAM_ERRORS` (at the latest when its end is reached), never a silent short read.
+    Raises :class:`InputFileError` when the file cannot be opened.
     """
     # Imported here so that the schema layer can be used without Beam installed.
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        return FileSystems.open(path)
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as error:  # Beam raises a different error type per filesystem.
         raise InputFileError(path, f"{type(error).__name__}: {error}") from error
+    for suffix, decompress in COMPRESSION_SUFFIXES.items():
+        if path.lower().endswith(suffix):
+            return _Decompressed(raw, decompress(raw))
+    return raw
+
+
+class _Decompressed:
+    """A compressed input read through ``decompressed``; closing it closes the raw file too
+    (Python's gzip and bz2 files leave a file object they were given open)."""
+
+    def __init__(self, raw: BinaryIO, decompressed: BinaryIO):
+        self._raw = raw
+        self._decompressed = decompressed
+
+    def read(self, size: int = -1) -> bytes:
+        return self._decompressed.read(size)
+
+    def close(self) -> None:
+        try:
+            self._decompressed.close()
+        finally:
+            self._raw.close()
 
 
 def constant_strings(value: str, length: int) -> pa.Array:

@@ -2,13 +2,14 @@
 
 The file's columns are checked once, before any row is read: a usage field that is missing and has
 no default, or a column whose type cannot be converted, is an InputFileError. Accepted conversions:
-any integer width to the field's integer type, string-like and dictionary-encoded strings to
-string, any timestamp unit with a time zone to ``timestamp[us, UTC]``, and an all-null column of
-type null to any type. Fields missing from the file that have a default (the v2-only ``rat_type``
-and ``partial_sequence``, for a file written with v1) take it. Row by row, a null in a required
-column is a MISSING_FIELD reject, an integer that does not fit the field (e.g. an int64 into the
-int32 ``message_count``) is an INVALID_FIELD reject, and a null in a column with a default takes the
-default, as in the other formats.
+any integer width, signed or unsigned, to the field's integer type, string-like and
+dictionary-encoded strings to string, any timestamp unit with a time zone to
+``timestamp[us, UTC]``, and an all-null column of type null to any type. Fields missing from the
+file that have a default (the v2-only ``rat_type`` and ``partial_sequence``, for a file written
+with v1) take it. Row by row, a null in a required column is a MISSING_FIELD reject, an integer
+that does not fit the field (e.g. an int64 into the int32 ``message_count``, a uint64 above
+2^63 - 1) is an INVALID_FIELD reject, and a null in a column with a default takes the default, as
+in the other formats.
 """
 
 from __future__ import annotations
@@ -115,11 +116,11 @@ def _decode_batch(path: str, batch: pa.RecordBatch, columns: list[_Column], firs
             rows = array.is_null().to_numpy(zero_copy_only=False) & (failed_field < 0)
             failed_field[rows], missing[rows] = index, True
         if pa.types.is_integer(field.arrow_type) and array.type != field.arrow_type:
-            low, high = _INT_RANGES[field.arrow_type]
-            too_big = pc.or_kleene(pc.less(array, low), pc.greater(array, high))
-            rows = pc.fill_null(too_big, False).to_numpy(zero_copy_only=False) & (failed_field < 0)
-            failed_field[rows] = index
-            array = pc.if_else(too_big, pa.scalar(None, array.type), array)
+            too_big = _out_of_range(array, *_INT_RANGES[field.arrow_type])
+            if too_big is not None:
+                rows = pc.fill_null(too_big, False).to_numpy(zero_copy_only=False) & (failed_field < 0)
+                failed_field[rows] = index
+                array = pc.if_else(too_big, pa.scalar(None, array.type), array)
         try:
             array = array.cast(field.arrow_type, safe=True)
         except pa.ArrowInvalid as error:  # e.g. nanoseconds that microseconds cannot hold
@@ -152,6 +153,24 @@ def _decode_batch(path: str, batch: pa.RecordBatch, columns: list[_Column], firs
         arrays = {name: pc.filter(array, keep) for name, array in arrays.items()}
         positions = positions[failed_field < 0]
     return DecodedBatch(usage=usage_batch(arrays, path, positions), rejected=rejects.to_batch(path))
+
+
+def _out_of_range(array: pa.Array, low: int, high: int) -> pa.Array | None:
+    """Where the integers of ``array`` fall outside ``low..high`` (None: nowhere, by its type).
+
+    The bounds are compared as scalars of the array's own type, so a uint64 column (whose values
+    may exceed int64) is compared without a cast; a bound its type cannot reach is no check.
+    """
+    value_type = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    info = np.iinfo(f"{'int' if pa.types.is_signed_integer(value_type) else 'uint'}{value_type.bit_width}")
+    checks = []
+    if low > info.min:
+        checks.append(pc.less(array, pa.scalar(low, value_type)))
+    if high < info.max:
+        checks.append(pc.greater(array, pa.scalar(high, value_type)))
+    if not checks:
+        return None
+    return checks[0] if len(checks) == 1 else pc.or_kleene(*checks)
 
 
 def _constant(field: UsageField, length: int) -> pa.Array:
