@@ -39,9 +39,17 @@ def _topic_and_subscription(name: str):
     return topic, subscription
 
 
+# The stream judges lateness by arrival (wall-clock) time. The usage is generated for two days ago
+# and every stream here allows a week of lateness: a cycle ends after its usage, so no cycle ended
+# more than about two and a half days (two days plus a timezone offset) before the records arrive,
+# and no record is late whatever the date and time of day the tests run (with the default two days
+# of lateness, records were late from 06:00 UTC on some days).
+LATENESS_S = 7 * 86400
+
+
 @pytest.fixture(scope="module")
 def day_of_usage(tmp_path_factory):
-    """A generated day of usage (yesterday, so the cycles are open) as JSON lines, rated by batch."""
+    """A generated day of usage (two days ago, so the cycles are open) as JSON lines, rated by batch."""
     root = tmp_path_factory.mktemp("stream")
     start = dt.date.today() - dt.timedelta(days=2)
     manifest = generate(GeneratorConfig(out_dir=root / "gen", subscribers=150, records=2_500, days=1, files=2,
@@ -147,7 +155,8 @@ def test_stream_gives_the_batch_answers(pubsub_host, day_of_usage, tmp_path):
     output = tmp_path / "stream"
     config = StreamConfig(subscription=subscription, reference_dir=str(root / "gen" / "reference"),
                           output_dir=str(output), rated_topic=rated_topic, charges_topic=charges_topic,
-                          dead_letter_topic=dead_topic, shards=4, totals_interval_s=1.0, control_interval_s=1.0)
+                          dead_letter_topic=dead_topic, shards=4, totals_interval_s=1.0, control_interval_s=1.0,
+                          allowed_lateness_s=LATENESS_S)
     result = run_stream(config, DIRECT)
     try:
         garbage = [(b"not a record", {"content-type": "text/plain"})]
@@ -186,7 +195,7 @@ def test_redelivered_messages_are_not_charged_twice(pubsub_host, day_of_usage, t
     topic, subscription = _topic_and_subscription("usage-b")
     output = tmp_path / "stream"
     config = StreamConfig(subscription=subscription, reference_dir=str(root / "gen" / "reference"),
-                          output_dir=str(output), shards=4, control_interval_s=1.0)
+                          output_dir=str(output), shards=4, control_interval_s=1.0, allowed_lateness_s=LATENESS_S)
     result = run_stream(config, DIRECT)
     try:
         messages = _messages(lines[:600], seed=2)
