@@ -389,6 +389,22 @@ def test_parquet_uint64_beyond_int64_rejects_that_row_only(column, tmp_path):
     assert set(rejected.column("input_file").to_pylist()) == {str(tmp_path / "u.parquet")}
 
 
+@pytest.mark.parametrize("unit, ticks, bad", [
+    ("ms", [1_767_225_600_000, INT64_MAX, 1_767_225_660_000], "9223372036854775807 ms"),  # beyond int64 µs
+    ("ns", [1_767_225_600 * 10**9, 1_767_225_600 * 10**9 + 1, 1_767_225_660 * 10**9], "1767225600000000001 ns"),
+], ids=["milliseconds-beyond-microseconds", "nanoseconds-below-a-microsecond"])
+def test_parquet_start_time_microseconds_cannot_hold_rejects_that_row_only(unit, ticks, bad, tmp_path):
+    """One instant that timestamp[us] cannot hold exactly refused the whole file (found by the fuzzer)."""
+    table = usage_table(RECORDS[:3])
+    start = pa.array(ticks, pa.int64()).cast(pa.timestamp(unit, "UTC"))
+    table = table.set_column(table.schema.get_field_index("start_time"), "start_time", start)
+    usage, rejected, _ = decode_all(write_parquet(tmp_path / "t.parquet", table))
+    assert usage.column("input_position").to_pylist() == [0, 2]
+    assert rejected.column("input_position").to_pylist() == [1]
+    assert rejected.column("reason").to_pylist() == ["INVALID_FIELD"]
+    assert f"start_time {bad} does not fit timestamp[us, tz=UTC]" in rejected.column("detail")[0].as_py()
+
+
 def test_parquet_integer_too_big_for_its_field_is_invalid_field(tmp_path):
     table = usage_table(RECORDS[:3])
     table = table.set_column(table.schema.get_field_index("message_count"), "message_count",

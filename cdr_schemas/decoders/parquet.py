@@ -121,6 +121,12 @@ def _decode_batch(path: str, batch: pa.RecordBatch, columns: list[_Column], firs
                 rows = pc.fill_null(too_big, False).to_numpy(zero_copy_only=False) & (failed_field < 0)
                 failed_field[rows] = index
                 array = pc.if_else(too_big, pa.scalar(None, array.type), array)
+        if pa.types.is_timestamp(field.arrow_type) and pa.types.is_timestamp(array.type):
+            lossy = _lossy_instants(array, field.arrow_type)
+            if lossy is not None:
+                rows = lossy & (failed_field < 0)
+                failed_field[rows] = index
+                array = pc.if_else(pa.array(lossy), pa.scalar(None, array.type), array)
         try:
             array = array.cast(field.arrow_type, safe=True)
         except pa.ArrowInvalid as error:  # e.g. nanoseconds that microseconds cannot hold
@@ -145,7 +151,11 @@ def _decode_batch(path: str, batch: pa.RecordBatch, columns: list[_Column], firs
             if missing[row]:
                 reason, detail = Reason.MISSING_FIELD, f"{field.name} is null"
             else:
-                value = batch.column(field.name)[int(row)].as_py()
+                column = batch.column(field.name)
+                if pa.types.is_timestamp(column.type):  # as_py() cannot build a datetime that far out
+                    value = f"{column.cast(pa.int64())[int(row)].as_py()} {column.type.unit}"
+                else:
+                    value = column[int(row)].as_py()
                 reason, detail = Reason.INVALID_FIELD, f"{field.name} {value} does not fit {field.arrow_type}"
             rejects.add(reason, detail, raw=raw, position=int(positions[row]),
                         record_id=info["record_id"], source=info["source"], start_time_us=info["start_time"])
@@ -171,6 +181,25 @@ def _out_of_range(array: pa.Array, low: int, high: int) -> pa.Array | None:
     if not checks:
         return None
     return checks[0] if len(checks) == 1 else pc.or_kleene(*checks)
+
+
+_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _lossy_instants(array: pa.Array, target: pa.DataType) -> np.ndarray | None:
+    """Rows of a timestamp column that ``target``'s unit cannot hold exactly (None: none): an
+    instant beyond int64 in the finer unit (seconds or milliseconds far from 1970), or one with
+    more precision than the coarser unit keeps (nanoseconds that are not whole microseconds)."""
+    source_per_s, target_per_s = _UNITS_PER_SECOND[array.type.unit], _UNITS_PER_SECOND[target.unit]
+    if source_per_s == target_per_s:
+        return None
+    ticks = array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    if source_per_s < target_per_s:
+        limit = np.iinfo(np.int64).max // (target_per_s // source_per_s)
+        lossy = (ticks > limit) | (ticks < -limit)
+    else:
+        lossy = ticks % (source_per_s // target_per_s) != 0
+    return lossy if lossy.any() else None
 
 
 def _constant(field: UsageField, length: int) -> pa.Array:
