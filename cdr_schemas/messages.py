@@ -75,15 +75,22 @@ def decode_message(payload: bytes, attributes: dict[str, str], label: str,
     """Decode one message's payload into batches (``input_file`` = ``label``, e.g. the message id)."""
     content_type = (attributes or {}).get("content-type")
     if content_type == JSON:
-        yield from decode_jsonl(label, io.BytesIO(payload.replace(b"\n", b" ") + b"\n"), batch_size)
+        line = payload.replace(b"\n", b" ")
+        if not line.strip(b" \t\r"):  # a blank line is no record in a file; a message must still be one
+            yield _whole_message_reject(label, payload, "empty JSON message: expected one JSON object")
+            return
+        yield from decode_jsonl(label, io.BytesIO(line + b"\n"), batch_size)
         return
+    # A message holds few records: the Avro decoder sizes its first column buffers from batch_size,
+    # and a batch of a message never holds more records than the payload has bytes.
+    batch_size = max(1, min(batch_size, len(payload)))
     if content_type == AVRO_DATUM:
         schema = (attributes or {}).get("schema")
         if schema not in _DATUM_SCHEMAS:
             yield _whole_message_reject(label, payload, f"attribute schema={schema!r}: expected one of "
                                                         f"{', '.join(_DATUM_SCHEMAS)} for an Avro datum")
             return
-        yield from decode_avro(label, io.BytesIO(_container_around(payload, schema)), batch_size)
+        yield from decode_avro(label, io.BytesIO(_container_around(payload, schema)), 1)
         return
     if content_type == AVRO_CONTAINER:
         try:

@@ -95,3 +95,17 @@ def test_bench_pipeline_smoke(tmp_path):
     for r in written:
         assert r["records"] == 3000 and r["balanced"]
         assert r["records_per_s"] > 0 and r["baseline_records_per_s"] > 0 and r["peak_rss_bytes"] > 0
+
+
+def test_fuzz_smoke(tmp_path, capsys):
+    """perf/fuzz.py runs a tiny budget and prints what it tried (per kind) and what held (per check)."""
+    fuzz = _load("fuzz")
+    out = tmp_path / "fuzz.json"
+    status = fuzz.main(["--records", "300", "--kinds", "jsonl_values,avro_block_count", "--cli-cases", "0",
+                        "--workdir", str(tmp_path), "--json", str(out)])
+    figures = json.loads(out.read_text())
+    assert set(figures["cases"]) == {"jsonl_values", "avro_block_count"}
+    assert sum(figures["records"].values()) >= 300 and figures["held"]["records_accounted"] > 0
+    assert status == (1 if figures["failures"] or figures["harness_errors"] else 0)
+    printed = capsys.readouterr().out
+    assert "avro_block_count" in printed and "records_accounted" in printed and "result:" in printed
