@@ -354,7 +354,12 @@ def test_corrupt_blocks_give_exactly_the_datum_paths_rejects(records, writer_nam
     if isinstance(fast, list):
         seen = sorted(p for b in fast for p in b.usage.column("input_position").to_pylist()
                       + b.rejected.column("input_position").to_pylist())
-        assert seen == list(range(len(records)))
+        whole_blocks = sum(1 for b in fast for d in b.rejected.column("detail").to_pylist()
+                           if "rejected as one record" in d)
+        if whole_blocks:  # a corrupt deflate stream may inflate to fewer bytes than its count needs:
+            assert seen == list(range(len(seen))) and len(seen) < len(records)  # one position a block
+        else:
+            assert seen == list(range(len(records)))
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
