@@ -1,5 +1,5 @@
-"""Deduplicate usage batches by (source, record_id) across files: shard by key hash, then dedup
-each shard with ``rating.dedup.deduplicate``."""
+"""Deduplicate usage batches by (source, record_id) across files: shard by record key
+(``rating.partition``), then dedup each shard with ``rating.dedup.deduplicate``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 from cdr_schemas import usage_batch_schema
 from pipelines.shuffle import ShardShuffle, SpillByShard
 from rating.dedup import deduplicate
-from rating.partition import hash_columns, shard_of_hash, split_by_shard
+from rating.partition import split_by_record_key
 
 UNIQUE = "unique"
 DUPLICATES = "duplicates"
@@ -23,8 +23,7 @@ class SplitByRecordKey(SpillByShard):
         self._shards = shards
 
     def pairs(self, batch: pa.RecordBatch):
-        shards = shard_of_hash(hash_columns(batch, ["source", "record_id"]), self._shards)
-        return split_by_shard(batch, shards, self._shards)
+        return split_by_record_key(batch, self._shards)
 
 
 class _DedupShard(beam.DoFn):

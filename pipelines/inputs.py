@@ -46,6 +46,11 @@ def match_inputs(glob: str) -> InputFiles:
     return InputFiles(tuple(paths), tuple(skipped))
 
 
+def normal_path(path: str) -> str:
+    """``path`` as recorded in a store: absolute on local disk, unchanged for ``gs://`` and the like."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def format_skipped(skipped: list[dict]) -> list[str]:
     """Lines of a run summary for the ``skipped_inputs`` of its control totals (none when empty)."""
     if not skipped:

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from cdr_schemas.decoders import detect_format
 
+from pipelines.cli_args import add_batch_flags
 from pipelines.shuffle import SHUFFLE_MODES
 from rating.billing import month_index
 
@@ -17,28 +18,18 @@ SHUFFLE_FOLDER = "_shuffle"   # under the staging directory; deleted before publ
 
 
 class BatchOptions(PipelineOptions):
+    """The batch job's flags for ``python -m pipelines.batch`` (Beam's own way to launch a job): the
+    same declarations as ``usage-rating batch`` (``pipelines.cli_args.add_batch_flags``)."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Glob of CDR files (.avro, .parquet, .jsonl).")
-        parser.add_argument("--reference", help="Reference-data directory.")
-        parser.add_argument("--output", help="Output directory (published atomically).")
-        parser.add_argument("--shards", type=parse_shards, default=None,
-                            help="Shards for deduplication and per-account rating (fixes output file names); "
-                                 "default 'auto': from the input size, about 250,000 records a shard, at least 16.")
-        parser.add_argument("--batch_size", type=int, default=65_536, help="Rows per Arrow batch when decoding.")
-        parser.add_argument("--shuffle", default="files", choices=SHUFFLE_MODES,
-                            help="How shard data moves between stages: 'files' spills it to Arrow files under the "
-                                 "staging directory (bounded memory on the DirectRunner), 'beam' sends it through "
-                                 "the runner's shuffle (Dataflow, Flink, Spark).")
-        parser.add_argument("--closed_through", default=None,
-                            help="Cycles up to this YYYY-MM are closed: their late usage goes on the next invoice.")
-        parser.add_argument("--replace_output", action="store_true",
-                            help="Replace the store at --output even when it holds the rated usage of other inputs "
-                                 "or reference data (by default the run refuses, saying what is there).")
+        add_batch_flags(parser, required=False)
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchConfig:
+class RunConfig:
+    """What every rating job over CDR files is given (the batch job's ``BatchConfig``, the re-rate's
+    ``RerateConfig``), checked once here: ValueError naming the flag, before anything runs."""
     input_glob: str
     reference_dir: str
     output_dir: str
@@ -46,20 +37,24 @@ class BatchConfig:
     batch_size: int = 65_536
     closed_through: str | None = None
     shuffle: str = "files"
-    replace_output: bool = False       # replace a store rated from other inputs (sinks.publish.check_replaceable)
 
     def __post_init__(self):
         if self.closed_through is not None:
             month_index(self.closed_through)
         check_shards(self.shards)
         if not 1 <= self.batch_size <= 10_000_000:
-            raise ValueError(f"--batch_size must be between 1 and 10000000, got {self.batch_size}")
+            raise ValueError(f"--batch-size must be between 1 and 10000000, got {self.batch_size}")
         if self.shuffle not in SHUFFLE_MODES:
             raise ValueError(f"--shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.shuffle!r}")
 
     def shuffle_dir(self, staging) -> str | None:
         """Where this run spills its shuffles: under ``staging``, or None for the runner's shuffle."""
         return str(Path(staging, SHUFFLE_FOLDER)) if self.shuffle == "files" else None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchConfig(RunConfig):
+    replace_output: bool = False       # replace a store rated from other inputs (sinks.publish.check_replaceable)
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "BatchConfig":

@@ -1,5 +1,8 @@
 """Write a run's outputs into its staging directory, and count what was written.
 
+Charge lines and invoice summaries come from the billing step (``pipelines.bill.BillAccounts``);
+this module writes and counts them.
+
 Layout (see docs/outputs.md):
     rated/service_cycle=YYYY-MM/part-SSSSS.parquet   one file per account shard and cycle
     charges/part-SSSSS.parquet                       invoice-ready lines of the accounts of a shard
@@ -15,20 +18,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.utils.shared import Shared
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.bill import CHARGES, INVOICES
 from pipelines.coders import KeyedBatch
 from pipelines.counters import SumCounters
-from pipelines.shuffle import ShardShuffle, SpillByShard
-from cdr_schemas import rated_event_schema
-from rating.billing import BILLING_COLUMNS, BillingPeriod, bill_accounts
-from rating.engine import RatingEngine
+from pipelines.decode import COUNTS, REJECTED
+from pipelines.dedup import DUPLICATES
+from pipelines.rate import RATED
 from rating.money import exact_sum
-from rating.partition import hash_columns, shard_of_hash, split_by_shard
+from rating.partition import split_by_input_file
 from sinks.files import write_json, write_parquet
 
 OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "control")
@@ -71,69 +73,45 @@ class _WriteRated(beam.DoFn):
                "cycles": cycles}
 
 
-class _RatedForBilling(SpillByShard):
-    """(shard, rated batch) -> (shard, payload) of the columns billing reads."""
+class _WriteCharges(beam.DoFn):
+    """(shard, charge lines) -> ``charges/part-SSSSS.parquet``; per-cycle money, to check against the rated events."""
 
-    def __init__(self, shuffle: ShardShuffle):
-        super().__init__(shuffle, "for_billing")
-
-    def pairs(self, element):
-        shard, batch = element
-        return [(shard, batch.select(list(BILLING_COLUMNS)))]
-
-
-class _BillShard(beam.DoFn):
-    """Charge lines and invoice summaries of the accounts hashed to one shard."""
-
-    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None,
-                 shuffle: ShardShuffle):
+    def __init__(self, staging: str):
         self._staging = staging
-        self._reference_dir = reference_dir
-        self._shards = shards
-        self._closed_through = closed_through
-        self._shuffle = shuffle
-        self._engine = None
-        self._shared = Shared()
 
-    def setup(self):
-        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
-
-    def process(self, element, usage_cycles):
-        shard, payloads = element
-        rated = self._shuffle.read(payloads, billing_schema())
-        period = BillingPeriod.from_usage_cycles(usage_cycles, self._closed_through)
-        lines, summary = bill_accounts(self._engine.compiled, self._engine.accounts_of_shard(shard, self._shards),
-                                       rated, period)
-        if lines.num_rows:
-            write_parquet(Path(self._staging, "charges", _part(shard)), lines)
-        if summary.num_rows:
-            write_parquet(Path(self._staging, "invoices", _part(shard)), summary)
-        yield _billing_counters(lines, summary)
+    def process(self, element):
+        shard, lines = element
+        write_parquet(Path(self._staging, "charges", _part(shard)), lines)
+        cycles: dict = {}
+        frame = pl.from_arrow(lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros",
+                                            "amount_minor", "rounding_micros", "currency"]))
+        usage = frame.filter(pl.col("line_type") == "USAGE").group_by("service_cycle").agg(exact_sum("amount_micros"))
+        for cycle, micros in usage.iter_rows():
+            cycles.setdefault(cycle, {})["usage_line_micros"] = micros
+        billed = frame.group_by(["billing_cycle", "currency"]).agg(exact_sum("amount_minor"),
+                                                                    exact_sum("rounding_micros"))
+        for cycle, currency, minor, rounding in billed.sort(["billing_cycle", "currency"]).iter_rows():
+            entry = cycles.setdefault(cycle, {})
+            entry.setdefault("invoice_lines_minor", {})[currency] = minor
+            entry["rounding_micros"] = entry.get("rounding_micros", 0) + rounding
+        yield {"cycles": cycles}
 
 
-def billing_schema() -> pa.Schema:
-    schema = rated_event_schema()
-    return pa.schema([schema.field(name) for name in BILLING_COLUMNS])
+class _WriteInvoices(beam.DoFn):
+    """(shard, invoice summaries) -> ``invoices/part-SSSSS.parquet``; invoice totals per cycle and currency."""
 
+    def __init__(self, staging: str):
+        self._staging = staging
 
-def _billing_counters(lines: pa.Table, summary: pa.Table) -> dict:
-    """Per-cycle money from the charge lines, to check against the rated events."""
-    cycles: dict = {}
-    frame = pl.from_arrow(lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros",
-                                        "amount_minor", "rounding_micros", "currency"]))
-    usage = frame.filter(pl.col("line_type") == "USAGE").group_by("service_cycle").agg(exact_sum("amount_micros"))
-    for cycle, micros in usage.iter_rows():
-        cycles.setdefault(cycle, {})["usage_line_micros"] = micros
-    billed = frame.group_by(["billing_cycle", "currency"]).agg(exact_sum("amount_minor"), exact_sum("rounding_micros"))
-    for cycle, currency, minor, rounding in billed.sort(["billing_cycle", "currency"]).iter_rows():
-        entry = cycles.setdefault(cycle, {})
-        entry.setdefault("invoice_lines_minor", {})[currency] = minor
-        entry["rounding_micros"] = entry.get("rounding_micros", 0) + rounding
-    totals = pl.from_arrow(summary.select(["billing_cycle", "currency", "total_minor"])) \
-        .group_by(["billing_cycle", "currency"]).agg(exact_sum("total_minor"))
-    for cycle, currency, minor in totals.iter_rows():
-        cycles.setdefault(cycle, {}).setdefault("invoice_totals_minor", {})[currency] = minor
-    return {"cycles": cycles}
+    def process(self, element):
+        shard, summary = element
+        write_parquet(Path(self._staging, "invoices", _part(shard)), summary)
+        cycles: dict = {}
+        totals = pl.from_arrow(summary.select(["billing_cycle", "currency", "total_minor"])) \
+            .group_by(["billing_cycle", "currency"]).agg(exact_sum("total_minor"))
+        for cycle, currency, minor in totals.iter_rows():
+            cycles.setdefault(cycle, {}).setdefault("invoice_totals_minor", {})[currency] = minor
+        yield {"cycles": cycles}
 
 
 class _SplitRejects(beam.DoFn):
@@ -141,8 +119,7 @@ class _SplitRejects(beam.DoFn):
         self._shards = shards
 
     def process(self, batch: pa.RecordBatch):
-        shards = shard_of_hash(hash_columns(batch, ["input_file"]), self._shards)
-        yield from split_by_shard(batch, shards, self._shards)
+        yield from split_by_input_file(batch, self._shards)
 
 
 class _WriteSortedShard(beam.DoFn):
@@ -177,57 +154,37 @@ class _WriteTotals(beam.DoFn):
 
 
 class WriteOutputs(beam.PTransform):
-    """Write rated events, charges, rejects, duplicates and control totals into ``staging``.
+    """Write rated events, charges, invoices, rejects, duplicates and control totals into ``staging``.
 
-    Input: a dict of PCollections with keys ``rated`` ((shard, batch)), ``rejected`` (batches),
-    ``duplicates`` ((shard, batch)) and ``counts`` (counter dicts from decoding). ``shuffle_dir``:
-    how rated events reach billing (see ``pipelines.shuffle``).
+    Input: a dict of PCollections with keys ``rated`` ((shard, batch)), ``charges`` and ``invoices``
+    ((shard, table), from ``BillAccounts``), ``rejected`` (batches), ``duplicates`` ((shard, batch))
+    and ``counts`` (counter dicts from decoding). ``shards``: how many reject files.
     """
 
-    def __init__(self, staging: str, reference_dir: str, shards: int, closed_through: str | None = None,
-                 shuffle_dir: str | None = None):
+    def __init__(self, staging: str, shards: int):
         super().__init__()
         self._staging = str(staging)
-        self._reference_dir = reference_dir
         self._shards = shards
-        self._closed_through = closed_through
-        self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, pcolls):
-        rated_counts = pcolls["rated"] | "WriteRated" >> beam.ParDo(_WriteRated(self._staging))
-        usage_cycles = (
-            pcolls["rated"]
-            | "UsageCycles" >> beam.FlatMap(lambda kv: kv[1].column("service_cycle").unique().to_pylist())
-            | "DistinctCycles" >> beam.Distinct()
-        )
-        shuffle = self._shuffle
-        no_usage = shuffle.empty_payload(billing_schema())
-        fillers = pcolls["rated"].pipeline | "EveryShard" >> beam.Create(
-            [(s, no_usage) for s in range(self._shards)]).with_output_types(shuffle.element_type)
-        charge_counts = (
-            (pcolls["rated"] | "RatedForBilling" >> beam.ParDo(_RatedForBilling(shuffle))
-             .with_output_types(shuffle.element_type), fillers)
-            | "AllShards" >> beam.Flatten()
-            | "GroupForBilling" >> beam.GroupByKey()
-            | "BillShard" >> beam.ParDo(
-                _BillShard(self._staging, self._reference_dir, self._shards, self._closed_through, shuffle),
-                usage_cycles=beam.pvalue.AsList(usage_cycles))
-        )
+        rated_counts = pcolls[RATED] | "WriteRated" >> beam.ParDo(_WriteRated(self._staging))
+        charge_counts = pcolls[CHARGES] | "WriteCharges" >> beam.ParDo(_WriteCharges(self._staging))
+        invoice_counts = pcolls[INVOICES] | "WriteInvoices" >> beam.ParDo(_WriteInvoices(self._staging))
         reject_counts = (
-            pcolls["rejected"]
+            pcolls[REJECTED]
             | "KeyRejects" >> beam.ParDo(_SplitRejects(self._shards)).with_output_types(KeyedBatch)
             | "GroupRejects" >> beam.GroupByKey()
             | "WriteRejects" >> beam.ParDo(
                 _WriteSortedShard(self._staging, "rejected", ["input_file", "input_position"], "rejected"))
         )
         duplicate_counts = (
-            pcolls["duplicates"]
+            pcolls[DUPLICATES]
             | "GroupDuplicates" >> beam.GroupByKey()
             | "WriteDuplicates" >> beam.ParDo(_WriteSortedShard(
                 self._staging, "duplicates", ["source", "record_id", "input_file", "input_position"], "duplicates"))
         )
         return (
-            (pcolls["counts"], rated_counts, charge_counts, reject_counts, duplicate_counts)
+            (pcolls[COUNTS], rated_counts, charge_counts, invoice_counts, reject_counts, duplicate_counts)
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> beam.CombineGlobally(SumCounters())
             | "WriteTotals" >> beam.ParDo(_WriteTotals(self._staging))

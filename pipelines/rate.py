@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.utils.shared import Shared
 import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
 from pipelines.coders import KeyedBatch
 from pipelines.shuffle import ShardShuffle, SpillByShard
 from rating.dedup import table_to_batch
-from rating.engine import RatingEngine
+from rating.engine import EngineRef
 
 RATED = "rated"
 REJECTED = "rejected"
@@ -19,29 +18,27 @@ REJECTED = "rejected"
 class KeyByAccount(SpillByShard):
     """Usage batch -> (shard, sub-batch) pairs: every event of an account in one shard."""
 
-    def __init__(self, reference_dir: str, shards: int, shuffle: ShardShuffle | None = None):
+    def __init__(self, engine: EngineRef, shards: int, shuffle: ShardShuffle | None = None):
         super().__init__(shuffle or ShardShuffle(None), "by_account")
-        self._reference_dir = reference_dir
+        self._engine_ref = engine
         self._shards = shards
         self._engine = None
-        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
+        self._engine = self._engine_ref.load()
 
     def pairs(self, batch: pa.RecordBatch):
         return self._engine.split_by_account(batch, self._shards)
 
 
 class _RateShard(beam.DoFn):
-    def __init__(self, reference_dir: str, shuffle: ShardShuffle):
-        self._reference_dir = reference_dir
+    def __init__(self, engine: EngineRef, shuffle: ShardShuffle):
+        self._engine_ref = engine
         self._shuffle = shuffle
         self._engine = None
-        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
+        self._engine = self._engine_ref.load()
 
     def process(self, element):
         shard, payloads = element
@@ -64,16 +61,16 @@ class RateByAccount(beam.PTransform):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be positive, got {shards}")
-        self._reference_dir = reference_dir
+        self._engine = EngineRef.of(reference_dir)
         self._shards = shards
         self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, batches):
         return (
             batches
-            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._reference_dir, self._shards, self._shuffle))
+            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._engine, self._shards, self._shuffle))
             .with_output_types(self._shuffle.element_type)
             | "GroupByAccount" >> beam.GroupByKey()
-            | "RateShard" >> beam.ParDo(_RateShard(self._reference_dir, self._shuffle))
+            | "RateShard" >> beam.ParDo(_RateShard(self._engine, self._shuffle))
             .with_output_types(KeyedBatch).with_outputs(REJECTED, main=RATED)
         )

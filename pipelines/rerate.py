@@ -1,20 +1,19 @@
 """The re-rate job: re-rate one billing cycle from scratch, compare, publish a new version of it.
 
-    decode -> validate -> deduplicate -> rate (per account)        the batch job's own transforms
-        -> keep the cycle's events -> write them like a batch output (charges as if the cycle were open)
+    decode -> validate -> deduplicate -> rate (per account)        the batch job's core (RateUsage)
+        -> keep the cycle's events -> bill and write them like a batch output (as if the cycle were open)
     then, Beam-free (rating.rerate), against the store's current version of the cycle:
         record-by-record diff -> adjustments (closed cycles) -> invoices -> publish rerates/C/vN
 
-``RerateCycle`` is the composite transform; ``run_rerate`` runs it, compares and publishes (or, with
-``what_if_dir``, only reports). Rules and store layout: docs/rerating.md.
+``RerateCycle`` is the composite transform; ``run_rerate`` runs it as a staged run
+(``pipelines.staged_run``, as the batch job does), compares and publishes (or, with ``what_if_dir``,
+only reports). Rules and store layout: docs/rerating.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as dt
-import json
+import functools
 import os
 import shutil
 import tempfile
@@ -27,22 +26,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from cdr_schemas import charge_line_schema, rated_event_schema, rejected_schema
-from pipelines.batch import effective_closed_through, normal_path
+from pipelines.bill import CHARGES, INVOICES, BillAccounts
 from pipelines.coders import KeyedBatch
-from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
-from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
-from pipelines.inputs import match_inputs
-from pipelines.options import SHUFFLE_FOLDER, auto_shards, check_shards
-from pipelines.outputs import OUTPUT_FOLDERS, WriteOutputs
-from pipelines.shuffle import SHUFFLE_MODES
-from pipelines.rate import RATED, RateByAccount
+from pipelines.decode import COUNTS
+from pipelines.inputs import match_inputs, normal_path
+from pipelines.options import RunConfig, auto_shards
+from pipelines.outputs import WriteOutputs
+from pipelines.rate import RATED
+from pipelines.rate_usage import RateUsage
+from pipelines.staged_run import effective_closed_through, staged_run
 from rating.billing import finish_lines, summarise_invoices
 from rating.cycles import cycle_bounds_of, month_index, month_label
 from rating.engine import RatingEngine
-from rating.reference import load_reference
 from rating.rerate import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_records, impact_summary,
                            same_lines)
 from sinks import store
@@ -52,34 +49,22 @@ _KEPT = "kept"
 _SCOPE = "_scope"   # staging only: keys of this run's rated events of other cycles
 
 
-@dataclasses.dataclass(frozen=True)
-class RerateConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RerateConfig(RunConfig):
     """What to re-rate: ``cycle`` (YYYY-MM) from the files of ``input_glob`` with ``reference_dir``
     against the output store ``output_dir``; ``what_if_dir``: rate with this candidate reference
-    data instead and only report (the store is not written)."""
+    data instead and only report (the store is not written). The job flags (``shards``,
+    ``batch_size``, ``closed_through``, ``shuffle``) are the batch job's, checked by ``RunConfig``."""
     cycle: str
-    input_glob: str
-    reference_dir: str
-    output_dir: str
     what_if_dir: str | None = None
     report_path: str | None = None
-    shards: int | None = None          # None: auto_shards() of the inputs
-    batch_size: int = 65_536
-    closed_through: str | None = None
     top_records: int = 20
-    shuffle: str = "files"
 
     def __post_init__(self):
         month_index(self.cycle)
-        if self.closed_through is not None:
-            month_index(self.closed_through)
-        check_shards(self.shards)
-        if not 1 <= self.batch_size <= 10_000_000:
-            raise ValueError(f"--batch-size must be between 1 and 10000000, got {self.batch_size}")
+        super().__post_init__()
         if self.top_records < 0:
             raise ValueError(f"--top must be >= 0, got {self.top_records}")
-        if self.shuffle not in SHUFFLE_MODES:
-            raise ValueError(f"--shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.shuffle!r}")
 
     @property
     def rating_reference(self) -> str:
@@ -112,11 +97,12 @@ class _KeepCycle(beam.DoFn):
 class RerateCycle(beam.PTransform):
     """Paths -> control totals of the run, writing the re-rated cycle under ``staging``.
 
-    Every record of the inputs is decoded, validated, deduplicated and rated with the batch job's
-    transforms (all events of an account together, in event-time order). Events of ``config.cycle``
-    are written like a batch output (``rated/``, ``charges/`` and ``invoices/`` as if the cycle were
-    open, ``rejected/`` with every reject of the run, ``duplicates/``, ``control/``); the keys of
-    events of other cycles go to ``staging/_scope`` and their counts to the totals (``out_of_scope``).
+    Every record of the inputs is decoded, validated, deduplicated and rated by the batch job's
+    core (``RateUsage``: all events of an account together, in event-time order). Events of
+    ``config.cycle`` are billed and written like a batch output (``rated/``, ``charges/`` and
+    ``invoices/`` as if the cycle were open, ``rejected/`` with every reject of the run,
+    ``duplicates/``, ``control/``); the keys of events of other cycles go to ``staging/_scope`` and
+    their counts to the totals (``out_of_scope``).
     """
 
     def __init__(self, config: RerateConfig, staging: str):
@@ -126,16 +112,15 @@ class RerateCycle(beam.PTransform):
 
     def expand(self, paths):
         c = self._config
-        shuffle_dir = str(Path(self._staging, SHUFFLE_FOLDER)) if c.shuffle == "files" else None
-        decoded = paths | "Decode" >> DecodeUsage(c.batch_size)
-        deduped = decoded[USAGE] | "Deduplicate" >> DeduplicateUsage(c.shards, shuffle_dir)
-        rated = deduped[UNIQUE] | "Rate" >> RateByAccount(c.rating_reference, c.shards, shuffle_dir)
-        kept = rated[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._staging)) \
+        shuffle_dir = c.shuffle_dir(self._staging)
+        usage = paths | "RateUsage" >> RateUsage(reference_dir=c.rating_reference, shards=c.shards,
+                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir)
+        kept = usage[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._staging)) \
             .with_output_types(KeyedBatch).with_outputs(COUNTS, main=_KEPT)
-        rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
-        counts = (decoded[COUNTS], kept[COUNTS]) | "AllCounts" >> beam.Flatten()
-        return {"rated": kept[_KEPT], "rejected": rejected, "duplicates": deduped[DUPLICATES], "counts": counts} \
-            | "Write" >> WriteOutputs(self._staging, c.rating_reference, c.shards, None, shuffle_dir)
+        bills = kept[_KEPT] | "Bill" >> BillAccounts(c.rating_reference, c.shards, None, shuffle_dir)
+        counts = (usage[COUNTS], kept[COUNTS]) | "AllCounts" >> beam.Flatten()
+        return {**usage, RATED: kept[_KEPT], COUNTS: counts, CHARGES: bills[CHARGES], INVOICES: bills[INVOICES]} \
+            | "Write" >> WriteOutputs(self._staging, c.shards)
 
 
 def _input_files(files: list[str]) -> set[str]:
@@ -292,6 +277,11 @@ def _write_version(config, out: Path, staging: Path, diff: RecordDiff, *, closed
     return True, adjustments
 
 
+def _what_if_staging(run_id: str) -> Path:
+    """A what-if's staging folder: temporary, outside the store (which it does not write)."""
+    return Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
+
+
 def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> dict:
     """Re-rate ``config.cycle`` and publish a new version of it (or, what-if, only report).
 
@@ -303,74 +293,63 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     started = time.monotonic()
     cycle = config.cycle
     out = store.require_store(config.output_dir).resolve()
-    load_reference(config.reference_dir)  # fail before any worker starts
+    RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts
     if config.what_if_dir:
-        load_reference(config.what_if_dir)
+        RatingEngine.load(config.what_if_dir)
     inputs = match_inputs(config.input_glob)
     paths = list(inputs.paths)
     if config.shards is None:
         config = dataclasses.replace(config, shards=auto_shards(paths))
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     what_if = config.what_if_dir is not None
-    lock = contextlib.nullcontext() if what_if else store.store_lock(out, f"rerate {cycle} {run_id}")
+    staging_for = _what_if_staging if what_if else functools.partial(store.version_staging_dir, out, cycle)
     timings: dict[str, float] = {}
-    with lock:  # batch runs, re-rates and close-cycle of the store wait for each other
-        tidied = [] if what_if else store.remove_leftovers(out)
+    # Batch runs, re-rates and close-cycle of the store wait for each other (the store's lock); a
+    # what-if does not write the store, and takes no lock.
+    with staged_run(str(out), f"rerate {cycle}", staging_for, lock=not what_if) as staged:
+        staging = staged.staging
         closed_through = effective_closed_through(str(out), config.closed_through)
         closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
         billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle
         previous = store.current_version(out, cycle)
         check_inputs_cover(previous, paths)
-        staging = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-")) if what_if \
-            else store.version_staging_dir(out, cycle, run_id)
-        try:
-            for folder in OUTPUT_FOLDERS:
-                (staging / folder).mkdir(parents=True, exist_ok=True)
-            t0 = time.monotonic()
-            with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
-                _ = pipeline | "Inputs" >> beam.Create(paths) | "RerateCycle" >> RerateCycle(config, str(staging))
-            timings["pipeline_s"] = time.monotonic() - t0
-            shutil.rmtree(staging / SHUFFLE_FOLDER, ignore_errors=True)
-            run = json.loads((staging / "control" / "totals.json").read_text())
-            run["skipped_inputs"] = inputs.skipped_json()
+        run, timings["pipeline_s"] = staged.run_pipeline(RerateCycle(config, str(staging)), "RerateCycle", inputs,
+                                                         pipeline_args)
 
-            t0 = time.monotonic()
-            diff = _compare(config, out, previous, staging)
-            _check_nothing_lost(diff, cycle)
-            summary = impact_summary(diff, top=config.top_records)
-            timings["compare_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        diff = _compare(config, out, previous, staging)
+        _check_nothing_lost(diff, cycle)
+        summary = impact_summary(diff, top=config.top_records)
+        timings["compare_s"] = time.monotonic() - t0
 
-            t0 = time.monotonic()
-            result = {"cycle": cycle, "what_if": what_if, "closed": closed, "previous_version": previous.number,
-                      "version": None, "path": None, "run_id": run_id, "input_files": len(paths),
-                      "reference": str(Path(config.rating_reference).resolve())}
-            if what_if:
-                totals = _control_totals(config, run, diff, closed=closed)
-            else:
-                engine = RatingEngine.load(config.rating_reference)
-                operator = engine.compiled.reference.operator
-                digits = {code: c.minor_unit_digits for code, c in operator.currencies.items()}
-                number = store.next_version_number(out, cycle)
-                changed, adjustments = _write_version(config, out, staging, diff, closed=closed,
-                                                      billing_cycle=billing_cycle, number=number, engine=engine,
-                                                      digits=digits)
-                totals = _control_totals(config, run, diff, closed=closed, adjustments=adjustments)
-                if changed:
-                    totals.update(version=number, previous_version=previous.number,
-                                  adjustments_billing_cycle=billing_cycle if closed else None)
-                    write_json(staging / "control" / "totals.json", totals)
-                    write_json(staging / "diff" / "summary.json", summary)
-                    version = store.publish_version(out, cycle, staging, number=number, manifest={
-                        "run_id": run_id, "inputs": paths, "reference": result["reference"],
-                        "previous_version": previous.number, "closed_through": closed_through,
-                        "balanced": totals["balanced"], "shards": config.shards})
-                    result.update(version=version.number, path=str(version.path))
-            timings["publish_s"] = time.monotonic() - t0
-        finally:
-            if staging.exists():
-                store.discard(staging)
+        t0 = time.monotonic()
+        result = {"cycle": cycle, "what_if": what_if, "closed": closed, "previous_version": previous.number,
+                  "version": None, "path": None, "run_id": staged.run_id, "input_files": len(paths),
+                  "reference": str(Path(config.rating_reference).resolve())}
+        if what_if:
+            totals = _control_totals(config, run, diff, closed=closed)
+        else:
+            engine = RatingEngine.load(config.rating_reference)
+            operator = engine.compiled.reference.operator
+            digits = {code: c.minor_unit_digits for code, c in operator.currencies.items()}
+            number = store.next_version_number(out, cycle)
+            changed, adjustments = _write_version(config, out, staging, diff, closed=closed,
+                                                  billing_cycle=billing_cycle, number=number, engine=engine,
+                                                  digits=digits)
+            totals = _control_totals(config, run, diff, closed=closed, adjustments=adjustments)
+            if changed:
+                totals.update(version=number, previous_version=previous.number,
+                              adjustments_billing_cycle=billing_cycle if closed else None)
+                write_json(staging / "control" / "totals.json", totals)
+                write_json(staging / "diff" / "summary.json", summary)
+                manifest = {"run_id": staged.run_id, "inputs": paths, "reference": result["reference"],
+                            "previous_version": previous.number, "closed_through": closed_through,
+                            "balanced": totals["balanced"], "shards": config.shards}
+                version = staged.publish(lambda folder: store.publish_version(out, cycle, folder, number=number,
+                                                                              manifest=manifest))
+                result.update(version=version.number, path=str(version.path))
+        timings["publish_s"] = time.monotonic() - t0
     timings["total_s"] = time.monotonic() - started
-    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"], tidied=tidied)
+    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"], tidied=staged.tidied)
     if config.report_path:
         write_json(config.report_path, {k: result[k] for k in ("cycle", "what_if", "closed", "previous_version",
                                                                "version", "reference", "balanced")}

@@ -14,12 +14,12 @@ follows publish times). See docs/streaming.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.utils.shared import Shared
 import pyarrow as pa
 from apache_beam.io.gcp.pubsub import ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -35,9 +35,7 @@ from pipelines.decode import COUNTS, REJECTED, USAGE, validated_outputs
 from pipelines.dedup import SplitByRecordKey
 from pipelines.rate import KeyByAccount
 from rating.dedup import table_to_batch
-from rating.engine import RatingEngine
-from rating.compile import compile_reference
-from rating.reference import load_reference
+from rating.engine import EngineRef, RatingEngine
 from rating.stream_dedup import SeenKeys
 from rating.stream_rater import ShardState
 from sinks.files import write_json, write_part
@@ -93,14 +91,22 @@ def _micros(timestamp) -> int:
     return int(timestamp.micros)
 
 
+def message_label(message) -> str:
+    """``input_file`` of a message's rows: ``pubsub:MESSAGE_ID``, or for a message without an id
+    ``pubsub:`` and 12 hex digits of a BLAKE2b digest of its body (the same in every process and run,
+    unlike Python's salted ``hash``)."""
+    if getattr(message, "message_id", None):
+        return f"pubsub:{message.message_id}"
+    return f"pubsub:{hashlib.blake2b(message.data, digest_size=6).hexdigest()}"
+
+
 class _DecodeMessage(beam.DoFn):
     def __init__(self, batch_size: int):
         self._batch_size = batch_size
 
     def process(self, message):
-        label = f"pubsub:{message.message_id}" if getattr(message, "message_id", None) else \
-            f"pubsub:{hash(message.data) & 0xFFFFFFFFFFFF:012x}"
-        yield from validated_outputs(decode_message(message.data, message.attributes or {}, label, self._batch_size))
+        yield from validated_outputs(decode_message(message.data, message.attributes or {}, message_label(message),
+                                                    self._batch_size))
 
 
 class _CoalesceBundle(beam.DoFn):
@@ -122,8 +128,8 @@ class _CoalesceBundle(beam.DoFn):
         self._batches = []
 
 
-class _DedupShard(beam.DoFn):
-    """Per record-key shard: drop records whose (source, record_id) was already let through."""
+class _StreamDedupShard(beam.DoFn):
+    """Per record-key shard: drop records whose (source, record_id) was already let through (state)."""
     SEEN = ReadModifyWriteStateSpec("seen", beam.coders.PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
@@ -157,22 +163,21 @@ class _DedupShard(beam.DoFn):
                 expiry.set(Timestamp(micros=next_expiry))
 
 
-class _RateShard(beam.DoFn):
-    """Per account shard: rate in event-time order, correct out-of-order arrivals, keep totals."""
+class _StreamRateShard(beam.DoFn):
+    """Per account shard: rate in event-time order, correct out-of-order arrivals, keep totals (state)."""
     STATE = ReadModifyWriteStateSpec("shard", beam.coders.PickleCoder())
     PENDING = ReadModifyWriteStateSpec("pending_totals", beam.coders.PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, reference_dir: str, allowed_lateness_us: int, totals_interval_s: float):
-        self._reference_dir = reference_dir
+    def __init__(self, engine: EngineRef, allowed_lateness_us: int, totals_interval_s: float):
+        self._engine_ref = engine
         self._lateness = allowed_lateness_us
         self._interval = totals_interval_s
         self._engine = None
-        self._shared = Shared()
 
     def setup(self):
-        self._engine = RatingEngine.shared(self._shared, self._reference_dir)
+        self._engine = self._engine_ref.load()
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, shard_state=beam.DoFn.StateParam(STATE),
                 pending_state=beam.DoFn.StateParam(PENDING), expiry=beam.DoFn.TimerParam(EXPIRY),
@@ -278,6 +283,7 @@ class RateUsageStream(beam.PTransform):
     def __init__(self, config: StreamConfig):
         super().__init__()
         self._config = config
+        self._engine = EngineRef.of(config.reference_dir)
 
     def expand(self, messages):
         c = self._config
@@ -287,12 +293,13 @@ class RateUsageStream(beam.PTransform):
             decoded[USAGE]
             | "CoalesceBundle" >> beam.ParDo(_CoalesceBundle())
             | "KeyByRecordId" >> beam.ParDo(SplitByRecordKey(c.shards))
-            | "DropDuplicates" >> beam.ParDo(_DedupShard(c.allowed_lateness_us)).with_outputs(DUPLICATES, main="unique")
+            | "DropDuplicates" >> beam.ParDo(_StreamDedupShard(c.allowed_lateness_us))
+            .with_outputs(DUPLICATES, main="unique")
         )
         rated = (
             deduped["unique"]
-            | "KeyByAccount" >> beam.ParDo(KeyByAccount(c.reference_dir, c.shards))
-            | "RateShard" >> beam.ParDo(_RateShard(c.reference_dir, c.allowed_lateness_us, c.totals_interval_s))
+            | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._engine, c.shards))
+            | "RateShard" >> beam.ParDo(_StreamRateShard(self._engine, c.allowed_lateness_us, c.totals_interval_s))
             .with_outputs(REJECTED, COUNTS, TOTALS, main="rated")
         )
         rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
@@ -321,7 +328,7 @@ class RateUsageStream(beam.PTransform):
 
 
 def build_stream_pipeline(config: StreamConfig, beam_args: list[str]) -> beam.Pipeline:
-    compile_reference(load_reference(config.reference_dir))  # bad reference data fails before the job starts
+    RatingEngine.load(config.reference_dir)  # bad reference data fails before the job starts
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdr_schemas import duplicate_schema, usage_batch_schema
-from rating.partition import hash_columns
+from rating.partition import RECORD_KEY, hash_columns
 
-_KEY = ["source", "record_id"]
+_KEY = list(RECORD_KEY)
 # The key's hash first: rows compare by two strings only when their hashes tie (same key, or a rare
 # collision that the string columns after it still separate).
 _ORDER = [("_key_hash", "ascending"), ("source", "ascending"), ("record_id", "ascending"),

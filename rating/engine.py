@@ -1,6 +1,8 @@
 """RatingEngine: reference data loaded and compiled once, then rating batch after batch.
 
-This is what a Beam worker holds (built in ``DoFn.setup``) and what library users call:
+This is what library users call and what every Beam DoFn holds (through ``EngineRef``, in
+``DoFn.setup``); the jobs call ``RatingEngine.load`` up front, so bad reference data fails before
+any worker starts:
 
     engine = RatingEngine.load("reference/")
     rated, rejected = engine.rate(usage_batch)
@@ -8,8 +10,10 @@ This is what a Beam worker holds (built in ``DoFn.setup``) and what library user
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ from rating import engine_cache
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
 from rating.kernels.enrich import assign_cycles, find_subscriptions
-from rating.partition import hash_columns, shard_of_hash, split_by_shard
+from rating.partition import account_hashes, accounts_of_shard, split_by_account
 from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.loader import gc_paused
@@ -29,7 +33,8 @@ from rating.state import RatingState
 
 
 _KEEP_LOADED = 4
-_LOADED: dict[tuple, "RatingEngine"] = {}
+_LOADED: dict[tuple[str, str], "RatingEngine"] = {}   # (absolute directory, reference_fingerprint) -> engine
+_LOADING = threading.Lock()   # one compilation per process and reference, however many threads ask
 
 
 def reference_fingerprint(reference_dir: str) -> str:
@@ -44,44 +49,41 @@ def reference_fingerprint(reference_dir: str) -> str:
 class RatingEngine:
     def __init__(self, compiled: CompiledReference):
         self.compiled = compiled
-        ids = pa.RecordBatch.from_arrays([pa.array(list(compiled.account_ids), pa.string())], names=["account_id"])
-        self._account_hash = hash_columns(ids, ["account_id"])
+        self._account_hash = account_hashes(compiled.account_ids)
+        self._warm = False
 
     @classmethod
-    def load(cls, reference_dir: str) -> "RatingEngine":
+    def load(cls, reference_dir: str, fingerprint: str | None = None) -> "RatingEngine":
         """Load, validate and compile a reference directory; raises ReferenceDataError if it is bad.
 
         Engines are kept per process while the directory's files are unchanged (names and
-        bytes): the job's up-front check and the in-process workers compile once. Other
-        processes and later runs load the compilation from ``rating.engine_cache``.
-        """
-        fingerprint = reference_fingerprint(reference_dir)
-        key = (os.path.abspath(reference_dir), fingerprint)
-        engine = _LOADED.get(key)
-        if engine is None:
-            compiled = engine_cache.load(fingerprint)
-            if compiled is None:
-                with gc_paused():
-                    compiled = compile_reference(load_reference(reference_dir))
-                engine_cache.store(fingerprint, compiled)
-            engine = cls(compiled)
-            if len(_LOADED) >= _KEEP_LOADED:
-                _LOADED.pop(next(iter(_LOADED)))
-            _LOADED[key] = engine
-        return engine
+        bytes): the job's up-front check and every DoFn of the in-process workers share one
+        compilation. Other processes and later runs load the compilation from
+        ``rating.engine_cache``.
 
-    @classmethod
-    def shared(cls, handle, reference_dir: str) -> "RatingEngine":
-        """The engine of ``reference_dir`` shared by every DoFn of this worker process.
-
-        ``handle`` is an ``apache_beam.utils.shared.Shared`` the DoFn created at construction; the
-        reference is loaded and compiled once per process instead of once per DoFn instance.
+        ``fingerprint``: the directory's ``reference_fingerprint`` as the caller last saw it (an
+        ``EngineRef`` takes it when the pipeline is built). When this process holds an engine of
+        those bytes it is returned without reading the directory again; otherwise the directory is
+        read and loaded as it is now.
         """
-        def load():
-            engine = cls.load(reference_dir)
-            engine.warm_up()
+        directory = os.path.abspath(reference_dir)
+        with _LOADING:
+            engine = _LOADED.get((directory, fingerprint)) if fingerprint is not None else None
+            if engine is not None:
+                return engine
+            fingerprint = reference_fingerprint(reference_dir)
+            engine = _LOADED.get((directory, fingerprint))
+            if engine is None:
+                compiled = engine_cache.load(fingerprint)
+                if compiled is None:
+                    with gc_paused():
+                        compiled = compile_reference(load_reference(reference_dir))
+                    engine_cache.store(fingerprint, compiled)
+                engine = cls(compiled)
+                if len(_LOADED) >= _KEEP_LOADED:
+                    _LOADED.pop(next(iter(_LOADED)))
+                _LOADED[(directory, fingerprint)] = engine
             return engine
-        return handle.acquire(load, tag=str(reference_dir))
 
     @classmethod
     def from_reference(cls, reference: ReferenceData) -> "RatingEngine":
@@ -92,8 +94,10 @@ class RatingEngine:
         return rate(batch, self.compiled, state)
 
     def warm_up(self) -> None:
-        """Compile every kernel now (first calls compile), so no batch pays for it."""
-        self.rate(pa.RecordBatch.from_pylist([], schema=usage_batch_schema()))
+        """Compile every kernel now (first calls compile), so no batch pays for it; once per engine."""
+        if not self._warm:
+            self.rate(pa.RecordBatch.from_pylist([], schema=usage_batch_schema()))
+            self._warm = True
 
     def subscription_rows(self, batch: pa.RecordBatch) -> np.ndarray:
         """Subscription row in force at each record's start time, -1 when there is none."""
@@ -128,12 +132,36 @@ class RatingEngine:
         return subs, accounts, month, end
 
     def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
-        """Account rows whose events ``split_by_account`` sends to ``shard``."""
-        return np.flatnonzero(shard_of_hash(self._account_hash, shards) == shard)
+        """Account rows whose events ``split_by_account`` sends to ``shard`` (``rating.partition``)."""
+        return accounts_of_shard(self._account_hash, shard, shards)
 
     def split_by_account(self, batch: pa.RecordBatch, shards: int) -> list[tuple[int, pa.RecordBatch]]:
         """(shard, sub-batch) pairs: all events of an account in one shard; unknown subscribers by MSISDN."""
-        accounts = self.account_rows(batch)
-        h = np.where(accounts >= 0, self._account_hash[np.maximum(accounts, 0)],
-                     hash_columns(batch, ["served_msisdn"]))
-        return split_by_shard(batch, shard_of_hash(h, shards), shards)
+        return split_by_account(batch, self.account_rows(batch), self._account_hash, shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineRef:
+    """How a Beam DoFn reaches the engine: made when the pipeline is built, pickled with the DoFn,
+    ``load()`` in ``DoFn.setup``.
+
+    It carries the reference directory and the fingerprint its files had when the pipeline was
+    built, so ``load()`` finds the process's engine without reading the directory again: runners
+    call ``setup`` on every fresh copy of a DoFn (Beam's DirectRunner in streaming mode, once per
+    bundle). Why not ``apache_beam.utils.shared.Shared``: a ``Shared`` handle shares one object per
+    handle, and every DoFn made its own, so the engine was shared between DoFns by the
+    process-level cache of ``RatingEngine.load`` anyway (which also serves the job's up-front
+    check); that cache, keyed by the reference's bytes, is now the only one.
+    """
+    reference_dir: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, reference_dir: str) -> "EngineRef":
+        return cls(str(reference_dir), reference_fingerprint(reference_dir))
+
+    def load(self) -> RatingEngine:
+        """The engine of this reference in this process, its kernels compiled (``warm_up``)."""
+        engine = RatingEngine.load(self.reference_dir, self.fingerprint)
+        engine.warm_up()
+        return engine

@@ -317,6 +317,18 @@ def test_inputs_must_cover_the_current_version(month, tmp_path, monkeypatch):
     assert not (out / "rerates").exists() and not (out / ".store.lock").exists()
 
 
+
+def test_an_unreadable_input_file_fails_the_rerate_naming_it(month, tmp_path, monkeypatch):
+    out = _copy_store(month, tmp_path)
+    files = _digest(out)
+    inputs = tmp_path / "cdrs"
+    shutil.copytree(month / "cdrs", inputs)
+    (inputs / "zz-broken.avro").write_bytes(b"Obj\x01garbage")
+    monkeypatch.setattr("pipelines.rerate.check_inputs_cover", lambda previous, paths: None)  # copies: other paths
+    with pytest.raises(ValueError, match=r"^cannot open \S*zz-broken.avro: unreadable Avro header"):
+        _rerate(month, out, month / "reference", glob=str(inputs / "*"))
+    assert _digest(out) == files and not (out / "rerates").exists()
+
 # --- the store, without a pipeline ---------------------------------------------------------------------
 
 def test_publishing_a_version_is_atomic_and_previous_versions_stay_readable(tmp_path):

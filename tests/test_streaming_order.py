@@ -1,4 +1,5 @@
-"""Streaming order semantics with TestStream: out-of-order usage, allowances, late usage."""
+"""Streaming order semantics with TestStream: out-of-order usage, allowances, late usage; and the
+label (``input_file``) of a message's rows."""
 
 from __future__ import annotations
 
@@ -120,3 +121,28 @@ def test_a_shuffled_day_converges_to_the_batch_answer(tmp_path, seed):
     columns = ["record_id", "charge_micros", "free_units", "charged_units", "tier"]
     expected = _batch_answer(rows).sort("record_id").select(columns)
     assert _latest(rated).select(columns).equals(expected)
+
+
+def test_a_message_without_an_id_is_labelled_alike_in_every_process():
+    # input_file of a message's rows names the message; without a message id it comes from the body.
+    # Python's hash() is salted per process: two workers or two runs must still give the same label.
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    body = b'{"record_id": "r1", "source": "sw1", "service": "VOICE", "start_time": "not a time"}'
+    script = (
+        "import json\n"
+        "from apache_beam.io.gcp.pubsub import PubsubMessage\n"
+        "from pipelines.streaming import _DecodeMessage\n"
+        f"message = PubsubMessage({body!r}, {{'content-type': 'application/json'}})\n"
+        "rejected = [out.value for out in _DecodeMessage(16).process(message) if getattr(out, 'tag', '') == 'rejected']\n"
+        "print(json.dumps(sorted({name for batch in rejected for name in batch.column('input_file').to_pylist()})))\n")
+    labels = []
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=True)
+        labels.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert labels[0] == labels[1] == [f"pubsub:{hashlib.blake2b(body, digest_size=6).hexdigest()}"]

@@ -1,0 +1,38 @@
+"""The core the batch job and the re-rate share: CDR files in, rated usage and everything else out.
+
+    decode + validate -> deduplicate (by record key) -> rate (per account, in event-time order)
+
+Each job adds its own steps after it (the batch job bills and writes; the re-rate keeps one cycle,
+then bills and writes), so a fix to rating files reaches both.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
+from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.rate import RATED, RateByAccount
+
+
+class RateUsage(beam.PTransform):
+    """Paths -> a dict of PCollections: ``rated`` ((shard, rated batch) pairs, by account shard),
+    ``rejected`` (batches: every reject of decoding, validation and rating), ``duplicates``
+    ((shard, batch) pairs) and ``counts`` (counter dicts of decoding: ``records_in``).
+
+    ``shards``: shards of deduplication and rating; ``shuffle_dir``: spill the shuffles through
+    files there, or None for the runner's shuffle (``pipelines.shuffle``).
+    """
+
+    def __init__(self, *, reference_dir: str, shards: int, batch_size: int, shuffle_dir: str | None = None):
+        super().__init__()
+        self._decode = DecodeUsage(batch_size)
+        self._deduplicate = DeduplicateUsage(shards, shuffle_dir)
+        self._rate = RateByAccount(reference_dir, shards, shuffle_dir)
+
+    def expand(self, paths):
+        decoded = paths | "Decode" >> self._decode
+        deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
+        rated = deduped[UNIQUE] | "Rate" >> self._rate
+        rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
+        return {RATED: rated[RATED], REJECTED: rejected, DUPLICATES: deduped[DUPLICATES], COUNTS: decoded[COUNTS]}
