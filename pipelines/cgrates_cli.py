@@ -6,9 +6,9 @@
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s
                           [--service voice|sms|data] [--category C] [--json]
 
-``pipelines.cli`` adds the parsers with :func:`add_parsers` and hands the parsed arguments to
-:func:`dispatch`, which returns the exit status (``None`` for another command). Bad arguments or
-input raise ``ValueError``, which the CLI prints as a one-line error with exit status 1.
+``pipelines.cli`` adds the parsers with :func:`add_parsers`; each command's function is the parsed
+arguments' ``run`` and returns the exit status. Bad arguments or input raise ``ValueError``, which
+the CLI prints as a one-line error with exit status 1.
 
 Exit status of ``import-cgrates``: 0 when everything was imported (or with ``--allow-partial``),
 1 when something cannot be expressed — the report is printed and nothing is written. ``rate-one``
@@ -17,20 +17,19 @@ exits 0 for a charge and for a rejected event alike: a rejection is an answer.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1
+from pipelines.cli_args import EXIT_ERROR, EXIT_OK, add_command
+
 SERVICES = ("voice", "sms", "data")
-COMMANDS = ("import-cgrates", "rate-one")
 
 
 def add_parsers(subparsers) -> None:
     """Add ``import-cgrates`` and ``rate-one`` to an ``ArgumentParser``'s subparsers."""
-    imp = subparsers.add_parser(
-        "import-cgrates", help="convert a CGRateS tariff plan folder into reference data",
+    imp = add_command(
+        subparsers, "import-cgrates", cmd_import_cgrates,
+        help="convert a CGRateS tariff plan folder into reference data",
         description="Convert a CGRateS tariff plan (Timings, Destinations, Rates, DestinationRates, RatingPlans, "
                     "RatingProfiles) into a reference-data directory. What cannot be expressed is reported; "
                     "then nothing is written unless --allow-partial. See docs/cgrates.md.")
@@ -49,8 +48,8 @@ def add_parsers(subparsers) -> None:
     imp.add_argument("--allow-partial", action="store_true",
                      help="write the reference even when some rules cannot be expressed (they are reported)")
 
-    one = subparsers.add_parser(
-        "rate-one", help="rate one event and explain the charge",
+    one = add_command(
+        subparsers, "rate-one", cmd_rate_one, help="rate one event and explain the charge",
         description="Rate one event with the rating engine and print the charge with its breakdown (zone, band, "
                     "steps, increments, rounding). A rejected event is an answer (exit status 0).")
     one.add_argument("--reference", required=True, help="reference-data directory")
@@ -61,15 +60,6 @@ def add_parsers(subparsers) -> None:
     one.add_argument("--service", choices=SERVICES, help="default: from --category, else voice")
     one.add_argument("--category", help="CGRateS category (call, sms, data, or one mapped at import)")
     one.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def dispatch(args: argparse.Namespace) -> int | None:
-    """Run ``args.command`` if it is one of this module's; ``None`` otherwise."""
-    if args.command == "import-cgrates":
-        return cmd_import_cgrates(args)
-    if args.command == "rate-one":
-        return cmd_rate_one(args)
-    return None
 
 
 def cmd_import_cgrates(args) -> int:
@@ -89,7 +79,7 @@ def cmd_import_cgrates(args) -> int:
         print(report.format_text(), file=sys.stderr)
         print(f"usage-rating import-cgrates: {summary}; nothing written to {args.out}. Pass --allow-partial to "
               f"write what can be expressed (the report is kept in it).", file=sys.stderr)
-        return EXIT_PARTIAL
+        return EXIT_ERROR
     out = write_reference(result, args.out)
     if report.findings:
         print(report.format_text())

@@ -11,6 +11,11 @@
     usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C] [--rounding native|cgrates]
     usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT [--what-if REFDIR] [--report FILE]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s [--json]
+
+Each sub-command's parser names the function that runs it (``pipelines.cli_args.add_command``);
+with no command the help is printed and the exit status is 2, as for any usage error. Otherwise the
+exit status is 0 (done), 1 (bad configuration or input: one line on stderr, no traceback) or 3 (a
+rating run whose control totals do not balance): ``pipelines.cli_args.EXIT_*``.
 """
 
 from __future__ import annotations
@@ -21,11 +26,8 @@ import sys
 from pathlib import Path
 
 from pipelines import cgrates_cli, rerate_cli
-from pipelines.cli_args import check_beam_args, default_runner, shards_arg
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_UNBALANCED = 3
+from pipelines.cli_args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_command, check_beam_args, default_runner,
+                                exit_status)
 
 
 def cmd_generate(args) -> int:
@@ -69,9 +71,9 @@ def cmd_batch(args, beam_args: list[str]) -> int:
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
                          shuffle=args.shuffle, replace_output=args.replace_output)
-    result = run_batch(config, default_runner(beam_args))
+    result = run_batch(config, beam_args)
     print_summary(result, config.output_dir)
-    return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
+    return exit_status(result["balanced"])
 
 
 def cmd_close_cycle(args) -> int:
@@ -115,7 +117,7 @@ def cmd_stream(args, beam_args: list[str]) -> int:
                           dead_letter_topic=args.dead_letter_topic,
                           allowed_lateness_s=parse_duration_s(args.allowed_lateness), shards=args.shards,
                           timestamp_attribute=args.timestamp_attribute)
-    result = run_stream(config, default_runner(beam_args))
+    result = run_stream(config, beam_args)
     print(f"streaming from {config.subscription}; outputs under {config.output_dir}; Ctrl-C stops", file=sys.stderr)
     try:
         result.wait_until_finish()
@@ -128,20 +130,22 @@ def cmd_stream(args, beam_args: list[str]) -> int:
 def cmd_demo(args, beam_args: list[str]) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(Path(args.workdir), records=args.records, subscribers=args.subscribers,
-                    beam_args=default_runner(beam_args))
+    return run_demo(Path(args.workdir), records=args.records, subscribers=args.subscribers, beam_args=beam_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usage-rating", description="Telecom usage rating pipelines on Apache Beam.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(run=None)
+    sub = parser.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help="generate an operator month and rate it on the DirectRunner")
+    demo = add_command(sub, "demo", cmd_demo, beam_flags=True,
+                       help="generate an operator month and rate it on the DirectRunner")
     demo.add_argument("--workdir", default="usage-rating-demo", help="working directory (reused if present)")
     demo.add_argument("--records", type=int, default=1_000_000)
     demo.add_argument("--subscribers", type=int, default=20_000)
 
-    gen = sub.add_parser("generate", help="write a synthetic operator (reference data) and its CDR files")
+    gen = add_command(sub, "generate", cmd_generate,
+                      help="write a synthetic operator (reference data) and its CDR files")
     gen.add_argument("--out", required=True)
     gen.add_argument("--subscribers", type=int, default=20_000)
     gen.add_argument("--records", type=int, default=1_000_000)
@@ -153,39 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--duplicate-rate", type=float, default=0.001)
     gen.add_argument("--malformed-rate", type=float, default=0.0005)
 
-    val = sub.add_parser("validate-reference", help="check a reference-data directory; exit 1 on any issue")
+    val = add_command(sub, "validate-reference", cmd_validate_reference,
+                      help="check a reference-data directory; exit 1 on any issue")
     val.add_argument("directory")
 
-    batch = sub.add_parser("batch", help="rate CDR files; extra flags go to Beam (e.g. --direct_num_workers=2)")
-    batch.add_argument("--input", required=True, help="glob of CDR files")
-    batch.add_argument("--reference", required=True, help="reference-data directory")
-    batch.add_argument("--output", required=True,
-                       help="output store (replaced atomically; one run at a time; a store rated from other "
-                            "inputs is kept unless --replace-output)")
-    batch.add_argument("--shards", type=shards_arg, default=None,
-                       help="'auto' (default: about 250,000 records a shard, at least 16) or a number")
-    batch.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
-    batch.add_argument("--shuffle", choices=("files", "beam"), default="files",
-                       help="files: spill shard data to Arrow files in the staging directory (bounded memory on "
-                            "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
-    batch.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
-                       help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice")
-    batch.add_argument("--replace-output", "--replace_output", dest="replace_output", action="store_true",
-                       help="replace the store at --output even when it holds the rated usage of other input files "
-                            "or reference data (without it the run refuses and says what is there)")
+    batch = add_command(sub, "batch", cmd_batch, beam_flags=True,
+                        help="rate CDR files; extra flags go to Beam (e.g. --direct_num_workers=2)")
+    add_batch_flags(batch)
 
-    close = sub.add_parser("close-cycle", help="mark cycles up to YYYY-MM as invoiced in an output store")
+    close = add_command(sub, "close-cycle", cmd_close_cycle,
+                        help="mark cycles up to YYYY-MM as invoiced in an output store")
     close.add_argument("--output", required=True)
     close.add_argument("--cycle", required=True, help="YYYY-MM")
 
-    invoice = sub.add_parser("invoice", help="render one account's invoice for a billing cycle from an output store")
+    invoice = add_command(sub, "invoice", cmd_invoice,
+                          help="render one account's invoice for a billing cycle from an output store")
     invoice.add_argument("--output", required=True, help="output store written by usage-rating batch")
     invoice.add_argument("--account", required=True, help="account id, e.g. ACC0000001")
     invoice.add_argument("--cycle", default=None, help="billing cycle YYYY-MM (default: the account's latest)")
     invoice.add_argument("--format", choices=("text", "html"), default="text")
     invoice.add_argument("--out", default=None, help="write to this file instead of stdout")
 
-    stream = sub.add_parser("stream", help="rate usage from Pub/Sub until stopped (Ctrl-C); extra flags go to Beam")
+    stream = add_command(sub, "stream", cmd_stream, beam_flags=True,
+                         help="rate usage from Pub/Sub until stopped (Ctrl-C); extra flags go to Beam")
     stream.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
     stream.add_argument("--reference", required=True, help="reference-data directory")
     stream.add_argument("--output", required=True, help="output directory (rated, rejected, duplicates, control)")
@@ -196,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "usage is still re-ordered (default 2d)")
     stream.add_argument("--timestamp-attribute", default=None,
                         help="message attribute holding the arrival time (default: the publish time)")
+    # Not the job flags of batch and rerate: a stream has no input files to size its shards by (a
+    # number, no 'auto'), and its shard data always goes through the runner's shuffle.
     stream.add_argument("--shards", type=int, default=16)
     stream.add_argument("--shuffle", choices=("beam",), default="beam",
                         help="always the runner's own shuffle; accepted so that runner_configs/ flag files serve "
@@ -206,47 +202,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return subparsers.choices[command]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command not in ("batch", "demo", "stream", "rerate"):
+    if args.run is None:  # no command: what there is to run, and exit status 2 as for any usage error
+        parser.print_help(sys.stderr)
+        parser.exit(2, f"{parser.prog}: error: name a command\n")
+    if beam_args and not args.beam_flags:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
-        check_beam_args(beam_args, _command_parser(parser, args.command))
-        if args.command == "generate":
-            return cmd_generate(args)
-        if args.command == "validate-reference":
-            return cmd_validate_reference(args)
-        if args.command == "batch":
-            return cmd_batch(args, beam_args)
-        if args.command == "close-cycle":
-            return cmd_close_cycle(args)
-        if args.command == "invoice":
-            return cmd_invoice(args)
-        if args.command == "stream":
-            return cmd_stream(args, beam_args)
-        if args.command == "rerate":
-            return rerate_cli.run(args, default_runner(beam_args))
-        status = cgrates_cli.dispatch(args)
-        if status is not None:
-            return status
-        return cmd_demo(args, beam_args)
+        if not args.beam_flags:
+            return args.run(args)
+        check_beam_args(beam_args, args.command_parser)
+        return args.run(args, default_runner(beam_args))
     except ValueError as error:  # bad configuration or input: a message, not a traceback
-        print(f"usage-rating {args.command}: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return _failed(args, str(error))
     except Exception as error:  # a full disk: where, and how much the run needs; anything else propagates
         from pipelines.disk_full import find_disk_full
 
         disk_full = find_disk_full(error)
         if disk_full is None:
             raise
-        print(f"usage-rating {args.command}: {_disk_full_message(args, disk_full)}", file=sys.stderr)
-        return EXIT_ERROR
+        return _failed(args, _disk_full_message(args, disk_full))
+
+
+def _failed(args: argparse.Namespace, message: str) -> int:
+    print(f"usage-rating {args.command}: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:

@@ -1,9 +1,70 @@
-"""Argument helpers shared by the sub-commands' parsers (kept free of Beam imports: fast --help)."""
+"""What the sub-commands of ``usage-rating`` share: exit statuses, how a command is added, the job
+flags and the check of Beam flags (kept free of Beam imports: fast --help).
+"""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+
+EXIT_OK = 0          # done (``rate-one``: also for a rejected event, a rejection is an answer)
+EXIT_ERROR = 1       # bad configuration or input (one line says what and the fix); nothing was published
+EXIT_UNBALANCED = 3  # a rating run whose control totals do not balance (published anyway, for investigation)
+
+# As pipelines.shuffle.SHUFFLE_MODES (not imported here: it imports Beam); tests/test_cli.py checks they agree.
+SHUFFLE_CHOICES = ("files", "beam")
+
+
+def exit_status(balanced: bool) -> int:
+    """Exit status of a rating run (batch, rerate, demo) from its control totals."""
+    return EXIT_OK if balanced else EXIT_UNBALANCED
+
+
+def add_command(subparsers, name: str, run, *, beam_flags: bool = False, **parser_kwargs) -> argparse.ArgumentParser:
+    """Add sub-command ``name`` to an argparse ``subparsers`` object; returns its parser.
+
+    ``run(args)`` runs it and returns the exit status; with ``beam_flags``, flags the command does not
+    know go to Beam: it is called ``run(args, beam_args)``, ``beam_args`` checked and naming the
+    DirectRunner unless they name a runner (``check_beam_args``, ``default_runner``).
+    """
+    parser = subparsers.add_parser(name, **parser_kwargs)
+    parser.set_defaults(run=run, beam_flags=beam_flags, command_parser=parser)
+    return parser
+
+
+def add_job_flags(parser) -> None:
+    """``--shards``, ``--batch-size``, ``--shuffle`` and ``--closed-through``: how a rating job over
+    CDR files runs (``batch``, ``rerate`` and ``python -m pipelines.batch``). Each also answers to
+    its underscore spelling, as Beam's own flags do."""
+    parser.add_argument("--shards", type=shards_arg, default=None,
+                        help="'auto' (default: about 250,000 records a shard, at least 16) or a number; fixes the "
+                             "output file names")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536,
+                        help="rows per Arrow batch when decoding (default 65536)")
+    parser.add_argument("--shuffle", choices=SHUFFLE_CHOICES, default="files",
+                        help="files: spill shard data to Arrow files in the staging directory (bounded memory on "
+                             "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
+    parser.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
+                        help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice "
+                             "(the store's closed_cycles.json counts too)")
+
+
+def add_batch_flags(parser, *, required: bool = True) -> None:
+    """The flags of the batch job: inputs, reference data, output store and the job flags.
+
+    ``required``: whether ``--input``, ``--reference`` and ``--output`` are required by the parser
+    (Beam parses every ``PipelineOptions`` class's flags on every run, so ``BatchOptions`` cannot
+    require them; ``BatchConfig.from_options`` checks them instead).
+    """
+    parser.add_argument("--input", required=required, help="glob of CDR files (.avro, .parquet, .jsonl)")
+    parser.add_argument("--reference", required=required, help="reference-data directory")
+    parser.add_argument("--output", required=required,
+                        help="output store (replaced atomically; one run at a time; a store rated from other "
+                             "inputs is kept unless --replace-output)")
+    add_job_flags(parser)
+    parser.add_argument("--replace-output", "--replace_output", dest="replace_output", action="store_true",
+                        help="replace the store at --output even when it holds the rated usage of other input files "
+                             "or reference data (without it the run refuses and says what is there)")
 
 
 def shards_arg(text: str) -> int | None:

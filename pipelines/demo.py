@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from pipelines.batch import run_batch
+from pipelines.cli_args import exit_status
 from pipelines.generator import generate
 from pipelines.generator.config import GeneratorConfig
 from pipelines.options import BatchConfig
-from pipelines.progress import ProgressLine
+from pipelines.progress import ProgressLine, StagedRunProgress
 from pipelines.summary import print_summary
 
 
@@ -38,9 +39,10 @@ def run_demo(workdir: Path, *, records: int, subscribers: int, beam_args: list[s
     output = workdir / "output"
     config = BatchConfig(input_glob=demo_input_glob(workdir), reference_dir=str(workdir / "reference"),
                          output_dir=str(output), replace_output=True)  # the demo's own folder
-    print(f"rating {manifest['records_written']:,} records on the DirectRunner ...")
-    staged = lambda: "running the batch pipeline"  # noqa: E731
-    with ProgressLine("rating", poll=staged, every_s=5.0):
+    total = manifest["records_written"]
+    print(f"rating {total:,} records on the DirectRunner ...")
+    progress = StagedRunProgress(config.output_dir)
+    with ProgressLine("rating", poll=lambda: progress.sample().text(total)):
         result = run_batch(config, beam_args)
     print_summary(result, str(output))
-    return 0 if result["balanced"] else 3
+    return exit_status(result["balanced"])

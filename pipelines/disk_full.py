@@ -2,9 +2,10 @@
 
 A writer that runs out of space raises ``OSError`` with errno ENOSPC, often without a file name
 (Arrow's writers give none), and Beam re-raises a worker's error as another exception whose
-context is the original one. ``find_disk_full`` follows that chain; only a runner whose workers
-are other processes (``--direct_running_mode=multi_processing``, portable runners) hands back
-nothing but the error's text, and then the text is all there is to go by.
+context is the original one. ``find_disk_full`` follows that chain (``pipelines.worker_errors``);
+only a runner whose workers are other processes (``--direct_running_mode=multi_processing``,
+portable runners) hands back nothing but the error's text, and then the text is all there is to go
+by.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.invoice_render import format_units
+from pipelines.worker_errors import exception_chain
 
 _ENOSPC_TEXT = (f"[Errno {errno.ENOSPC}]", os.strerror(errno.ENOSPC))
 
@@ -24,14 +26,10 @@ def find_disk_full(error: BaseException) -> OSError | None:
 
     A worker's error that came back as text only yields an ``OSError`` without a file name.
     """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    if any(text in str(error) for text in _ENOSPC_TEXT):
+    found = next((e for e in exception_chain(error) if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+    if found is not None:
+        return found
+    if any(text in str(error) for text in _ENOSPC_TEXT):  # from a worker in another process: text only
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return None
 

@@ -2,7 +2,7 @@
 
 Both formats show the same tables, built once by :func:`invoice_tables`. Money is formatted from
 integers (minor units, or micro-units for single events) with the currency's digits, never through
-a float. Units are human: minutes:seconds for voice, messages, KB/MB/GB for data (1 MB = 2^20
+a float (``pipelines.money_text``). Units are human: minutes:seconds for voice, messages, KB/MB/GB for data (1 MB = 2^20
 bytes, as in the tariffs).
 """
 
@@ -14,26 +14,12 @@ import html
 import zoneinfo
 
 from pipelines.invoice import InvoiceData
+from pipelines.money_text import format_micros, format_minor
 
 _SERVICE_TITLES = {"VOICE": "Voice", "SMS": "SMS", "DATA": "Data"}
 _UNIT_HINTS = {"VOICE": " (minutes:seconds)", "DATA": " (1 MB = 1,048,576 bytes)"}
 _UNIT_OF_SERVICE = {"VOICE": "second", "SMS": "message", "DATA": "byte"}
 _KB, _MB, _GB = 1 << 10, 1 << 20, 1 << 30
-
-
-def format_minor(amount_minor: int, digits: int) -> str:
-    """12345, 2 -> '123.45'; thousands separated; exact for any int."""
-    sign = "-" if amount_minor < 0 else ""
-    whole, fraction = divmod(abs(int(amount_minor)), 10 ** digits)
-    return f"{sign}{whole:,}" + (f".{fraction:0{digits}d}" if digits else "")
-
-
-def format_micros(amount_micros: int, digits: int) -> str:
-    """Exact micro-units with at least ``digits`` decimals: 49000, 2 -> '0.049'; 2000000, 2 -> '2.00'."""
-    sign = "-" if amount_micros < 0 else ""
-    whole, fraction = divmod(abs(int(amount_micros)), 10 ** 6)
-    decimals = f"{fraction:06d}".rstrip("0").ljust(digits, "0")
-    return f"{sign}{whole:,}" + (f".{decimals}" if decimals else "")
 
 
 def format_units(units: int, unit: str | None) -> str:

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
 from cdr_schemas.validate import validate_usage
+from pipelines.money_text import micros_text
 from rating.cgrates import DEFAULT_CATEGORIES, RECORD
 from rating.engine import RatingEngine
 from rating.reference import load_reference
@@ -98,11 +99,6 @@ def parse_usage(text: str, service: str) -> int:
     expected = "a duration such as 85s or 1m25s, or a number of seconds" if service == "voice" else (
         f"a whole number of {UNIT_NAMES[service]}")
     raise ValueError(f"--usage {text!r}: expected {expected}")
-
-
-def micros_text(micros: int) -> str:
-    """Micro-units as a decimal string in currency units: 641800 -> '0.6418'."""
-    return format(decimal.Decimal(micros).scaleb(-6).normalize(), "f")
 
 
 def _fraction_text(value: Fraction) -> str:

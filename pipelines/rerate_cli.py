@@ -1,29 +1,25 @@
 """``usage-rating rerate``: re-rate a billing cycle, or report a candidate tariff's impact (--what-if).
 
     usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT
-                        [--what-if REFDIR] [--report FILE] [--closed-through YYYY-MM]
-                        [--shards N] [--batch-size N] [--top N] [Beam flags]
+                        [--what-if REFDIR] [--report FILE] [--top N] [--closed-through YYYY-MM]
+                        [--shards auto|N] [--batch-size N] [--shuffle files|beam] [Beam flags]
 
-Exit status: 0 done (also when nothing changed), 1 bad configuration or input, 3 control totals not
-balanced (the version is published anyway, for investigation, like the batch job).
+Exit status (``pipelines.cli_args``): 0 done (also when nothing changed), 1 bad configuration or
+input, 3 control totals not balanced (the version is published anyway, for investigation, like the
+batch job). The job flags are the batch job's (``add_job_flags``).
 """
 
 from __future__ import annotations
 
-import sys
-
-from pipelines.cli_args import default_runner, shards_arg
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_UNBALANCED = 3
+from pipelines.cli_args import add_command, add_job_flags, exit_status
 
 
 def add_parser(subparsers) -> None:
     """Add the ``rerate`` sub-command to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "rerate", help="re-rate a billing cycle and publish a new version of it (or --what-if: report only); "
-                       "extra flags go to Beam")
+    p = add_command(
+        subparsers, "rerate", run, beam_flags=True,
+        help="re-rate a billing cycle and publish a new version of it (or --what-if: report only); extra flags go "
+             "to Beam")
     p.add_argument("--cycle", required=True, help="YYYY-MM: the service cycle to re-rate")
     p.add_argument("--input", required=True, help="glob of CDR files: every file the cycle's records came from "
                                                   "(records of other cycles in them are counted, not re-rated)")
@@ -33,43 +29,34 @@ def add_parser(subparsers) -> None:
                    help="candidate reference data: rate with it and report the revenue impact; writes nothing "
                         "to the store")
     p.add_argument("--report", default=None, metavar="FILE", help="also save the report as JSON here")
-    p.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
-                   help="YYYY-MM: cycles up to it are invoiced (the store's closed_cycles.json counts too)")
-    p.add_argument("--shards", type=shards_arg, default=None, help="'auto' (default) or a number, as for batch")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536)
-    p.add_argument("--shuffle", choices=("files", "beam"), default="files",
-                   help="how shard data moves between stages (as for batch)")
+    add_job_flags(p)
     p.add_argument("--top", type=int, default=20, help="records that change most, listed in the report")
 
 
 def run(args, beam_args: list[str]) -> int:
-    """Run the sub-command from parsed ``args``; returns the exit status."""
+    """Run the sub-command from parsed ``args``; returns the exit status. Bad configuration or input
+    raises ValueError (``usage-rating`` prints it as one line, exit status 1)."""
     from pipelines.rerate import RerateConfig, run_rerate
 
-    try:
-        config = RerateConfig(cycle=args.cycle, input_glob=args.input, reference_dir=args.reference,
-                              output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
-                              shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
-                              top_records=args.top, shuffle=args.shuffle)
-        result = run_rerate(config, default_runner(beam_args))
-    except ValueError as error:
-        print(f"usage-rating rerate: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    config = RerateConfig(cycle=args.cycle, input_glob=args.input, reference_dir=args.reference,
+                          output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
+                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
+                          top_records=args.top, shuffle=args.shuffle)
+    result = run_rerate(config, beam_args)
     print(format_result(result))
-    return EXIT_OK if result["balanced"] else EXIT_UNBALANCED
-
-
-def _money(micros: int, currency: str) -> str:
-    return f"{micros / 1e6:,.2f} {currency}"  # display only; reports keep exact micros
+    return exit_status(result["balanced"])
 
 
 def _signed(micros: int, currency: str) -> str:
-    return ("+" if micros > 0 else "") + _money(micros, currency)
+    from pipelines.money_text import total_text
+
+    return ("+" if micros > 0 else "") + total_text(micros, currency)
 
 
 def format_result(result: dict, *, rows: int = 10) -> str:
     """The run as text: what happened to the store, records per status, and the revenue impact."""
     from pipelines.inputs import format_skipped
+    from pipelines.money_text import total_text
 
     totals, summary = result["totals"], result["summary"]
     lines = []
@@ -96,8 +83,8 @@ def format_result(result: dict, *, rows: int = 10) -> str:
         lines.append(f"  recycled from {reason}: {count:,}")
     lines.append("revenue (usage, before tax):")
     for currency, money in summary["totals"].items():
-        lines.append(f"  {currency}  previous {_money(money['previous_micros'], currency):>18}  "
-                     f"re-rated {_money(money['rerated_micros'], currency):>18}  "
+        lines.append(f"  {currency}  previous {total_text(money['previous_micros'], currency):>18}  "
+                     f"re-rated {total_text(money['rerated_micros'], currency):>18}  "
                      f"change {_signed(money['delta_micros'], currency):>16}")
     for title, key, name in (("by plan", "by_plan", "plan_id"), ("by zone", "by_zone", "zone")):
         moved = [r for r in summary[key] if r["delta_micros"] != 0]

@@ -7,10 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.inputs import format_skipped
-
-
-def _money(micros: int, currency: str) -> str:
-    return f"{micros / 1e6:,.2f} {currency}"  # display only; outputs keep exact micros
+from pipelines.money_text import total_text
 
 
 def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
@@ -39,11 +36,11 @@ def print_summary(result: dict, output_dir: str, *, top: int = 5) -> None:
         by_service = charges.group_by(["service", "currency"]).agg(pl.col("amount_micros").sum()).sort(
             ["currency", "service"])
         for row in by_service.iter_rows(named=True):
-            print(f"  {row['service']:<8}{_money(row['amount_micros'], row['currency']):>24}")
+            print(f"  {row['service']:<8}{total_text(row['amount_micros'], row['currency']):>24}")
         print(f"top {top} accounts:")
         by_account = (charges.group_by(["account_id", "currency"]).agg(pl.col("amount_micros").sum())
                       .sort(["amount_micros", "account_id"], descending=[True, False]).head(top))
         for row in by_account.iter_rows(named=True):
-            print(f"  {row['account_id']:<14}{_money(row['amount_micros'], row['currency']):>18}")
+            print(f"  {row['account_id']:<14}{total_text(row['amount_micros'], row['currency']):>18}")
     print(f"outputs         {out.resolve()}/{{rated,charges,invoices,rejected,duplicates,control}}")
     print(f"elapsed         {elapsed:>12.1f} s   ({records / max(elapsed, 1e-9):,.0f} records/s)")

@@ -94,7 +94,8 @@ def cli(argv: list[str]) -> int:
     """Run a command the way usage-rating does once pipelines.cli has added these parsers."""
     parser = argparse.ArgumentParser(prog="usage-rating")
     cgrates_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
-    return cgrates_cli.dispatch(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 @pytest.fixture(scope="module")

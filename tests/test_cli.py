@@ -138,12 +138,164 @@ RUNNER_CONFIGS = Path(__file__).parents[1] / "runner_configs"
     ["demo"],
 ])
 def test_every_runner_config_flag_file_is_accepted_by_the_pipeline_commands(command, flags):
-    from pipelines.cli import _command_parser, build_parser
+    from pipelines.cli import build_parser
     from pipelines.cli_args import check_beam_args
 
     lines = (RUNNER_CONFIGS / flags).read_text().splitlines()
     if command == ["demo"] and "--shuffle=beam" in lines:
         pytest.skip("demo rates on the DirectRunner; the cluster flag files are for batch, rerate and stream")
+    args, beam_args = build_parser().parse_known_args(command + [line for line in lines
+                                                                 if line and not line.startswith("#")])
+    check_beam_args(beam_args, args.command_parser)  # raises on anything unknown
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", "gzip"), (".bz2", "bz2")])
+def test_batch_on_a_truncated_compressed_file_exits_1_naming_it_and_publishes_nothing(suffix, compress, tmp_path,
+                                                                                    capsys):
+    """A compressed input cut at 60% fails the run: its lost records are not silently left out."""
+    import importlib
+
+    gen = tmp_path / "gen"
+    assert main(["generate", "--out", str(gen), "--records", "3000", "--subscribers", "100", "--files", "1",
+                 "--format", "jsonl", "--seed", "7"]) == 0
+    (source,) = (gen / "cdrs").glob("*.jsonl")
+    data = importlib.import_module(compress).compress(source.read_bytes())
+    cut = tmp_path / "inputs" / f"cut.jsonl{suffix}"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:len(data) * 6 // 10])
+    capsys.readouterr()
+    assert main(["batch", "--input", str(cut), "--reference", str(gen / "reference"),
+                 "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert str(cut) in err and "end-of-stream marker" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --- one way to run a command, one exit status table, one money formatter -------------------------
+
+def test_no_command_prints_the_commands_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    for command in ("demo", "batch", "rerate", "stream", "import-cgrates", "rate-one"):
+        assert command in err
+    assert "generate an operator month and rate it" in err  # the help of each command, not only the usage line
+    assert "usage-rating: error: name a command" in err
+
+
+def test_every_command_runs_through_its_own_function():
+    from pipelines.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in subparsers.choices.items():
+        assert callable(parser.get_default("run")), name
+        assert parser.get_default("command_parser") is parser, name
+
+
+def test_the_job_flags_mean_the_same_in_batch_rerate_and_the_beam_entry_point():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.cli import build_parser
+    from pipelines.cli_args import SHUFFLE_CHOICES
+    from pipelines.options import BatchConfig
+    from pipelines.shuffle import SHUFFLE_MODES
+
+    assert SHUFFLE_CHOICES == SHUFFLE_MODES
+    flags = ["--shards", "8", "--batch-size", "1000", "--shuffle", "beam", "--closed-through", "2026-01"]
+    where = ["--input", "x", "--reference", "r", "--output", "o"]
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(command + [line for line in lines if line and not line.startswith("#")])
-    check_beam_args(beam_args, _command_parser(parser, args.command))  # raises on anything unknown
+    batch = parser.parse_args(["batch", *where, *flags])
+    rerate = parser.parse_args(["rerate", "--cycle", "2026-02", *where, *flags])
+    config = BatchConfig.from_options(PipelineOptions([*where, *flags]))  # python -m pipelines.batch
+    for args in (batch, rerate, config):
+        assert (args.shards, args.batch_size, args.shuffle, args.closed_through) == (8, 1000, "beam", "2026-01")
+    underscores = BatchConfig.from_options(PipelineOptions([*where, "--batch_size=7", "--closed_through=2026-03"]))
+    assert (underscores.batch_size, underscores.closed_through, underscores.shards) == (7, "2026-03", None)
+
+
+def test_summary_totals_are_rounded_from_exact_micro_units(tmp_path, capsys):
+    """2.675 EUR is 2.67499999... as a float: a float formatter shows 2.67; exact half-to-even gives 2.68."""
+    import pyarrow as pa
+
+    from pipelines.money_text import format_micros, format_minor, micros_text, total_text
+    from pipelines.summary import print_summary
+    from sinks.files import write_parquet
+
+    write_parquet(tmp_path / "charges" / "part-00000.parquet", pa.table({
+        "line_type": ["USAGE", "USAGE", "PLAN_FEE"], "account_id": ["ACC1", "ACC2", "ACC1"],
+        "service": ["VOICE", "SMS", None], "currency": ["EUR", "EUR", "EUR"],
+        "amount_micros": pa.array([2_675_000, 1_234_567_891_005_000, 9_000_000], pa.int64())}))
+    print_summary({"records_in": 2, "elapsed_s": 1.0, "input_files": 1, "skipped_inputs": [], "rated": 2,
+                   "duplicates": 0, "rejected_total": 0, "rejected": {}, "balanced": True, "records_balanced": True,
+                   "money_balanced": True}, str(tmp_path))
+    out = capsys.readouterr().out
+    assert f"  {'VOICE':<8}{'2.68 EUR':>24}" in out and f"  {'ACC1':<14}{'2.68 EUR':>18}" in out
+    assert f"  {'ACC2':<14}{'1,234,567,891.00 EUR':>18}" in out  # 1,234,567,891.005: half to even
+    # one formatter behind the summary, the re-rate report, invoices and rate-one
+    assert total_text(-1_000, "EUR") == "-0.00 EUR" and total_text(-15_000, "EUR") == "-0.02 EUR"
+    assert micros_text(641_800) == "0.6418" and micros_text(10_000_000) == "10" and micros_text(-5) == "-0.000005"
+    assert format_minor(154_181, 2) == micros_text(1_541_810_000, min_decimals=2, grouping=True) == "1,541.81"
+    assert format_micros(49_000, 2) == "0.049" and format_micros(2_000_000, 2) == "2.00"
+
+
+def test_a_worker_error_is_found_behind_beams_wrapper_in_process_and_from_other_processes():
+    from cdr_schemas.decoders import InputFileError
+    from pipelines.worker_errors import worker_error_message
+
+    try:
+        try:
+            raise InputFileError("/in/a.avro", "unreadable Avro header: EOFError: Expected 57 bytes, read 4")
+        except InputFileError as error:
+            raise RuntimeError(f"{error!r} [while running 'Decode']") from error
+    except RuntimeError as wrapped:
+        assert worker_error_message(wrapped, InputFileError) == \
+            "cannot open /in/a.avro: unreadable Avro header: EOFError: Expected 57 bytes, read 4"
+    # a worker in another process (--direct_running_mode=multi_processing): only its traceback's text comes back
+    text_only = RuntimeError(
+        'Traceback (most recent call last):\n  File "avro.py", line 131, in _read_header\n'
+        '    raise InputFileError(path, f"unreadable Avro header: {error}") from error\n'
+        "RuntimeError: cdr_schemas.decoders.common.InputFileError: cannot open /in/a.avro: unreadable Avro header: "
+        "EOFError: Expected 57 bytes, read 4 [while running 'DecodeUsage/DecodeAndValidate/ParDo(_DecodeFile)']\n")
+    assert worker_error_message(text_only, InputFileError) == \
+        "cannot open /in/a.avro: unreadable Avro header: EOFError: Expected 57 bytes, read 4"
+    assert worker_error_message(RuntimeError("InputFileError: not ours [while running 'X']"), InputFileError) is None
+
+
+def test_an_unreadable_file_is_named_when_the_workers_are_other_processes(tmp_path, capsys):
+    """There Beam hands back only the text of the worker's traceback, not the exception."""
+    broken = tmp_path / "broken.avro"
+    broken.write_bytes(b"Obj\x01garbage")
+    assert main(["batch", "--input", str(broken), "--reference", str(Path(__file__).parent / "data" /
+                 "reference_examples"), "--output", str(tmp_path / "out"), "--direct_running_mode=multi_processing",
+                 "--direct_num_workers=2"]) == 1
+    assert f"usage-rating batch: cannot open {broken}: unreadable Avro header" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_progress_line_counts_records_decoded_and_rated_while_the_job_runs(tmp_path, capsys):
+    from pipelines.batch import run_batch
+    from pipelines.generator import GeneratorConfig, generate
+    from pipelines.options import BatchConfig
+    from pipelines.progress import ProgressLine, StagedRunProgress
+
+    gen = tmp_path / "gen"
+    manifest = generate(GeneratorConfig(out_dir=gen, subscribers=100, records=3_000, files=2, fmt="avro", seed=3))
+    total = manifest["records_written"]
+    config = BatchConfig(input_glob=str(gen / "cdrs" / "*"), reference_dir=str(gen / "reference"),
+                         output_dir=str(tmp_path / "out"), shards=2, batch_size=500)
+    progress = StagedRunProgress(config.output_dir)
+    seen = []
+
+    def poll() -> str:
+        seen.append(progress.sample())
+        return seen[-1].text(total)
+
+    with ProgressLine("rating", poll=poll, every_s=0.01):
+        result = run_batch(config, ["--runner=DirectRunner"])
+    assert all(a.decoded <= b.decoded and a.rated <= b.rated for a, b in zip(seen, seen[1:]))
+    assert any(s.decoded > 0 and s.rated == 0 for s in seen)   # seen decoding before rating
+    assert any(s.rated > 0 for s in seen)                       # and then rating
+    assert max(s.decoded for s in seen) <= result["records_in"] and max(s.rated for s in seen) <= result["rated"]
+    last = seen[-1]
+    assert f"rating: decoded {last.decoded:,} and rated {last.rated:,} of {total:,} records" in capsys.readouterr().err
