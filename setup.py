@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="Telecom usage rating pipelines on Apache Beam: CDRs in, invoice-ready charges out.",
     python_requires=">=3.11",
-    packages=find_packages(include=["pipelines*", "rating*", "cdr_schemas*", "sinks*"]),
+    packages=find_packages(include=["pipelines*", "rating*", "cdr_schemas*", "sinks*", "synth*"]),
     package_data={"cdr_schemas": ["avro/*.avsc"]},
     install_requires=[
         "apache-beam>=2.60",

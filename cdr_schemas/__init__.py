@@ -1,4 +1,14 @@
-"""Avro schemas of the project's records, their Arrow mapping, and decoders to Arrow batches."""
+"""Avro schemas of the project's records, their Arrow mapping, and decoders to Arrow batches.
+
+Layering: the schemas and their Arrow mapping need only pyarrow, fastavro and NumPy. The decoders
+(``cdr_schemas.decoders``) are where input files are opened and read, so two more libraries are
+allowed there and nowhere else in this package: Beam's ``FileSystems``, the one filesystem
+abstraction every path a job touches goes through (local disk, gs://, s3://), imported only when a
+file is opened; and Numba for the fast Avro block kernel (``avro_kernel``), a kernel of the same
+kind as ``rating/kernels`` (NumPy arrays in, caller-supplied outputs, no Arrow or Beam inside). No
+module of this package imports ``rating``, ``sinks`` or ``pipelines``. The synthetic CDR writers
+are not here: they live with the generator in ``synth/``.
+"""
 
 from cdr_schemas.registry import (
     CHARGE_LINE,

@@ -1,7 +1,7 @@
 """Decoding speed: the Avro fast path beside the per-datum path, fastavro, polars, Parquet, JSON lines.
 
 Writes ``--records`` synthetic usage records (shaped like the generator's: ids, E.164 numbers,
-nullable roaming and data fields) with the project's writer (``cdr_schemas.writers``) as Avro
+nullable roaming and data fields) with the project's writer (``synth.writers``) as Avro
 (deflate and null codec, schema v2; deflate v1, read through schema resolution), Parquet and JSON
 lines, then times every reader on the same records in this one run and prints records/s (CPU time
 of this process, best of ``--repeat``; the machine may be shared, so compare the ratios) and
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdr_schemas import usage_batch_schema  # noqa: E402
 from cdr_schemas.decoders import avro, decode_file  # noqa: E402
-from cdr_schemas.writers import _avro_header, write_usage_file  # noqa: E402
+from synth.writers import _avro_header, write_usage_file  # noqa: E402
 
 _SOURCES = ("msc1", "msc2", "smsc1", "ggsn1")
 

@@ -30,7 +30,7 @@ TWO_WORKERS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_runn
 
 
 def _generate(work: Path, records: int, fmt: str) -> Path:
-    from pipelines.generator import GeneratorConfig, generate
+    from synth import GeneratorConfig, generate
     out = work / f"gen-{records}-{fmt}"
     if not (out / "manifest.json").exists():
         shutil.rmtree(out, ignore_errors=True)

@@ -49,7 +49,7 @@ from rating.rate import Enrichment, PricingCall, enrich, pricing_call, rate, zon
 from cdr_schemas.decoders import decode_file  # noqa: E402
 from cdr_schemas.reasons import Reason  # noqa: E402
 from cdr_schemas.validate import validate_usage  # noqa: E402
-from pipelines.generator import GeneratorConfig, generate  # noqa: E402
+from synth import GeneratorConfig, generate  # noqa: E402
 from rating.compile import CompiledReference, compile_reference  # noqa: E402
 from rating.kernels import pricing  # noqa: E402
 from rating.kernels.pricing import band_at, rate_events  # noqa: E402

@@ -51,7 +51,7 @@ _RATE = re.compile(r'(zone: NATIONAL\n\s*band: PEAK\n(?:(?!\s*- service:).*\n)*?
 
 
 def _generate(workdir: Path, records: int, subscribers: int) -> dict:
-    from pipelines.generator import GeneratorConfig, generate
+    from synth import GeneratorConfig, generate
 
     manifest_path = workdir / "gen" / "manifest.json"
     if manifest_path.exists():

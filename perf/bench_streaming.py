@@ -30,7 +30,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdr_schemas.registry import load_schema  # noqa: E402
-from pipelines.generator import GeneratorConfig, generate  # noqa: E402
+from synth import GeneratorConfig, generate  # noqa: E402
 from pipelines.streaming import StreamConfig, run_stream  # noqa: E402
 
 PROJECT = "usage-rating-bench"

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from cdr_schemas.decoders import detect_format
 
-from pipelines.cli_args import add_batch_flags
+from pipelines.cli.args import add_batch_flags
 from pipelines.shuffle import SHUFFLE_MODES
 from rating.billing import month_index
 
@@ -19,7 +19,7 @@ SHUFFLE_FOLDER = "_shuffle"   # under the staging directory; deleted before publ
 
 class BatchOptions(PipelineOptions):
     """The batch job's flags for ``python -m pipelines.batch`` (Beam's own way to launch a job): the
-    same declarations as ``usage-rating batch`` (``pipelines.cli_args.add_batch_flags``)."""
+    same declarations as ``usage-rating batch`` (``pipelines.cli.args.add_batch_flags``)."""
 
     @classmethod
     def _add_argparse_args(cls, parser):

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-_DATA = Path(__file__).parent / "data"
+from tests.paths import REFERENCE_MIN
+
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,7 +29,7 @@ def engine_cache_dir(tmp_path_factory):
 def reference_min_dir() -> Path:
     """A small, complete and valid reference-data directory (see its README.md). Read-only:
     copy it to ``tmp_path`` before changing anything."""
-    return _DATA / "reference_min"
+    return REFERENCE_MIN
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ from cdr_schemas import load_schema, usage_batch_schema
 from cdr_schemas.decoders import avro, avro_kernel as kernel, decode_file
 from cdr_schemas.decoders.avro_columns import ColumnBuffers
 from cdr_schemas.decoders.avro_program import UnsupportedSchema, compile_program
-from cdr_schemas.decoders.avro_twin import decode_block_twin
+from tests.avro_twin import decode_block_twin
 from cdr_schemas.registry import USAGE_V1, USAGE_V2
-from cdr_schemas.writers import write_usage_file
+from synth.writers import write_usage_file
 
 V2 = load_schema(USAGE_V2)
 V2_FIELDS = [f["name"] for f in V2["fields"]]
@@ -357,7 +357,7 @@ def test_corrupt_blocks_give_exactly_the_datum_paths_rejects(records, writer_nam
         whole_blocks = sum(1 for b in fast for d in b.rejected.column("detail").to_pylist()
                            if "rejected as one record" in d)
         if whole_blocks:  # a corrupt deflate stream may inflate to fewer bytes than its count needs:
-            assert seen == list(range(len(seen))) and len(seen) < len(records)  # one position a block
+            assert seen == list(range(len(seen))) and len(seen) <= len(records)  # one position a block
         else:
             assert seen == list(range(len(records)))
 

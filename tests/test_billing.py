@@ -19,8 +19,9 @@ from rating.reference import load_reference
 from rating.timezones import stack_zones
 from rating.twin import cycle_twin
 from tests.usage_rows import instant_us, usage_batch, usage_row
+from tests.paths import REFERENCE_EXAMPLES
 
-EXAMPLES = "tests/data/reference_examples"
+EXAMPLES = str(REFERENCE_EXAMPLES)
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "Pacific/Chatham", "UTC"]
 
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import cgrates_cli
+from pipelines.cli import cgrates as cgrates_cli
 from pipelines.batch import run_batch
 from pipelines.options import BatchConfig
 from pipelines.rate_one import breakdown, parse_usage

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from tests.paths import REFERENCE_EXAMPLES
 
 
 def test_validate_reference_ok(reference_min_dir, capsys):
@@ -86,13 +87,13 @@ def test_close_cycle_then_rerun_bills_late_usage_on_the_next_cycle(tmp_path, cap
 def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
     bad = tmp_path / "cdrs.csv"
     bad.write_text("not a cdr file\n")
-    assert main(["batch", "--input", str(bad), "--reference", "tests/data/reference_examples",
+    assert main(["batch", "--input", str(bad), "--reference", str(REFERENCE_EXAMPLES),
                  "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "cdrs.csv" in err and "unknown file extension" in err
     broken = tmp_path / "broken.avro"
     broken.write_bytes(b"Obj\x01garbage")
-    assert main(["batch", "--input", str(broken), "--reference", "tests/data/reference_examples",
+    assert main(["batch", "--input", str(broken), "--reference", str(REFERENCE_EXAMPLES),
                  "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "broken.avro" in err and "unreadable Avro header" in err
@@ -102,13 +103,13 @@ def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
 # --- flags: a mistyped flag never reaches Beam (which would only warn) ----------------------------
 
 @pytest.mark.parametrize("command, typo, closest", [
-    (["batch", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples", "--output", "{tmp}/out"],
+    (["batch", "--input", "{tmp}/none-*.avro", "--reference", str(REFERENCE_EXAMPLES), "--output", "{tmp}/out"],
      ["--closed-thru", "2026-01"], "--closed-through"),
-    (["batch", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples", "--output", "{tmp}/out"],
+    (["batch", "--input", "{tmp}/none-*.avro", "--reference", str(REFERENCE_EXAMPLES), "--output", "{tmp}/out"],
      ["--direct_num_worker=2"], "--direct_num_workers"),
-    (["rerate", "--cycle", "2026-01", "--input", "{tmp}/none-*.avro", "--reference", "tests/data/reference_examples",
+    (["rerate", "--cycle", "2026-01", "--input", "{tmp}/none-*.avro", "--reference", str(REFERENCE_EXAMPLES),
       "--output", "{tmp}/out"], ["--closed_thru=2026-01"], "--closed_through"),
-    (["stream", "--subscription", "projects/p/subscriptions/s", "--reference", "tests/data/reference_examples",
+    (["stream", "--subscription", "projects/p/subscriptions/s", "--reference", str(REFERENCE_EXAMPLES),
       "--output", "{tmp}/out"], ["--alowed-lateness", "6h"], "--allowed-lateness"),
     (["demo", "--workdir", "{tmp}/out"], ["--recrods", "10"], "--records"),
 ])
@@ -139,7 +140,7 @@ RUNNER_CONFIGS = Path(__file__).parents[1] / "runner_configs"
 ])
 def test_every_runner_config_flag_file_is_accepted_by_the_pipeline_commands(command, flags):
     from pipelines.cli import build_parser
-    from pipelines.cli_args import check_beam_args
+    from pipelines.cli.args import check_beam_args
 
     lines = (RUNNER_CONFIGS / flags).read_text().splitlines()
     if command == ["demo"] and "--shuffle=beam" in lines:
@@ -197,7 +198,7 @@ def test_the_job_flags_mean_the_same_in_batch_rerate_and_the_beam_entry_point():
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.cli import build_parser
-    from pipelines.cli_args import SHUFFLE_CHOICES
+    from pipelines.cli.args import SHUFFLE_CHOICES
     from pipelines.options import BatchConfig
     from pipelines.shuffle import SHUFFLE_MODES
 
@@ -219,7 +220,7 @@ def test_summary_totals_are_rounded_from_exact_micro_units(tmp_path, capsys):
     import pyarrow as pa
 
     from pipelines.money_text import format_micros, format_minor, micros_text, total_text
-    from pipelines.summary import print_summary
+    from pipelines.cli.summary import print_summary
     from sinks.files import write_parquet
 
     write_parquet(tmp_path / "charges" / "part-00000.parquet", pa.table({
@@ -275,9 +276,9 @@ def test_an_unreadable_file_is_named_when_the_workers_are_other_processes(tmp_pa
 
 def test_the_demo_progress_line_counts_records_decoded_and_rated_while_the_job_runs(tmp_path, capsys):
     from pipelines.batch import run_batch
-    from pipelines.generator import GeneratorConfig, generate
+    from synth import GeneratorConfig, generate
     from pipelines.options import BatchConfig
-    from pipelines.progress import ProgressLine, StagedRunProgress
+    from pipelines.cli.progress import ProgressLine, StagedRunProgress
 
     gen = tmp_path / "gen"
     manifest = generate(GeneratorConfig(out_dir=gen, subscribers=100, records=3_000, files=2, fmt="avro", seed=3))

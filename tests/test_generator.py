@@ -24,10 +24,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdr_schemas.writers import (
+from synth.writers import (
     UsageFileWriter, encode_avro_datums, encode_jsonl_lines, iso_utc_strings, usage_avro_schema, write_usage_file)
-from pipelines.generator import GeneratorConfig, generate
-from pipelines.generator.records import record_schema
+from synth import GeneratorConfig, generate
+from synth.records import record_schema
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 SMALL = dict(subscribers=400, records=24_000, days=6, files=3, chunk_records=5_000,

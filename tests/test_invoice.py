@@ -22,12 +22,13 @@ import pytest
 
 from pipelines.batch import run_batch
 from pipelines.cli import main
-from pipelines.generator import GeneratorConfig, generate
+from synth import GeneratorConfig, generate
 from pipelines.invoice import load_invoice, rated_events_query
 from pipelines.invoice_render import format_micros, format_minor, format_units, render_html, render_text
 from pipelines.options import BatchConfig
+from tests.month_cdrs import month_rows, reference_with, rerate, write_jsonl
+from tests.paths import DIRECT
 
-DIRECT = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -405,11 +406,10 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     to the next invoice. The invoice shows what ``sinks.store``'s readers say is current."""
     from sinks import store as versions
     from sinks.publish import close_cycles
-    from tests.test_rerate import _month_rows, _reference_with, _rerate, _write_jsonl
 
     month = tmp_path / "month"
     shutil.copytree(reference_min_dir, month / "reference")
-    _write_jsonl(month / "cdrs" / "a.jsonl", _month_rows())
+    write_jsonl(month / "cdrs" / "a.jsonl", month_rows())
     out = month / "store"
     run_batch(BatchConfig(input_glob=str(month / "cdrs" / "*"), reference_dir=str(month / "reference"),
                           output_dir=str(out), shards=3), DIRECT)
@@ -433,7 +433,7 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
         return expected
 
     # Open cycle: a higher EUROPE price replaces 2026-01's lines, summary and events.
-    _rerate(month, out, _reference_with(month, tmp_path / "v2", europe_price="0.35"))
+    rerate(month, out, reference_with(month, tmp_path / "v2", europe_price="0.35"))
     assert versions.current_version(out, "2026-01").number == 2
     rerated = load_invoice(out, account, "2026-01")
     check_current(rerated, "2026-01")
@@ -445,7 +445,7 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     # Closed cycle: 2026-01 stays as billed (version 2); the credit lands on the 2026-02 invoice.
     february = load_invoice(out, account, "2026-02")
     close_cycles(out, "2026-01")
-    _rerate(month, out, _reference_with(month, tmp_path / "v3", europe_price="0.29"))
+    rerate(month, out, reference_with(month, tmp_path / "v3", europe_price="0.29"))
     assert versions.current_version(out, "2026-01").number == 3
     billed = load_invoice(out, account, "2026-01")
     assert billed.lines.equals(rerated.lines) and billed.summary == rerated.summary

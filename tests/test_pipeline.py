@@ -12,11 +12,11 @@ import pytest
 
 from pipelines.batch import run_batch
 from pipelines.cli import main as cli_main
-from pipelines.generator import GeneratorConfig, generate
+from synth import GeneratorConfig, generate
 from pipelines.options import BatchConfig
+from tests.paths import DIRECT, DIRECT_2
 
-DIRECT_1 = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-DIRECT_2 = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+DIRECT_1 = DIRECT
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 
 

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import random
-
 import pyarrow as pa
 
 from rating.engine import RatingEngine
 from rating.reference import load_reference
 from rating.state import RatingState
-from tests.usage_rows import instant_us, usage_batch, usage_row
-
-
-def _events():
-    rnd = random.Random(3)
-    base = instant_us("2026-01-05T08:00:00+01:00")
-    rows = []
-    for i in range(300):
-        msisdn = rnd.choice(["491510000002", "491510000003", "491510000004", "491510000001"])
-        service = "DATA" if msisdn == "491510000004" else "VOICE"
-        fields = dict(service=service, served_msisdn=msisdn, start_time=base + i * 3_600_000_000 + rnd.randrange(10**9))
-        if service == "VOICE":
-            fields.update(duration_s=rnd.randrange(0, 200), other_party=rnd.choice(["015112345678", "030123456"]))
-        else:
-            fields.update(bytes_down=rnd.randrange(0, 400 * 2**20))
-        rows.append(usage_row(i, **fields))
-    return rows
+from tests.paths import REFERENCE_EXAMPLES
+from tests.usage_rows import mixed_events, usage_batch
 
 
 def test_rating_in_time_ordered_chunks_with_state_equals_one_call():
-    engine = RatingEngine.from_reference(load_reference("tests/data/reference_examples"))
-    rows = _events()
+    engine = RatingEngine.from_reference(load_reference(REFERENCE_EXAMPLES))
+    rows = mixed_events()
     whole, _ = engine.rate(usage_batch(rows))
     state = RatingState()
     parts = [engine.rate(usage_batch(rows[i:i + 37]), state)[0] for i in range(0, len(rows), 37)]

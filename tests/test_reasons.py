@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import pyarrow as pa
 
 from cdr_schemas.decoders import decode_file
 from cdr_schemas.reasons import Reason
 from cdr_schemas.validate import validate_usage
 from rating.engine import RatingEngine
+from tests.paths import REFERENCE_EXAMPLES
 
 GOOD = dict(source="sw1", service="VOICE", served_msisdn="491510000001", other_party="030123456",
             start_time="2026-01-05T10:00:00Z", duration_s=60)
@@ -31,7 +31,7 @@ CASES = {
 
 def test_every_reason_code_is_reached(tmp_path):
     reference = tmp_path / "reference"
-    shutil.copytree("tests/data/reference_examples", reference)
+    shutil.copytree(REFERENCE_EXAMPLES, reference)
     with open(reference / "subscriptions.csv", "a") as f:  # subscribed before the plan has a version
         f.write("491510000009,ACC_A,EXAMPLE,2025-06-01T00:00:00+02:00,\n")
     lines = [json.dumps({"record_id": reason, **GOOD, **fields}) for reason, fields in CASES.items()]

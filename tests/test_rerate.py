@@ -19,60 +19,22 @@ import pytest
 from cdr_schemas import charge_line_schema
 from pipelines.batch import run_batch
 from pipelines.options import BatchConfig
-from pipelines.rerate import RerateConfig, run_rerate
-from pipelines import rerate_cli
+from pipelines.rerate import RerateConfig
+from pipelines.cli import rerate as rerate_cli
 from rating.rerate import adjustment_lines, compare_records, record_contributions
 from sinks import store
 from sinks.publish import close_cycles
-
-DIRECT = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-DE_S = "4915100000001"      # ACC000001 (bill cycle day 1), MOBILE_S
-DE_L = "4915100000002"      # ACC000001, MOBILE_L
-DE_S15 = "4915100000003"    # ACC000002 (bill cycle day 15), MOBILE_S in January
-UK = "447700900001"         # ACC000004, GBP, UK_BASIC
-UNKNOWN = "4915100000099"   # no subscription in reference_min
-FRANCE = "0033123456789"    # EUROPE for both numbering plans
-BERLIN = "030123456"        # NATIONAL
-
-
-def _row(n: int, msisdn: str, start: str, service: str = "VOICE", other: str | None = BERLIN, duration_s: int = 0,
-         source: str = "MSC-1") -> dict:
-    return {"record_id": f"{n:06d}", "source": source, "service": service, "served_msisdn": msisdn,
-            "other_party": other, "start_time": start, "duration_s": duration_s,
-            "message_count": 1 if service == "SMS" else 0}
-
-
-def _write_jsonl(path: Path, rows: list[dict], extra_lines: tuple[str, ...] = ()) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(line + "\n" for line in extra_lines))
-
-
-def _month_rows() -> list[dict]:
-    """January traffic of four subscribers (calls to France and Berlin, SMS), a few February calls,
-    and a call from a subscriber the reference data does not know."""
-    rows, n = [], 0
-    for msisdn in (DE_S, DE_L, DE_S15, UK):
-        for day in range(5, 27, 3):
-            for hour in (9, 21):
-                start = f"2026-01-{day:02d}T{hour:02d}:15:00Z"
-                rows.append(_row(n := n + 1, msisdn, start, other=FRANCE, duration_s=95 + day))
-                rows.append(_row(n := n + 1, msisdn, start.replace(":15:", ":40:"), duration_s=200 + hour))
-                rows.append(_row(n := n + 1, msisdn, start.replace(":15:", ":50:"), service="SMS",
-                                 other="015112345678"))
-    rows += [_row(n := n + 1, DE_S, "2026-02-05T10:00:00Z", other=FRANCE, duration_s=300),
-             _row(n := n + 1, DE_S, "2026-02-06T10:00:00Z", duration_s=120),
-             _row(n := n + 1, UNKNOWN, "2026-01-10T12:00:00Z", other=FRANCE, duration_s=60)]
-    return rows
-
+from tests.month_cdrs import DE_S, UNKNOWN, cdr, month_rows, reference_with, rerate, write_jsonl
+from tests.paths import DIRECT
 
 @pytest.fixture(scope="module")
 def month(tmp_path_factory, reference_min_dir):
     """A rated month: reference data, two CDR files and the batch job's output store (version 1)."""
     base = tmp_path_factory.mktemp("rerate-month")
     shutil.copytree(reference_min_dir, base / "reference")
-    rows = _month_rows()
-    _write_jsonl(base / "cdrs" / "a.jsonl", rows[::2], extra_lines=('{"record_id": "broken",',))
-    _write_jsonl(base / "cdrs" / "b.jsonl", rows[1::2])
+    rows = month_rows()
+    write_jsonl(base / "cdrs" / "a.jsonl", rows[::2], extra_lines=('{"record_id": "broken",',))
+    write_jsonl(base / "cdrs" / "b.jsonl", rows[1::2])
     totals = run_batch(BatchConfig(input_glob=str(base / "cdrs" / "*"), reference_dir=str(base / "reference"),
                                    output_dir=str(base / "store"), shards=3), DIRECT)
     assert totals["balanced"] and totals["rejected"] == {"MALFORMED_RECORD": 1, "UNKNOWN_SUBSCRIBER": 1}
@@ -82,27 +44,6 @@ def month(tmp_path_factory, reference_min_dir):
 def _copy_store(month: Path, tmp_path: Path) -> Path:
     shutil.copytree(month / "store", tmp_path / "store")
     return tmp_path / "store"
-
-
-def _reference_with(month: Path, tmp_path: Path, *, europe_price: str | None = None,
-                    subscription: str | None = None) -> Path:
-    ref = tmp_path / "reference-new"
-    shutil.copytree(month / "reference", ref)
-    if europe_price is not None:
-        plan = ref / "plans" / "MOBILE_S.yaml"
-        text = plan.read_text()
-        assert text.count('price: "0.29"') == 1  # the EUROPE voice rate of version 1
-        plan.write_text(text.replace('price: "0.29"', f'price: "{europe_price}"'))
-    if subscription is not None:
-        with open(ref / "subscriptions.csv", "a") as f:
-            f.write(subscription + "\n")
-    return ref
-
-
-def _rerate(month: Path, out: Path, reference: Path, *, glob: str | None = None, **options) -> dict:
-    config = RerateConfig(cycle=options.pop("cycle", "2026-01"), input_glob=glob or str(month / "cdrs" / "*"),
-                          reference_dir=str(reference), output_dir=str(out), shards=3, **options)
-    return run_rerate(config, DIRECT)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -135,7 +76,7 @@ def test_price_change_in_one_zone_rerates_only_that_zone_and_adjusts_billed_tota
     billed = store.current_charges(out, service_cycle="2026-01")
     invoice_before = store.current_invoices(out, billing_cycle="2026-02")
 
-    result = _rerate(month, out, _reference_with(month, tmp_path, europe_price="0.35"))
+    result = rerate(month, out, reference_with(month, tmp_path, europe_price="0.35"))
 
     assert result["version"] == 2 and result["closed"] and result["balanced"]
     version = store.current_version(out, "2026-01")
@@ -182,12 +123,12 @@ def test_price_change_in_one_zone_rerates_only_that_zone_and_adjusts_billed_tota
 def test_rerating_twice_changes_nothing_the_second_time(month, tmp_path):
     out = _copy_store(month, tmp_path)
     close_cycles(out, "2026-01")
-    reference = _reference_with(month, tmp_path, europe_price="0.35")
-    first = _rerate(month, out, reference)
+    reference = reference_with(month, tmp_path, europe_price="0.35")
+    first = rerate(month, out, reference)
     assert first["version"] == 2 and first["totals"]["adjustments"]["lines"] > 0
     files = _digest(out)
 
-    second = _rerate(month, out, reference)
+    second = rerate(month, out, reference)
 
     assert second["version"] is None and second["previous_version"] == 2
     assert second["totals"]["records"]["CHANGED"] == 0 and "adjustments" in second["totals"]
@@ -200,16 +141,16 @@ def test_late_record_takes_the_allowance_in_event_time_and_adjustments_net_out(m
     """A 5-hour call used the whole VOICE_300 bundle; an earlier 5-hour call arrives in a later file."""
     cdrs = tmp_path / "cdrs"
     reference = month / "reference"
-    other = [_row(10 + i, DE_S, f"2026-01-{14 + i}T10:00:00Z", duration_s=90) for i in range(3)]
-    _write_jsonl(cdrs / "day12.jsonl", [_row(2, DE_S, "2026-01-12T10:00:00Z", duration_s=18_000), *other])
+    other = [cdr(10 + i, DE_S, f"2026-01-{14 + i}T10:00:00Z", duration_s=90) for i in range(3)]
+    write_jsonl(cdrs / "day12.jsonl", [cdr(2, DE_S, "2026-01-12T10:00:00Z", duration_s=18_000), *other])
     out = tmp_path / "store"
     run_batch(BatchConfig(input_glob=str(cdrs / "*"), reference_dir=str(reference), output_dir=str(out), shards=3),
               DIRECT)
     close_cycles(out, "2026-01")
     billed = store.current_charges(out, service_cycle="2026-01")
-    _write_jsonl(cdrs / "day05-late.jsonl", [_row(1, DE_S, "2026-01-05T10:00:00Z", duration_s=18_000)])
+    write_jsonl(cdrs / "day05-late.jsonl", [cdr(1, DE_S, "2026-01-05T10:00:00Z", duration_s=18_000)])
 
-    result = _rerate(month, out, reference, glob=str(cdrs / "*"))
+    result = rerate(month, out, reference, glob=str(cdrs / "*"))
 
     rerated = {r["record_id"]: r for r in store.current_rated(out, "2026-01").to_pylist()}
     assert rerated["000001"]["free_units"] == 18_000 and rerated["000001"]["charge_micros"] == 0
@@ -239,11 +180,11 @@ def test_late_record_takes_the_allowance_in_event_time_and_adjustments_net_out(m
 def test_a_subscription_added_after_a_reject_recycles_the_record(month, tmp_path):
     out = _copy_store(month, tmp_path)
     subscription = f"{UNKNOWN},ACC000001,MOBILE_S,2026-01-01T00:00:00+01:00,"
-    reference = _reference_with(month, tmp_path, subscription=subscription)
+    reference = reference_with(month, tmp_path, subscription=subscription)
     rejects_before = store.current_rejected(out, "2026-01")
     assert "UNKNOWN_SUBSCRIBER" in rejects_before.column("reason").to_pylist()
 
-    result = _rerate(month, out, reference)
+    result = rerate(month, out, reference)
 
     assert result["version"] == 2 and not result["closed"] and result["balanced"]
     totals = result["totals"]
@@ -270,7 +211,7 @@ def test_a_subscription_added_after_a_reject_recycles_the_record(month, tmp_path
 
 def test_what_if_writes_nothing_and_its_totals_equal_the_rerate(month, tmp_path, capsys):
     out = _copy_store(month, tmp_path)
-    reference = _reference_with(month, tmp_path, europe_price="0.35")
+    reference = reference_with(month, tmp_path, europe_price="0.35")
     files = _digest(out)
     parser = argparse.ArgumentParser(prog="usage-rating")
     rerate_cli.add_parser(parser.add_subparsers(dest="command"))
@@ -291,7 +232,7 @@ def test_what_if_writes_nothing_and_its_totals_equal_the_rerate(month, tmp_path,
     assert report["summary"]["top_records"][0]["delta_micros"] > 0
     assert sum(r["accounts"] for r in report["summary"]["by_account_decile"]) == 3
 
-    result = _rerate(month, out, reference)
+    result = rerate(month, out, reference)
 
     assert result["version"] == 2
     for key in ("records", "totals", "by_plan", "by_zone", "by_account_decile", "top_records"):
@@ -304,14 +245,14 @@ def test_inputs_must_cover_the_current_version(month, tmp_path, monkeypatch):
     out = _copy_store(month, tmp_path)
     files = _digest(out)
     with pytest.raises(ValueError, match=r"1 file\(s\) that --input does not match.*b.jsonl"):
-        _rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
+        rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
     # Past that check, the comparison itself refuses to credit records it cannot find.
     monkeypatch.setattr("pipelines.rerate.check_inputs_cover", lambda previous, paths: None)
     with pytest.raises(ValueError, match=r"rated in 2026-01 before are in none of the inputs.*nothing was published"):
-        _rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
+        rerate(month, out, month / "reference", glob=str(month / "cdrs" / "a.jsonl"))
     assert _digest(out) == files
     with pytest.raises(ValueError, match="no published output store"):
-        _rerate(month, tmp_path / "nowhere", month / "reference")
+        rerate(month, tmp_path / "nowhere", month / "reference")
     with pytest.raises(ValueError, match="expected YYYY-MM"):
         RerateConfig(cycle="2026-1", input_glob="x", reference_dir="r", output_dir=str(out))
     assert not (out / "rerates").exists() and not (out / ".store.lock").exists()
@@ -326,7 +267,7 @@ def test_an_unreadable_input_file_fails_the_rerate_naming_it(month, tmp_path, mo
     (inputs / "zz-broken.avro").write_bytes(b"Obj\x01garbage")
     monkeypatch.setattr("pipelines.rerate.check_inputs_cover", lambda previous, paths: None)  # copies: other paths
     with pytest.raises(ValueError, match=r"^cannot open \S*zz-broken.avro: unreadable Avro header"):
-        _rerate(month, out, month / "reference", glob=str(inputs / "*"))
+        rerate(month, out, month / "reference", glob=str(inputs / "*"))
     assert _digest(out) == files and not (out / "rerates").exists()
 
 # --- the store, without a pipeline ---------------------------------------------------------------------

@@ -23,9 +23,9 @@ from pipelines.batch import run_batch
 from pipelines.cli import main
 from pipelines.options import BatchConfig
 from sinks import publish, store
-from tests.test_rerate import _month_rows, _write_jsonl
+from tests.month_cdrs import month_rows, write_jsonl
+from tests.paths import DIRECT
 
-DIRECT = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 
 class Crash(BaseException):
@@ -77,10 +77,10 @@ def runs(tmp_path_factory, reference_min_dir):
     """Two batch outputs of the same operator: ``old`` from a.jsonl, ``new`` from a.jsonl and b.jsonl."""
     base = tmp_path_factory.mktemp("publish")
     shutil.copytree(reference_min_dir, base / "reference")
-    rows = _month_rows()
-    _write_jsonl(base / "cdrs-old" / "a.jsonl", rows[::2])
+    rows = month_rows()
+    write_jsonl(base / "cdrs-old" / "a.jsonl", rows[::2])
     shutil.copytree(base / "cdrs-old", base / "cdrs-new")
-    _write_jsonl(base / "cdrs-new" / "b.jsonl", rows[1::2])
+    write_jsonl(base / "cdrs-new" / "b.jsonl", rows[1::2])
     for name in ("old", "new"):
         assert run_batch(_config(base / f"cdrs-{name}", base / "reference", base / "runs" / name), DIRECT)["balanced"]
     return base

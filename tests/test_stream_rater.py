@@ -12,8 +12,9 @@ from rating.engine import RatingEngine
 from rating.reference import load_reference
 from rating.stream_dedup import SeenKeys
 from rating.stream_rater import ShardState
-from tests.test_rating_state import _events
+from tests.usage_rows import mixed_events
 from tests.usage_rows import instant_us, usage_batch
+from tests.paths import REFERENCE_EXAMPLES
 
 DAY_US = 86_400 * 1_000_000
 NOW = instant_us("2026-01-20T00:00:00Z")
@@ -21,7 +22,7 @@ NOW = instant_us("2026-01-20T00:00:00Z")
 
 @pytest.fixture(scope="module")
 def engine():
-    return RatingEngine.from_reference(load_reference("tests/data/reference_examples"))
+    return RatingEngine.from_reference(load_reference(REFERENCE_EXAMPLES))
 
 
 def _latest(tables: list[pa.Table]) -> pl.DataFrame:
@@ -34,7 +35,7 @@ COLUMNS = ["source", "record_id", "charge_micros", "charged_units", "free_units"
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_shuffled_arrival_converges_to_the_batch_rating(engine, seed):
-    rows = _events()
+    rows = mixed_events()
     expected, _ = engine.rate(usage_batch(rows))
     rnd = random.Random(seed)
     rnd.shuffle(rows)
@@ -56,7 +57,7 @@ def test_shuffled_arrival_converges_to_the_batch_rating(engine, seed):
 
 
 def test_in_order_arrival_emits_each_record_once(engine):
-    rows = _events()
+    rows = mixed_events()
     state = ShardState()
     outputs = [state.add(engine, usage_batch(rows[i:i + 50]), NOW, 10 * DAY_US) for i in range(0, len(rows), 50)]
     assert sum(r.corrections for r in outputs) == 0
@@ -65,7 +66,7 @@ def test_in_order_arrival_emits_each_record_once(engine):
 
 
 def test_late_records_beyond_the_lateness_are_rated_and_billed_on_the_next_cycle(engine):
-    rows = [r for r in _events()[:60] if r["served_msisdn"] != "491510000003"]  # January usage, all rateable
+    rows = [r for r in mixed_events()[:60] if r["served_msisdn"] != "491510000003"]  # January usage, all rateable
     state = ShardState()
     late_arrival = instant_us("2026-03-15T00:00:00Z")  # January closed + 10 days long before
     result = state.add(engine, usage_batch(rows), late_arrival, 10 * DAY_US)
@@ -77,7 +78,7 @@ def test_late_records_beyond_the_lateness_are_rated_and_billed_on_the_next_cycle
 
 
 def test_expiry_forgets_closed_cycles(engine):
-    rows = [r for r in _events()[:60] if r["served_msisdn"] != "491510000003"]
+    rows = [r for r in mixed_events()[:60] if r["served_msisdn"] != "491510000003"]
     state = ShardState()
     state.add(engine, usage_batch(rows), NOW, DAY_US)
     assert state.stored.num_rows == len(rows)
@@ -87,7 +88,7 @@ def test_expiry_forgets_closed_cycles(engine):
 
 
 def test_seen_keys_drop_redeliveries_and_resends():
-    rows = _events()[:30]
+    rows = mixed_events()[:30]
     seen = SeenKeys()
     first, dups = seen.filter(usage_batch(rows + rows[:5]), 0)
     assert first.num_rows == 30 and dups.num_rows == 5 and all(dups.column("identical").to_pylist())

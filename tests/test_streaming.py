@@ -17,7 +17,7 @@ import pytest
 
 from cdr_schemas.registry import load_schema
 from pipelines.batch import run_batch
-from pipelines.generator import GeneratorConfig, generate
+from synth import GeneratorConfig, generate
 from pipelines.options import BatchConfig
 from pipelines.streaming import StreamConfig, run_stream
 

@@ -17,8 +17,9 @@ from pipelines.streaming import RateUsageStream, StreamConfig
 from rating.engine import RatingEngine
 from rating.reference import load_reference
 from tests.usage_rows import instant_us, usage_batch, usage_row
+from tests.paths import REFERENCE_EXAMPLES
 
-REFERENCE = "tests/data/reference_examples"
+REFERENCE = str(REFERENCE_EXAMPLES)
 DAY_S = 86_400
 
 
@@ -101,9 +102,9 @@ def test_usage_later_than_the_allowed_lateness_is_rated_from_what_is_left_not_re
 def test_a_shuffled_day_converges_to_the_batch_answer(tmp_path, seed):
     import random
 
-    from tests.test_rating_state import _events
+    from tests.usage_rows import mixed_events
 
-    rows = [r for r in _events()[:120]]
+    rows = [r for r in mixed_events()[:120]]
     rnd = random.Random(seed)
     order = list(range(len(rows)))
     rnd.shuffle(order)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pyarrow as pa
 
@@ -39,3 +40,21 @@ def usage_batch(rows: list[dict]) -> pa.RecordBatch:
         else:
             columns.append(pa.array(values, field.type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def mixed_events() -> list[dict]:
+    """300 hourly events from 2026-01-05 on ``tests/data/reference_examples``: calls of three
+    subscribers (two with bundles) and data sessions of a fourth, with random durations and volumes."""
+    rnd = random.Random(3)
+    base = instant_us("2026-01-05T08:00:00+01:00")
+    rows = []
+    for i in range(300):
+        msisdn = rnd.choice(["491510000002", "491510000003", "491510000004", "491510000001"])
+        service = "DATA" if msisdn == "491510000004" else "VOICE"
+        fields = dict(service=service, served_msisdn=msisdn, start_time=base + i * 3_600_000_000 + rnd.randrange(10**9))
+        if service == "VOICE":
+            fields.update(duration_s=rnd.randrange(0, 200), other_party=rnd.choice(["015112345678", "030123456"]))
+        else:
+            fields.update(bytes_down=rnd.randrange(0, 400 * 2**20))
+        rows.append(usage_row(i, **fields))
+    return rows

@@ -1,6 +1,6 @@
 """Write fuzz records as Avro, Parquet and JSON lines bytes, including values no writer accepts.
 
-The project's writers (``cdr_schemas.writers``) refuse what a schema cannot hold, which is right
+The project's writers (``synth.writers``) refuse what a schema cannot hold, which is right
 for them and wrong here: the fuzzer must put a long of 70 bits, an enum index of 9 or invalid UTF-8
 on the wire. So this module has its own small Avro encoder (arbitrary-size integers, raw bytes for
 strings) and returns each container's block layout, so that structural mutations can change one

@@ -157,7 +157,7 @@ class Report:
 
 def ensure_operator(directory: Path) -> Path:
     """The fuzz operator (``OPERATOR``), generated into ``directory`` unless it is already there."""
-    from pipelines.generator import GeneratorConfig, generate
+    from synth import GeneratorConfig, generate
 
     manifest = directory / "manifest.json"
     if manifest.exists():

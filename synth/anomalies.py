@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.generator.numbering import HOME_COUNTRIES, NUMBERING
-from pipelines.generator.records import DATA, Chunk
+from synth.numbering import HOME_COUNTRIES, NUMBERING
+from synth.records import DATA, Chunk
 
 GENERIC_KINDS = ("MISSING_FIELD", "INVALID_FIELD", "UNKNOWN_SUBSCRIBER")
 DESTINATION_KINDS = ("MISSING_DESTINATION", "INVALID_NUMBER", "NO_ZONE")

@@ -12,10 +12,10 @@
     usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT [--what-if REFDIR] [--report FILE]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s [--json]
 
-Each sub-command's parser names the function that runs it (``pipelines.cli_args.add_command``);
+Each sub-command's parser names the function that runs it (``pipelines.cli.args.add_command``);
 with no command the help is printed and the exit status is 2, as for any usage error. Otherwise the
 exit status is 0 (done), 1 (bad configuration or input: one line on stderr, no traceback) or 3 (a
-rating run whose control totals do not balance): ``pipelines.cli_args.EXIT_*``.
+rating run whose control totals do not balance): ``pipelines.cli.args.EXIT_*``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from pipelines import cgrates_cli, rerate_cli
-from pipelines.cli_args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_command, check_beam_args, default_runner,
+from pipelines.cli import cgrates as cgrates_cli, rerate as rerate_cli
+from pipelines.cli.args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_command, check_beam_args, default_runner,
                                 exit_status)
 
 
 def cmd_generate(args) -> int:
-    from pipelines.generator import generate
-    from pipelines.generator.config import GeneratorConfig
-    from pipelines.progress import ProgressLine
+    from synth import generate
+    from synth.config import GeneratorConfig
+    from pipelines.cli.progress import ProgressLine
 
     config = GeneratorConfig(
         out_dir=Path(args.out), subscribers=args.subscribers, records=args.records, days=args.days,
@@ -66,7 +66,7 @@ def cmd_validate_reference(args) -> int:
 def cmd_batch(args, beam_args: list[str]) -> int:
     from pipelines.batch import run_batch
     from pipelines.options import BatchConfig
-    from pipelines.summary import print_summary
+    from pipelines.cli.summary import print_summary
 
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
@@ -128,7 +128,7 @@ def cmd_stream(args, beam_args: list[str]) -> int:
 
 
 def cmd_demo(args, beam_args: list[str]) -> int:
-    from pipelines.demo import run_demo
+    from pipelines.cli.demo import run_demo
 
     return run_demo(Path(args.workdir), records=args.records, subscribers=args.subscribers, beam_args=beam_args)
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # bad configuration or input: a message, not a traceback
         return _failed(args, str(error))
     except Exception as error:  # a full disk: where, and how much the run needs; anything else propagates
-        from pipelines.disk_full import find_disk_full
+        from pipelines.cli.disk_full import find_disk_full
 
         disk_full = find_disk_full(error)
         if disk_full is None:
@@ -233,8 +233,8 @@ def _failed(args: argparse.Namespace, message: str) -> int:
 
 def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
     """The full-disk line for the command in ``args``: its output folder and, for a rating run, its inputs."""
-    from pipelines.demo import demo_input_glob
-    from pipelines.disk_full import disk_full_message
+    from pipelines.cli.demo import demo_input_glob
+    from pipelines.cli.disk_full import disk_full_message
     from pipelines.inputs import match_inputs
 
     folder = next((getattr(args, name) for name in ("output", "workdir", "out") if getattr(args, name, None)), ".")
@@ -244,7 +244,3 @@ def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
     except ValueError:   # the inputs are gone: no estimate
         inputs = None
     return disk_full_message(error, folder, inputs=inputs, shuffle=getattr(args, "shuffle", "files"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

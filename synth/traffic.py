@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from pipelines.generator.calendars import holidays
-from pipelines.generator.population import TIMEZONES, Population
+from synth.calendars import holidays
+from synth.population import TIMEZONES, Population
 
 BIN_S = 60     # time resolution of the intensity: one minute
 _TZ_COUNTRY = {"Europe/Berlin": "DE", "Europe/London": "GB", "America/New_York": "US",

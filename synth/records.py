@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from cdr_schemas.arrow_mapping import PROVENANCE_FIELDS, usage_batch_schema
-from pipelines.generator import networks, tariffs
-from pipelines.generator.arrays import Sampler, digit_strings, sentinel_strings, take_or_null
-from pipelines.generator.numbering import HOME_COUNTRIES, NUMBERING, destination_ranges
-from pipelines.generator.population import (
+from synth import networks, tariffs
+from synth.arrays import Sampler, digit_strings, sentinel_strings, take_or_null
+from synth.numbering import HOME_COUNTRIES, NUMBERING, destination_ranges
+from synth.population import (
     CELLS_PER_FOREIGN_NETWORK, CELLS_PER_HOME_NETWORK, TIMEZONES, Population, SECOND_US)
-from pipelines.generator.traffic import BIN_S, Traffic
+from synth.traffic import BIN_S, Traffic
 
 VOICE, SMS, DATA = 0, 1, 2
 SERVICE_SYMBOLS = ("VOICE", "SMS", "DATA")

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 from pipelines.batch import run_batch
-from pipelines.cli_args import exit_status
-from pipelines.generator import generate
-from pipelines.generator.config import GeneratorConfig
+from pipelines.cli.args import exit_status
+from synth import generate
+from synth.config import GeneratorConfig
 from pipelines.options import BatchConfig
-from pipelines.progress import ProgressLine, StagedRunProgress
-from pipelines.summary import print_summary
+from pipelines.cli.progress import ProgressLine, StagedRunProgress
+from pipelines.cli.summary import print_summary
 
 
 def _ensure_generated(workdir: Path, records: int, subscribers: int) -> dict:

@@ -4,14 +4,14 @@
                         [--what-if REFDIR] [--report FILE] [--top N] [--closed-through YYYY-MM]
                         [--shards auto|N] [--batch-size N] [--shuffle files|beam] [Beam flags]
 
-Exit status (``pipelines.cli_args``): 0 done (also when nothing changed), 1 bad configuration or
+Exit status (``pipelines.cli.args``): 0 done (also when nothing changed), 1 bad configuration or
 input, 3 control totals not balanced (the version is published anyway, for investigation, like the
 batch job). The job flags are the batch job's (``add_job_flags``).
 """
 
 from __future__ import annotations
 
-from pipelines.cli_args import add_command, add_job_flags, exit_status
+from pipelines.cli.args import add_command, add_job_flags, exit_status
 
 
 def add_parser(subparsers) -> None:

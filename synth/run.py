@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cdr_schemas.writers import FILE_SUFFIXES, UsageFileWriter, encode_jsonl_lines, iso_utc_strings, usage_avro_schema
-from pipelines.generator.anomalies import Duplicates, break_json_lines, corrupt, malformed_kinds
-from pipelines.generator.config import GeneratorConfig
-from pipelines.generator.population import SECOND_US, build_population
-from pipelines.generator.records import SERVICE_SYMBOLS, RecordFactory
-from pipelines.generator.reference import write_reference
-from pipelines.generator.traffic import BIN_S, build_traffic, plan_files
+from synth.writers import FILE_SUFFIXES, UsageFileWriter, encode_jsonl_lines, iso_utc_strings, usage_avro_schema
+from synth.anomalies import Duplicates, break_json_lines, corrupt, malformed_kinds
+from synth.config import GeneratorConfig
+from synth.population import SECOND_US, build_population
+from synth.records import SERVICE_SYMBOLS, RecordFactory
+from synth.reference import write_reference
+from synth.traffic import BIN_S, build_traffic, plan_files
 
 MANIFEST_VERSION = 1
 _MAKERS = max(1, min(2, os.cpu_count() or 1))    # threads making chunks (NumPy/Arrow release the GIL)

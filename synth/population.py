@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdr_schemas.writers import iso_utc_strings
-from pipelines.generator import networks, tariffs
-from pipelines.generator.arrays import digit_strings
-from pipelines.generator.numbering import HOME_COUNTRIES, NUMBERING
+from synth.writers import iso_utc_strings
+from synth import networks, tariffs
+from synth.arrays import digit_strings
+from synth.numbering import HOME_COUNTRIES, NUMBERING
 
 COUNTRY_SHARES = (0.70, 0.20, 0.10)            # DE, GB, US
 BUSINESS_SHARE = (0.20, 0.0, 0.0)

@@ -3,7 +3,7 @@
 ``generate(GeneratorConfig(out_dir=...))`` is the entry point; docs/generator.md describes the output.
 """
 
-from pipelines.generator.config import GeneratorConfig
-from pipelines.generator.run import generate
+from synth.config import GeneratorConfig
+from synth.run import generate
 
 __all__ = ["GeneratorConfig", "generate"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pipelines.cli_args import EXIT_ERROR, EXIT_OK, add_command
+from pipelines.cli.args import EXIT_ERROR, EXIT_OK, add_command
 
 SERVICES = ("voice", "sms", "data")
 

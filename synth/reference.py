@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from pipelines.generator import networks, tariffs
-from pipelines.generator.calendars import holiday_rows
-from pipelines.generator.numbering import HOME_COUNTRIES, zone_table
-from pipelines.generator.population import Population
+from synth import networks, tariffs
+from synth.calendars import holiday_rows
+from synth.numbering import HOME_COUNTRIES, zone_table
+from synth.population import Population
 
 OPERATOR = {
     "operator": "Demo Mobile",
