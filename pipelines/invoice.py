@@ -26,7 +26,8 @@ from pathlib import Path
 
 import polars as pl
 
-from rating.billing import LINE_ORDER, month_index
+from rating.billing import LINE_ORDER
+from rating.cycles import month_index
 from sinks import store
 from sinks.files import SUCCESS_MARKER
 from sinks.publish import settle

@@ -12,7 +12,7 @@ from cdr_schemas.decoders import detect_format
 
 from pipelines.cli.args import add_batch_flags
 from pipelines.shuffle import SHUFFLE_MODES
-from rating.billing import month_index
+from rating.cycles import month_index
 
 SHUFFLE_FOLDER = "_shuffle"   # under the staging directory; deleted before publishing
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from rating.kernels.lookup import StringIndex
+from rating.string_index import StringIndex
 from rating.money import round_ratio
 from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, RatingTables

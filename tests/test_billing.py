@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rating.billing import BillingPeriod, bill_accounts, month_index
+from rating.billing import BillingPeriod, bill_accounts
+from rating.cycles import month_index
 from rating.engine import RatingEngine
 from rating.kernels.enrich import cycle_bounds, cycle_of
 from rating.reference import load_reference

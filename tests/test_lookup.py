@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rating.kernels.lookup import StringIndex
+from rating.string_index import StringIndex
 
 _TEXT = st.text(alphabet="+0123456789aé", max_size=8)
 

@@ -77,7 +77,7 @@ def cmd_batch(args, beam_args: list[str]) -> int:
 
 
 def cmd_close_cycle(args) -> int:
-    from rating.billing import month_index
+    from rating.cycles import month_index
     from sinks.publish import close_cycles, read_closed_through
 
     month_index(args.cycle)

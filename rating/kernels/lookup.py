@@ -1,22 +1,16 @@
-"""Exact string -> row lookup through an open-addressing hash table built once per reference.
-
-``pyarrow.compute.index_in`` rebuilds its hash set of the value set on every call: with a million
-subscribers that is ~0.2 s per batch, whatever the batch size. ``StringIndex`` hashes the keys once
-(FNV-1a 64, as for sharding) and each lookup costs one hash and a byte comparison per row.
-"""
+"""Kernels of the exact string -> row lookup (``rating.string_index.StringIndex``): an
+open-addressing hash table over FNV-1a 64 hashes of strings given as offsets and bytes."""
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from numba import njit
 
-from rating.arrow_utils import string_buffers
 from rating.kernels.hashing import fnv1a_strings, fnv_seed
 
 
 @njit(nogil=True, cache=True)
-def _build_slots(key_hash, size):
+def build_slots(key_hash, size):
     mask = np.uint64(size - 1)
     slots = np.full(size, -1, np.int64)
     for row in range(len(key_hash)):
@@ -28,7 +22,7 @@ def _build_slots(key_hash, size):
 
 
 @njit(nogil=True, cache=True)
-def _find_rows(q_offsets, q_data, q_present, q_hash, k_offsets, k_data, k_hash, slots, out):
+def find_rows(q_offsets, q_data, q_present, q_hash, k_offsets, k_data, k_hash, slots, out):
     size = len(slots)
     mask = np.uint64(size - 1)
     for i in range(len(out)):
@@ -52,26 +46,7 @@ def _find_rows(q_offsets, q_data, q_present, q_hash, k_offsets, k_data, k_hash, 
             s = (s + 1) & (size - 1)
 
 
-def _hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+def hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     h = fnv_seed(len(offsets) - 1)
     fnv1a_strings(offsets, data, h)
     return h
-
-
-class StringIndex:
-    """Row of each value in a fixed array of distinct strings, -1 when absent (or null)."""
-
-    def __init__(self, keys: pa.Array):
-        self._offsets, self._data, _ = string_buffers(keys)
-        self._hash = _hashes(self._offsets, self._data)
-        size = 16
-        while size < 2 * len(keys):
-            size *= 2
-        self._slots = _build_slots(self._hash, size)
-
-    def rows(self, values: pa.Array) -> np.ndarray:
-        offsets, data, present = string_buffers(values)
-        out = np.empty(len(values), np.int64)
-        _find_rows(offsets, data, present, _hashes(offsets, data), self._offsets, self._data, self._hash,
-                   self._slots, out)
-        return out
