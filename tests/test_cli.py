@@ -281,7 +281,7 @@ def test_the_demo_progress_line_counts_records_decoded_and_rated_while_the_job_r
     from pipelines.cli.progress import ProgressLine, StagedRunProgress
 
     gen = tmp_path / "gen"
-    manifest = generate(GeneratorConfig(out_dir=gen, subscribers=100, records=3_000, files=2, fmt="avro", seed=3))
+    manifest = generate(GeneratorConfig(out_dir=gen, subscribers=100, records=12_000, files=2, fmt="avro", seed=3))
     total = manifest["records_written"]
     config = BatchConfig(input_glob=str(gen / "cdrs" / "*"), reference_dir=str(gen / "reference"),
                          output_dir=str(tmp_path / "out"), shards=2, batch_size=500)
