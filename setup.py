@@ -19,6 +19,9 @@ setup(
         "google-cloud-pubsub>=2.20",
         # Tariff plans are YAML (read with yaml.safe_load); Beam already depends on PyYAML.
         "PyYAML>=6.0",
+        # The output store as Apache Iceberg tables (issue 13, sinks/iceberg/): SQL catalog on SQLite
+        # by default, Arrow to read and to register Parquet files.
+        "pyiceberg[sql-sqlite,pyarrow]>=0.12,<0.13",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],
