@@ -6,7 +6,6 @@ import datetime as dt
 import io
 import json
 import random
-import threading
 import time
 from collections import Counter
 from pathlib import Path
