@@ -20,11 +20,14 @@ setup(
         # Tariff plans are YAML (read with yaml.safe_load); Beam already depends on PyYAML.
         "PyYAML>=6.0",
         # The output store as Apache Iceberg tables (issue 13, sinks/iceberg/): SQL catalog on SQLite
-        # by default, Arrow to read and to register Parquet files.
-        "pyiceberg[sql-sqlite,pyarrow]>=0.12,<0.13",
+        # by default or on PostgreSQL (--catalog-uri postgresql+psycopg2://..., its driver
+        # psycopg2-binary comes with sql-postgres), Arrow to read and to register Parquet files.
+        "pyiceberg[sql-sqlite,sql-postgres,pyarrow]>=0.12,<0.13",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # moto's server mode: a real S3-compatible server on loopback for the object-storage store
+        # tests (tests/object_store_server.py), with boto3 to look inside its buckets.
+        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]>=5.0"],
     },
     entry_points={"console_scripts": ["usage-rating=pipelines.cli:main"]},
 )

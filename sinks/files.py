@@ -1,7 +1,7 @@
 """File sinks: Parquet parts and JSON documents written whole (temp file + rename).
 
 A reader never sees a half-written file: every file is written beside its final name and renamed.
-Publishing a run's whole output store, and guarding it, is ``sinks.publish``.
+The output store (Iceberg tables) is ``sinks.iceberg``; its lock is ``sinks.lock``.
 """
 
 from __future__ import annotations
@@ -13,24 +13,37 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute in write_part)
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SUCCESS_MARKER = "_SUCCESS"
+from sinks.iceberg.catalog import filesystem
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch, *,
                   dictionary: bool | list[str] = True, statistics: bool | list[str] = True) -> None:
     """Write ``table`` to ``path`` (parent folders created), atomically, zstd-compressed.
 
+    ``path`` is a local path or a URI (``file://``, ``gs://``, ``s3://``: a store's data files,
+    reached through ``sinks.iceberg.catalog.filesystem``). An object is uploaded whole from memory,
+    so a failed write leaves no object (object stores publish an upload only once it completes).
     ``dictionary`` / ``statistics``: columns to dictionary-encode / to keep min-max statistics for
     (all by default); big tables write faster when high-cardinality columns are left out.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
+    options = dict(compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
+    if isinstance(path, str) and "://" in path:
+        fs, path = filesystem(path)
+        if not isinstance(fs, pafs.LocalFileSystem):
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer, **options)
+            with fs.open_output_stream(path) as out:
+                out.write(buffer.getvalue())
+            return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
+    pq.write_table(table, tmp, **options)
     os.replace(tmp, path)
 
 

@@ -12,7 +12,9 @@ from pyiceberg.transforms import IdentityTransform
 
 from cdr_schemas import charge_line_schema, rated_event_schema
 from sinks.files import write_parquet
-from sinks.iceberg import DATA_TABLES, IcebergStore
+from sinks.iceberg import DATA_TABLES, ConcurrentCommitError, IcebergStore
+from sinks.iceberg import store as store_module
+from sinks.iceberg.store import RECOVER_AFTER
 
 UTC = dt.timezone.utc
 
@@ -42,17 +44,19 @@ def charge_rows(cycle: str, account: str, amount_micros: int) -> pa.Table:
 def write(store: IcebergStore, table: str, data: pa.Table, name: str, partition: dict | None = None) -> str:
     """Write ``data`` where a worker would (the project's own Parquet writer) and return its URI."""
     uri = store.data_location(table, partition) + f"/{name}.parquet"
-    write_parquet(urllib.parse.urlparse(uri).path, data)
+    write_parquet(uri, data)
     return uri
 
 
-def commit_cycles(store: IcebergStore, run_id: str, cycles: dict[str, int], kind: str = "batch", overwrite=None):
+def commit_cycles(store: IcebergStore, run_id: str, cycles: dict[str, int], kind: str = "batch", overwrite=None,
+                  exclusive: bool = False):
     """Commit rated events (accounts A1, A2) and one charge line per cycle, ``cycles`` = {cycle: charge}."""
     files = {"rated": [write(store, "rated", rated_rows(c, ["A1", "A2"], micros, run_id), f"{run_id}-part-0",
                              {"service_cycle": c}) for c, micros in cycles.items()],
              "charges": [write(store, "charges", charge_rows(c, "A1", 2 * micros), f"{run_id}-part-0",
                                {"billing_cycle": c}) for c, micros in cycles.items()]}
-    return store.commit_run(run_id, kind, files, {"records_in": 2 * len(cycles)}, overwrite=overwrite)
+    return store.commit_run(run_id, kind, files, {"records_in": 2 * len(cycles)}, overwrite=overwrite,
+                            exclusive=exclusive)
 
 
 def charges_by_cycle(data: pa.Table) -> dict[str, set[int]]:
@@ -173,8 +177,8 @@ def test_crash_before_the_run_log_is_invisible_and_recovered(store, monkeypatch)
     assert [run.run_id for run in store.runs()] == ["create", "run-1"]
     assert {r.table for r in store.pending()} == {"rated", "charges"}
 
-    rolled_back = store.recover()
-    assert {(r.table, r.from_snapshot_id) for r in rolled_back} >= {("rated", crashed)}
+    rolled_back = store.recover(force=True)   # the caller holds the store's lock: no writer is live
+    assert {(r.table, r.from_snapshot_id, r.run_id) for r in rolled_back} >= {("rated", crashed, "run-2")}
     assert store.pending() == []
     assert store.table("rated").current_snapshot().snapshot_id == store.runs()[-1].snapshot_ids["rated"]
     orphans = store.orphan_files()
@@ -185,16 +189,126 @@ def test_crash_before_the_run_log_is_invisible_and_recovered(store, monkeypatch)
     assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}, "2026-03": {3_000}}
 
 
+def crash_before_the_run_log(store: IcebergStore, run_id: str, cycles: dict[str, int], monkeypatch) -> None:
+    """``run_id`` commits its tables, then dies before its run log row."""
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="killed"):
+        patch.setattr(Table, "append", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+        commit_cycles(store, run_id, cycles)
+
+
+def later(monkeypatch, after: dt.timedelta = RECOVER_AFTER + dt.timedelta(minutes=1)) -> None:
+    """From now on the store's clock reads ``after`` later than the wall clock."""
+    wall_clock = store_module._now
+    monkeypatch.setattr(store_module, "_now", lambda: wall_clock() + after)
+
+
 def test_next_run_recovers_a_crashed_one_itself(store, monkeypatch):
     commit_cycles(store, "run-1", {"2026-01": 1_000})
-    monkeypatch.setattr(Table, "append", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
-    with pytest.raises(RuntimeError):
-        commit_cycles(store, "run-2", {"2026-02": 9_000})
-    monkeypatch.undo()
+    crash_before_the_run_log(store, "run-2", {"2026-02": 9_000}, monkeypatch)
 
-    result = commit_cycles(store, "run-3", {"2026-03": 3_000})
+    result = commit_cycles(store, "run-3", {"2026-03": 3_000}, exclusive=True)   # as the lock holder
     assert {r.table for r in result.rolled_back} == {"rated", "charges"}
     assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}, "2026-03": {3_000}}
+
+
+def test_without_the_lock_a_crashed_half_commit_waits_for_the_grace_period(store, monkeypatch):
+    commit_cycles(store, "run-1", {"2026-01": 1_000})
+    crash_before_the_run_log(store, "run-2", {"2026-02": 9_000}, monkeypatch)
+
+    # Just committed: it may be a live writer's (a shared catalog has no lock), so nothing is undone.
+    with pytest.raises(ConcurrentCommitError, match="run run-3 was not committed to .*: run run-2 is committing "
+                                                    "\\(if it crashed instead, the first run from .* on rolls its "
+                                                    "half commit back\\).*running it again is safe") as refused:
+        commit_cycles(store, "run-3", {"2026-03": 3_000})
+    assert refused.value.other_run_id == "run-2"
+    assert store.recover() == []
+    assert {(r.table, r.run_id) for r in store.pending()} == {("rated", "run-2"), ("charges", "run-2")}
+
+    later(monkeypatch)
+    result = commit_cycles(store, "run-3", {"2026-03": 3_000})
+    assert {(r.table, r.run_id) for r in result.rolled_back} == {("rated", "run-2"), ("charges", "run-2")}
+    assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}, "2026-03": {3_000}}
+    assert [run.run_id for run in store.runs()] == ["create", "run-1", "run-3"]
+
+
+# -- two writers on one store, interleaved: each IcebergStore object stands for another process --
+
+
+def two_writers(tmp_path) -> tuple[IcebergStore, IcebergStore]:
+    IcebergStore.open(str(tmp_path / "out"), create=True)
+    return (IcebergStore.open(str(tmp_path / "out"), create=False),
+            IcebergStore.open(str(tmp_path / "out"), create=False))
+
+
+def assert_runs_intact(store: IcebergStore, run_ids: list[str], cycles: dict[str, int]) -> None:
+    """The run log holds ``run_ids`` numbered 0, 1, ... and readers see exactly ``cycles``; nothing pending."""
+    assert [(run.run_number, run.run_id) for run in store.runs()] == list(enumerate(run_ids))
+    assert charges_by_cycle(store.read("rated")) == {cycle: {charge} for cycle, charge in cycles.items()}
+    assert sorted(store.read("charges")["amount_micros"].to_pylist()) == sorted(2 * c for c in cycles.values())
+    assert store.pending() == []
+
+
+def test_a_writer_between_its_table_commits_and_its_run_log_is_not_rolled_back(tmp_path, monkeypatch):
+    a, b = two_writers(tmp_path)
+    append, seen = Table.append, {}
+
+    def b_commits_meanwhile(table, *args, **kwargs):   # a's run log commit: a's tables are committed
+        if "error" not in seen:
+            seen["error"] = None
+            with pytest.raises(ConcurrentCommitError) as refused:
+                commit_cycles(b, "run-b", {"2026-03": 3_000})
+            seen["error"] = refused.value
+        return append(table, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Table, "append", b_commits_meanwhile)
+        commit_cycles(a, "run-a", {"2026-02": 2_000})
+
+    assert seen["error"].other_run_id == "run-a"
+    assert "run run-a is committing" in str(seen["error"])
+    assert_runs_intact(a, ["create", "run-a"], {"2026-02": 2_000})
+    commit_cycles(b, "run-b", {"2026-03": 3_000})   # the loser runs again
+    assert_runs_intact(b, ["create", "run-a", "run-b"], {"2026-02": 2_000, "2026-03": 3_000})
+
+
+def test_a_table_commit_after_another_run_committed_fails_and_is_not_rebased(tmp_path, monkeypatch):
+    a, b = two_writers(tmp_path)
+    commit_table = IcebergStore._commit_table
+
+    def b_commits_first(table, *args):   # a has read the store and loaded rated; b commits all of its run
+        monkeypatch.undo()
+        commit_cycles(b, "run-b", {"2026-03": 3_000})
+        return commit_table(table, *args)
+
+    monkeypatch.setattr(a, "_commit_table", b_commits_first)
+    with pytest.raises(ConcurrentCommitError, match="run run-a was not committed .*: run run-b was committed "
+                                                    "meanwhile. This run read the store as of run create; since "
+                                                    "then rated has another commit") as refused:
+        commit_cycles(a, "run-a", {"2026-02": 2_000})
+    assert refused.value.other_run_id == "run-b"
+    assert_runs_intact(a, ["create", "run-b"], {"2026-03": 3_000})
+    commit_cycles(a, "run-a", {"2026-02": 2_000})
+    assert_runs_intact(b, ["create", "run-b", "run-a"], {"2026-03": 3_000, "2026-02": 2_000})
+
+
+def test_a_run_log_row_after_another_run_is_refused_and_its_tables_rolled_back(tmp_path, monkeypatch):
+    a, b = two_writers(tmp_path)
+    recover = a._recover
+
+    def b_closes_meanwhile(*args, **kwargs):   # a has read the run log; b logs a run with no data
+        b.close_cycles("close-b", "2026-01")
+        return recover(*args, **kwargs)
+
+    monkeypatch.setattr(a, "_recover", b_closes_meanwhile)
+    with pytest.raises(ConcurrentCommitError, match="run close-b was committed meanwhile.*since then the run log "
+                                                    "has a new run. None of this run's data files were committed"):
+        commit_cycles(a, "run-a", {"2026-02": 2_000})
+    monkeypatch.undo()
+
+    assert_runs_intact(a, ["create", "close-b"], {})   # a's table commits were rolled back, not left pending
+    assert [u.rsplit("/", 1)[-1] for u in a.orphan_files()["rated"]] == ["run-a-part-0.parquet"]
+    commit_cycles(a, "run-a", {"2026-02": 2_000})
+    assert_runs_intact(b, ["create", "close-b", "run-a"], {"2026-02": 2_000})
 
 
 def test_reading_one_cycle_plans_only_its_files(store):

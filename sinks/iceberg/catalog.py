@@ -5,6 +5,13 @@ pyarrow's filesystem for that URI, so a warehouse on ``gs://`` or ``s3://`` take
 local folder. The embedded catalog is pyiceberg's SQL catalog on ``OUT/catalog.db`` (SQLite) with the
 tables under ``OUT/warehouse``; a catalog named by ``catalog_uri`` (any SQLAlchemy URL pyiceberg's
 SQL catalog accepts: ``sqlite:///...``, ``postgresql+psycopg2://...``) keeps its tables under ``OUT``.
+
+Object storage is configured the way the cloud SDKs are, by their standard environment variables and
+nothing of ours: for ``s3://``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or any source of the
+AWS default credential chain), ``AWS_REGION`` and, for an S3-compatible server (MinIO, a local
+emulator), ``AWS_ENDPOINT_URL``. pyarrow's :func:`filesystem` honours them itself; pyiceberg's FileIO
+reads the credentials through the same AWS SDK but takes the endpoint and region only as catalog
+properties, which :func:`file_io_properties` fills from the same variables.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import urllib.parse
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.io import S3_ENDPOINT, S3_REGION
 
 CATALOG_NAME = "usage_rating"
 CATALOG_FILE = "catalog.db"
@@ -41,6 +49,8 @@ def is_object_store(uri: str) -> bool:
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for ``uri`` and the path within it: the one way this package (and
+    ``sinks.files``) reaches a store's files. Object storage is configured by the environment."""
     return pafs.FileSystem.from_uri(uri)
 
 
@@ -93,7 +103,7 @@ def join(uri: str, *parts: str) -> str:
 
 
 def is_old_layout(out_uri: str) -> bool:
-    """A batch output published by ``sinks.publish`` (``_SUCCESS`` and ``rated/``) and no catalog."""
+    """A batch output of earlier releases (``_SUCCESS`` and ``rated/`` of plain Parquet) and no catalog."""
     return all(exists(join(out_uri, marker)) for marker in OLD_LAYOUT_MARKERS) and \
         not exists(join(out_uri, CATALOG_FILE))
 
@@ -112,6 +122,26 @@ def embedded_catalog_uri(out_uri: str, output: str) -> str:
     return "sqlite:///" + urllib.parse.urlparse(join(out_uri, CATALOG_FILE)).path
 
 
+# pyiceberg FileIO property <- the AWS SDK's environment variables, first one set wins. pyarrow's
+# S3FileSystem built from a URI reads these itself; built from pyiceberg's properties it does not.
+_S3_PROPERTIES_FROM_ENV = {
+    S3_ENDPOINT: ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    S3_REGION: ("AWS_REGION", "AWS_DEFAULT_REGION"),
+}
+
+
+def file_io_properties() -> dict[str, str]:
+    """The pyiceberg FileIO properties for object storage that the environment sets (see the module
+    docstring): the S3 endpoint and region; {} when none of their variables is set."""
+    properties = {}
+    for prop, variables in _S3_PROPERTIES_FROM_ENV.items():
+        value = next((os.environ[name] for name in variables if os.environ.get(name)), None)
+        if value is not None:
+            properties[prop] = value
+    return properties
+
+
 def open_catalog(catalog_uri: str, warehouse_uri: str) -> SqlCatalog:
-    """pyiceberg's SQL catalog at ``catalog_uri`` (its tables created if missing), warehouse ``warehouse_uri``."""
-    return SqlCatalog(CATALOG_NAME, uri=catalog_uri, warehouse=warehouse_uri)
+    """pyiceberg's SQL catalog at ``catalog_uri`` (its tables created if missing), warehouse
+    ``warehouse_uri``; its tables' files read and written with :func:`file_io_properties`."""
+    return SqlCatalog(CATALOG_NAME, uri=catalog_uri, warehouse=warehouse_uri, **file_io_properties())

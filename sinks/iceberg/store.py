@@ -8,8 +8,12 @@ names) and scan each table at that snapshot, so a table committed by a run that 
 Iceberg (pyiceberg 0.12) has no multi-table transaction: the run log committed last is what makes
 the tables' commits one unit.
 
-One writer at a time: ``commit_run`` recovers first, which would undo a concurrent writer's
-half-committed run, so writers must hold the store's lock. Concurrent writers are not handled yet.
+Several writers (a shared catalog, an object-storage warehouse: no lock file guards them) commit
+optimistically: a run commits only if no other run was logged or half-committed since it read the
+store, else it undoes its own table commits and raises ``ConcurrentCommitError``. The tables'
+commits are never retried by pyiceberg on a moved head (``commit.retry.num-retries`` 0): such a
+retry would rebase the run on a state it never read. A half commit is rolled back by recovery only
+when it is older than ``RECOVER_AFTER`` or the writer holds the store's lock (``exclusive``).
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import DataScan, Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from sinks.iceberg import catalog as cat
 from sinks.iceberg.tables import (
+    COMMIT_NUM_RETRIES,
     DATA_TABLES,
+    NO_COMMIT_RETRIES,
     NAMESPACE,
     PARTITION_COLUMN,
     RUN_KINDS,
@@ -45,6 +52,28 @@ from sinks.iceberg.tables import (
 
 RUN_ID_PROPERTY = "usage-rating.run-id"  # in the summary of every snapshot a run commits
 CREATE_RUN_ID = "create"
+# A half commit (table snapshots without their run log row) younger than this may be a live writer's
+# between its table commits and its run log row (seconds apart), so only an older one is taken for a
+# crashed run's and rolled back, unless the caller holds the store's lock.
+RECOVER_AFTER = dt.timedelta(minutes=15)
+
+
+class ConcurrentCommitError(ValueError):
+    """Another writer committed (or is committing) to the store since a run read it: the run committed
+    nothing and may run again. ``other_run_id``: that writer's run id, when known."""
+
+    def __init__(self, message: str, other_run_id: str | None):
+        super().__init__(message)
+        self.other_run_id = other_run_id
+
+
+class _Conflict(Exception):
+    """Raised inside ``commit_run`` when its optimistic check fails; becomes ``ConcurrentCommitError``.
+    ``what`` changed since the run read the store; ``since``: when the other run's commit was made."""
+
+    def __init__(self, other_run_id: str | None, what: str, since: dt.datetime | None = None):
+        super().__init__(what)
+        self.other_run_id, self.what, self.since = other_run_id, what, since
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +94,8 @@ class Rollback:
     table: str
     from_snapshot_id: int
     to_snapshot_id: int
+    run_id: str | None = None               # the run that committed from_snapshot_id (None: not a store run)
+    committed: dt.datetime | None = None    # when it did (UTC), by the committing writer's clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +188,21 @@ class IcebergStore:
         """The catalog's current view of ``table`` (loaded afresh)."""
         return self.catalog.load_table(identifier(table))
 
+    def data_root(self, table: str) -> str:
+        """URI of ``table``'s data folder; partitioned tables keep a Hive-style folder per value under it."""
+        return cat.join(self.table(check_table(table)).location(), "data")
+
+    def partition_values(self, table: str, as_of: str | None = None) -> set[str]:
+        """The values of ``table``'s partition column (its cycles) that hold rows, from the manifests
+        of the snapshot the latest run (or ``as_of``) names: no data file is read."""
+        column = PARTITION_COLUMN[check_table(table)]
+        return {str(task.file.partition[0]) for task in self.scan(table, as_of=as_of).plan_files()
+                if task.file.record_count} - {"None"} if column else set()
+
     def data_location(self, table: str, partition: Mapping[str, str] | None = None) -> str:
         """URI of the folder where workers write ``table``'s data files (for ``partition``, e.g.
         ``{"service_cycle": "2026-01"}``: required for partitioned tables, refused for the others)."""
-        check_table(table)
-        base = cat.join(self.table(table).location(), "data")
+        base = self.data_root(table)
         column = PARTITION_COLUMN.get(table)
         given = set(partition or {})
         if given != ({column} if column else set()):
@@ -178,10 +219,7 @@ class IcebergStore:
 
     def runs(self) -> list[Run]:
         """Every committed run, oldest first (by ``run_number``)."""
-        rows = self.table(RUNS).scan().to_arrow().sort_by("run_number").to_pylist()
-        return [Run(row["run_number"], row["run_id"], row["kind"], row["started"], row["committed"],
-                    {table: row[snapshot_column(table)] for table in DATA_TABLES},
-                    json.loads(row["control_totals_json"])) for row in rows]
+        return _runs_of(self.table(RUNS))
 
     def run_as_of(self, as_of: str | None = None) -> Run:
         """The latest run; or the run ``as_of`` names: a run id, or an ISO timestamp meaning the last
@@ -205,13 +243,31 @@ class IcebergStore:
                              f"the first was committed at {runs[0].committed.isoformat()}")
         return earlier[-1]
 
-    def _append_run(self, run: Run) -> None:
+    def _append_run(self, run: Run, runs_table: Table | None = None) -> None:
+        """Append ``run``'s row to the run log; with ``runs_table`` (as loaded when the previous run was
+        read), a ``CommitFailedException`` when another row was appended since."""
         row = {"run_number": run.run_number, "run_id": run.run_id, "kind": run.kind,
                "started": run.started, "committed": run.committed,
                "control_totals_json": json.dumps(run.control_totals, sort_keys=True)}
         row.update({snapshot_column(table): run.snapshot_ids[table] for table in DATA_TABLES})
-        self.table(RUNS).append(pa.Table.from_pylist([row], schema=runs_schema()),
-                                snapshot_properties={RUN_ID_PROPERTY: run.run_id})
+        (runs_table or self.table(RUNS)).append(pa.Table.from_pylist([row], schema=runs_schema()),
+                                                snapshot_properties={RUN_ID_PROPERTY: run.run_id})
+
+    # -- closed cycles -------------------------------------------------------------------------
+
+    def closed_through(self, as_of: str | None = None) -> str | None:
+        """The last cycle whose invoices were issued (``close-cycle``), as of the latest run or
+        ``as_of``; None when no cycle was closed. Closing is a run of kind ``close`` in the run log,
+        its control totals ``{"closed_through": "YYYY-MM"}``."""
+        last = self.run_as_of(as_of).run_number
+        closes = [run for run in self.runs() if run.kind == "close" and run.run_number <= last]
+        return closes[-1].control_totals["closed_through"] if closes else None
+
+    def close_cycles(self, run_id: str, closed_through: str, *, exclusive: bool = False) -> CommitResult:
+        """Record that every cycle through ``closed_through`` (YYYY-MM) is invoiced: a run of kind
+        ``close`` that commits no data. The caller checks that closing never moves back.
+        ``exclusive``: as for :meth:`commit_run`."""
+        return self.commit_run(run_id, "close", {}, {"closed_through": closed_through}, exclusive=exclusive)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -221,9 +277,14 @@ class IcebergStore:
         Not for ``runs``: read it with :meth:`read` or :meth:`runs`."""
         if check_table(table) == RUNS:
             raise ValueError("scan('runs'): read the run log with read('runs') or runs()")
-        snapshot_id = self.run_as_of(as_of).snapshot_ids[table]
-        return self.table(table).scan(row_filter=row_filter, selected_fields=tuple(selected_fields),
-                                      snapshot_id=snapshot_id)
+        run = self.run_as_of(as_of)
+        snapshot_id, iceberg_table = run.snapshot_ids[table], self.table(table)
+        if iceberg_table.snapshot_by_id(snapshot_id) is None:
+            raise ValueError(f"--as-of {as_of}: the snapshot of {table} that run {run.run_id} names was expired by "
+                             f"usage-rating maintain (older than its --retain-days); choose a later run, or a "
+                             f"close-cycle run (maintain keeps those)")
+        return iceberg_table.scan(row_filter=row_filter, selected_fields=tuple(selected_fields),
+                                  snapshot_id=snapshot_id)
 
     def read(self, table: str, *, as_of: str | None = None, row_filter: str | BooleanExpression = AlwaysTrue(),
              selected_fields: Sequence[str] | None = None) -> pa.Table:
@@ -243,10 +304,21 @@ class IcebergStore:
 
     def commit_run(self, run_id: str, kind: str, files: Mapping[str, Sequence[str]], totals: Mapping,
                    overwrite: Mapping[str, str | BooleanExpression] | None = None,
-                   started: dt.datetime | None = None) -> CommitResult:
+                   started: dt.datetime | None = None, *, exclusive: bool = False) -> CommitResult:
         """Commit one run: per data table one transaction (delete ``overwrite[table]``'s rows, then
         register ``files[table]``: Parquet files already written under :meth:`data_location`), then
-        the run log row naming each table's resulting snapshot. Recovers a crashed run first.
+        the run log row naming each table's resulting snapshot. Recovers a crashed run first
+        (:meth:`recover`; ``exclusive``: the caller holds the store's lock, so every half commit in
+        the store is a crashed run's, whatever its age).
+
+        Optimistic, for several writers on one catalog: the run is based on the latest run it reads
+        first. Each table it writes must still be at the snapshot that run names, each table commit
+        asserts its table did not move meanwhile, and the run log row is appended only if no other
+        row was. When another writer got there first (or is half-way through its own commit), this
+        run's table commits are rolled back and ``ConcurrentCommitError`` names that run: nothing of
+        this run is committed, no run is lost, and run numbers stay unique. The store does not retry
+        by itself: what a job writes depends on what it read (duplicates, allowances, the cycles a
+        re-rate overwrites), so the job re-reads the store and runs again.
 
         Raises ``ValueError`` (before committing anything) for an unknown table or kind, a run id
         already committed, or a file outside its table's location or without statistics for its
@@ -259,22 +331,104 @@ class IcebergStore:
         for table in set(files) | set(overwrite):
             if check_table(table) == RUNS:
                 raise ValueError("commit_run: the runs table is written by commit_run itself")
-        if any(run.run_id == run_id for run in self.runs()):
+        runs_table = self._table_for_commit(RUNS)   # the run log's head this run's row must follow
+        runs = _runs_of(runs_table)
+        if any(run.run_id == run_id for run in runs):
             raise ValueError(f"run id {run_id!r} is already committed to {self.output}; use a new run id")
         for table, paths in files.items():
             self._check_files(table, list(paths))
-        rolled_back = tuple(self.recover())
-        snapshot_ids = {}
-        for table in DATA_TABLES:
-            iceberg_table = self.table(table)
-            paths = list(files.get(table, ()))
-            if paths or table in overwrite:
-                iceberg_table = self._commit_table(iceberg_table, run_id, paths, overwrite.get(table))
-            snapshot_ids[table] = iceberg_table.current_snapshot().snapshot_id
-        previous = self.runs()[-1]
-        run = Run(previous.run_number + 1, run_id, kind, started, _now(), snapshot_ids, dict(totals))
-        self._append_run(run)
+        base = runs[-1]
+        rolled_back = tuple(self._recover(base, force=exclusive))
+        in_progress = self._pending(base)
+        if in_progress:
+            first = in_progress[0]
+            raise self._conflict(run_id, base, _Conflict(first.run_id, f"{first.table} has a commit the run log "
+                                                                       f"does not name", first.committed))
+        snapshot_ids = dict(base.snapshot_ids)
+        committed: dict[str, int] = {}   # table -> this run's snapshot, to undo on a conflict
+        try:
+            for table in DATA_TABLES:
+                paths = list(files.get(table, ()))
+                if not paths and table not in overwrite:
+                    continue
+                iceberg_table = self._table_for_commit(table)
+                head = iceberg_table.current_snapshot()
+                if head.snapshot_id != base.snapshot_ids[table]:
+                    raise _Conflict(_run_id_of(head), f"{table} has another commit")
+                try:
+                    after = self._commit_table(iceberg_table, run_id, paths, overwrite.get(table)).current_snapshot()
+                except CommitFailedException:
+                    raise _Conflict(_run_id_of(self.table(table).current_snapshot()),
+                                    f"{table} has another commit") from None
+                if after.snapshot_id != base.snapshot_ids[table]:
+                    committed[table] = snapshot_ids[table] = after.snapshot_id
+            for table, snapshot_id in committed.items():   # still there: no recovery took this run for a crash
+                if self.table(table).current_snapshot().snapshot_id != snapshot_id:
+                    raise _Conflict(None, f"a recovery took its commit to {table} for a crashed run's and "
+                                          f"rolled it back")
+            run = Run(base.run_number + 1, run_id, kind, started, _now(), snapshot_ids, dict(totals))
+            try:
+                self._append_run(run, runs_table)
+            except CommitFailedException:
+                raise _Conflict(self.runs()[-1].run_id, "the run log has a new run") from None
+        except _Conflict as conflict:
+            left = self._undo(committed, base)
+            raise self._conflict(run_id, base, conflict, left) from None
         return CommitResult(run, rolled_back)
+
+    def _table_for_commit(self, name: str) -> Table:
+        """``name`` loaded afresh, its commits set to fail rather than be retried by pyiceberg on a
+        moved head (``create_table`` sets that; a store created before is set here once)."""
+        table = self.table(name)
+        if table.metadata.properties.get(COMMIT_NUM_RETRIES) != NO_COMMIT_RETRIES:
+            try:
+                table.transaction().set_properties({COMMIT_NUM_RETRIES: NO_COMMIT_RETRIES}).commit_transaction()
+            except CommitFailedException:
+                pass   # another writer set it meanwhile
+            table = self.table(name)
+        return table
+
+    def _undo(self, committed: Mapping[str, int], base: Run) -> list[str]:
+        """Roll each table this run committed back to ``base``'s snapshot, where this run's snapshot is
+        still the table's head; returns the tables it could not (the next run's recovery will)."""
+        left = []
+        for table, snapshot_id in reversed(list(committed.items())):
+            if not self._roll_back(Rollback(table, snapshot_id, base.snapshot_ids[table])):
+                left.append(table)
+        return left
+
+    def _roll_back(self, rollback: Rollback) -> bool:
+        """Move ``rollback.table`` back, only if it is still at ``rollback.from_snapshot_id`` (asserted by
+        the commit too); False when it moved meanwhile."""
+        table = self.table(rollback.table)
+        if table.current_snapshot().snapshot_id != rollback.from_snapshot_id:
+            return False
+        try:
+            table.manage_snapshots().rollback_to_snapshot(rollback.to_snapshot_id).commit()
+        except CommitFailedException:
+            return False
+        except ValueError as error:
+            raise ValueError(f"recover {self.output}: cannot roll {identifier(rollback.table)} back to "
+                             f"snapshot {rollback.to_snapshot_id} named by the run log ({error}); "
+                             f"the table was changed outside this store's commits") from None
+        return True
+
+    def _conflict(self, run_id: str, base: Run, conflict: _Conflict, left: Sequence[str] = ()) -> ConcurrentCommitError:
+        other = conflict.other_run_id
+        if other is None:
+            who = "another writer got there first"
+        elif any(run.run_id == other for run in self.runs()):
+            who = f"run {other} was committed meanwhile"
+        else:
+            who = f"run {other} is committing"
+            if conflict.since is not None:
+                who += (f" (if it crashed instead, the first run from {(conflict.since + RECOVER_AFTER).isoformat()} "
+                        f"on rolls its half commit back)")
+        undone = f"; its commits to {', '.join(left)} stay invisible until the next run rolls them back" if left else ""
+        return ConcurrentCommitError(
+            f"run {run_id} was not committed to {self.output}: {who}. This run read the store as of run "
+            f"{base.run_id}; since then {conflict.what}. None of this run's data files were committed{undone}: "
+            f"running it again is safe (it re-reads the store)", other)
 
     @staticmethod
     def _commit_table(table: Table, run_id: str, paths: list[str],
@@ -307,46 +461,77 @@ class IcebergStore:
     # -- recovery ------------------------------------------------------------------------------
 
     def pending(self) -> list[Rollback]:
-        """Tables whose current snapshot is not the one the latest run names (a crashed run's)."""
-        latest = self.runs()[-1]
+        """Tables whose current snapshot is not the one the latest run names: a run's commit without
+        its run log row yet (a crashed run's, or a writer's half-way through ``commit_run``)."""
+        return self._pending(self.runs()[-1])
+
+    def _pending(self, latest: Run) -> list[Rollback]:
         pending = []
         for table in DATA_TABLES:
-            current = self.table(table).current_snapshot().snapshot_id
-            if current != latest.snapshot_ids[table]:
-                pending.append(Rollback(table, current, latest.snapshot_ids[table]))
+            current = self.table(table).current_snapshot()
+            if current.snapshot_id != latest.snapshot_ids[table]:
+                pending.append(Rollback(table, current.snapshot_id, latest.snapshot_ids[table], _run_id_of(current),
+                                        dt.datetime.fromtimestamp(current.timestamp_ms / 1000, dt.timezone.utc)))
         return pending
 
-    def recover(self) -> list[Rollback]:
+    def recover(self, *, force: bool = False) -> list[Rollback]:
         """Roll every table a crashed run committed back to the snapshot the latest run names; returns
-        what it rolled back. The abandoned snapshots' data files are then :meth:`orphan_files`."""
-        rollbacks = self.pending()
-        for rollback in rollbacks:
-            table = self.table(rollback.table)
-            try:
-                table.manage_snapshots().rollback_to_snapshot(rollback.to_snapshot_id).commit()
-            except ValueError as error:
-                raise ValueError(f"recover {self.output}: cannot roll {identifier(rollback.table)} back to "
-                                 f"snapshot {rollback.to_snapshot_id} named by the run log ({error}); "
-                                 f"the table was changed outside this store's commits") from None
-        return rollbacks
+        what it rolled back. The abandoned snapshots' data files are then :meth:`orphan_files`.
+
+        A half commit is a crashed run's when its newest snapshot is older than ``RECOVER_AFTER``
+        (by the snapshots' own timestamps: writers' clocks must agree to well within that), or with
+        ``force``, when the caller holds the store's lock so no other writer can be committing. A
+        younger one may be a live writer's, between its table commits and its run log row: it is
+        left alone (``pending`` still lists it)."""
+        return self._recover(self.runs()[-1], force=force)
+
+    def _recover(self, latest: Run, *, force: bool) -> list[Rollback]:
+        pending = self._pending(latest)
+        cutoff = _now() - RECOVER_AFTER
+        live = set() if force else {p.run_id for p in pending if p.committed > cutoff}
+        stale = [p for p in pending if p.run_id not in live]
+        if stale and not force and self.runs()[-1].run_id != latest.run_id:
+            return []   # a run was just logged: its tables are no crash (the caller re-reads the store)
+        return [rollback for rollback in stale if self._roll_back(rollback)]
 
     def orphan_files(self) -> dict[str, list[str]]:
         """Per table, the files under its data location that no snapshot of its current history
-        references: files of crashed or rolled-back runs. Safe to delete only while no writer runs."""
+        references: files of crashed or rolled-back runs. Safe to delete only while no writer runs.
+
+        The history is the current snapshot and its ancestors, plus every snapshot the run log names
+        (``maintain`` may have expired an ancestor between two of them, which ends the chain); each
+        snapshot references the files it reads, so a file deleted by a snapshot whose parent expired
+        (a compaction's inputs, a re-rated cycle's old files) is an orphan once nothing reads it."""
+        named = {table: {run.snapshot_ids[table] for run in self.runs()} for table in DATA_TABLES}
         orphans = {}
         for name in TABLES:
             table = self.table(name)
+            history = {s.snapshot_id: s for s in ancestors_of(table.current_snapshot(), table.metadata)}
+            history.update({i: table.snapshot_by_id(i) for i in named.get(name, ()) if table.snapshot_by_id(i)})
             referenced, seen_manifests = set(), set()
-            for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+            for snapshot in history.values():
                 for manifest in snapshot.manifests(table.io):
                     if manifest.manifest_path in seen_manifests:
                         continue
                     seen_manifests.add(manifest.manifest_path)
-                    for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                    for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
                         referenced.add(entry.data_file.file_path)
             files = cat.list_files(cat.join(table.location(), "data"))
             orphans[name] = [path for path in files if path not in referenced]
         return orphans
+
+
+def _runs_of(runs_table: Table) -> list[Run]:
+    """The run log in ``runs_table`` (as loaded), oldest first."""
+    rows = runs_table.scan().to_arrow().sort_by("run_number").to_pylist()
+    return [Run(row["run_number"], row["run_id"], row["kind"], row["started"], row["committed"],
+                {table: row[snapshot_column(table)] for table in DATA_TABLES},
+                json.loads(row["control_totals_json"])) for row in rows]
+
+
+def _run_id_of(snapshot) -> str | None:
+    """The run that committed ``snapshot`` (the run id ``commit_run`` puts in its summary)."""
+    return snapshot.summary[RUN_ID_PROPERTY] if snapshot.summary is not None else None
 
 
 def _now() -> dt.datetime:

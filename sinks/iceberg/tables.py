@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import IdentityTransform
 
 from cdr_schemas import (
@@ -26,7 +26,11 @@ RUNS = "runs"
 # The tables a run writes, in the order commit_run commits them; the run log is committed after them.
 DATA_TABLES = ("rated", "charges", "invoices", "rejected", "duplicates")
 TABLES = DATA_TABLES + (RUNS,)
-RUN_KINDS = ("create", "batch", "rerate", "stream")
+RUN_KINDS = ("create", "batch", "rerate", "stream", "close", "maintain")  # maintain: compaction
+# Every table's commits fail on a moved head instead of pyiceberg retrying them on the new head
+# (its default): ``IcebergStore.commit_run`` checks what changed and decides.
+COMMIT_NUM_RETRIES = TableProperties.COMMIT_NUM_RETRIES
+NO_COMMIT_RETRIES = "0"
 
 
 def snapshot_column(table: str) -> str:
@@ -80,12 +84,14 @@ def identifier(table: str) -> str:
 
 
 def create_table(catalog: Catalog, table: str) -> Table:
-    """Create ``table`` with its schema, partition spec and sort order, plus one empty snapshot.
+    """Create ``table`` with its schema, partition spec and sort order (commits not retried by
+    pyiceberg: ``COMMIT_NUM_RETRIES``), plus one empty snapshot.
 
     The empty snapshot gives every table a snapshot from its creation on, so the run log can always
     name one and a crashed first run can be rolled back to it.
     """
-    tx = catalog.create_table_transaction(identifier(table), schema=arrow_schema(table))
+    tx = catalog.create_table_transaction(identifier(table), schema=arrow_schema(table),
+                                          properties={COMMIT_NUM_RETRIES: NO_COMMIT_RETRIES})
     if table in PARTITION_COLUMN:
         with tx.update_spec() as spec:
             spec.add_identity(PARTITION_COLUMN[table])

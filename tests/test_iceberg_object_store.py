@@ -1,0 +1,104 @@
+"""The Iceberg store with its warehouse on object storage: a real S3-compatible server (moto) on
+loopback, configured only by the AWS SDK's environment variables (the ``s3_bucket`` fixture), the
+catalog a SQLite file in tmp_path. What lands in the bucket is listed through the server itself."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.table import Table
+
+from sinks.files import write_parquet
+from sinks.iceberg import IcebergStore
+from tests.object_store_server import client, list_keys
+from tests.test_iceberg_store import charges_by_cycle, commit_cycles, later, rated_rows
+
+
+@pytest.fixture
+def catalog_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/catalog.db"
+
+
+def test_runs_commit_to_the_bucket_and_read_back_with_time_travel(s3_bucket, s3_endpoint, catalog_uri, tmp_path):
+    store = IcebergStore.open(f"s3://{s3_bucket}/store", catalog_uri=catalog_uri, create=True)
+    assert store.table("rated").location() == f"s3://{s3_bucket}/store/rating/rated"
+    first = commit_cycles(store, "run-1", {"2026-01": 1_000}).run
+    commit_cycles(store, "rerate-1", {"2026-01": 1_500, "2026-02": 2_000}, kind="rerate",
+                  overwrite={"rated": "service_cycle == '2026-01'", "charges": "billing_cycle == '2026-01'"})
+
+    keys = list_keys(s3_endpoint, s3_bucket)
+    data = [key for key in keys if "/data/" in key and "/runs/" not in key]
+    assert data == sorted([
+        "store/rating/charges/data/billing_cycle=2026-01/rerate-1-part-0.parquet",
+        "store/rating/charges/data/billing_cycle=2026-01/run-1-part-0.parquet",
+        "store/rating/charges/data/billing_cycle=2026-02/rerate-1-part-0.parquet",
+        "store/rating/rated/data/service_cycle=2026-01/rerate-1-part-0.parquet",
+        "store/rating/rated/data/service_cycle=2026-01/run-1-part-0.parquet",
+        "store/rating/rated/data/service_cycle=2026-02/rerate-1-part-0.parquet",
+    ])
+    assert sum(key.startswith("store/rating/runs/data/") for key in keys) == 3  # create, run-1, rerate-1
+    assert any(key.startswith("store/rating/runs/metadata/") and key.endswith(".metadata.json") for key in keys)
+    assert all(key.startswith("store/rating/") for key in keys)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["catalog.db"]  # nothing else local
+    body = client(s3_endpoint).get_object(Bucket=s3_bucket, Key=data[-1])["Body"].read()
+    assert pq.read_table(pa.BufferReader(body))["charge_micros"].to_pylist() == [2_000, 2_000]
+
+    reopened = IcebergStore.open(f"s3://{s3_bucket}/store", catalog_uri=catalog_uri, create=False)
+    assert charges_by_cycle(reopened.read("rated")) == {"2026-01": {1_500}, "2026-02": {2_000}}
+    assert sorted(reopened.read("charges")["amount_micros"].to_pylist()) == [3_000, 4_000]
+    assert charges_by_cycle(reopened.read("rated", as_of="run-1")) == {"2026-01": {1_000}}
+    assert charges_by_cycle(reopened.read("rated", as_of=first.committed.isoformat())) == {"2026-01": {1_000}}
+    assert reopened.read("runs")["run_id"].to_pylist() == ["create", "run-1", "rerate-1"]
+
+
+def test_crashed_run_is_recovered_and_its_files_listed_as_orphans(s3_bucket, s3_endpoint, catalog_uri,
+                                                               monkeypatch):
+    store = IcebergStore.open(f"s3://{s3_bucket}/store", catalog_uri=catalog_uri, create=True)
+    commit_cycles(store, "run-1", {"2026-01": 1_000})
+
+    def crash(*args, **kwargs):  # the run log's commit (the only Table.append of a run) fails
+        raise RuntimeError("killed before the run log")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="killed"):
+        patch.setattr(Table, "append", crash)
+        commit_cycles(store, "run-2", {"2026-02": 9_000})
+
+    assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}}  # the crashed run is invisible
+    later(monkeypatch)   # no lock on object storage: a half commit is taken for a crash after the grace period
+    assert {rollback.table for rollback in store.recover()} == {"rated", "charges"}
+    assert store.pending() == []
+    orphans = store.orphan_files()
+    crashed = {"rated": "rated/data/service_cycle=2026-02", "charges": "charges/data/billing_cycle=2026-02"}
+    for table, folder in crashed.items():
+        assert orphans[table] == [f"s3://{s3_bucket}/store/rating/{folder}/run-2-part-0.parquet"]
+        assert f"store/rating/{folder}/run-2-part-0.parquet" in list_keys(s3_endpoint, s3_bucket)
+    assert orphans["invoices"] == [] and orphans["runs"] == []
+
+    commit_cycles(store, "run-3", {"2026-03": 3_000})
+    assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}, "2026-03": {3_000}}
+
+
+def test_object_storage_store_needs_a_named_catalog_and_an_empty_warehouse(s3_bucket, s3_endpoint, catalog_uri):
+    for create in (True, False):
+        with pytest.raises(ValueError, match=f"--output s3://{s3_bucket}/store is on object storage, where a "
+                                             f"SQLite catalog cannot live: name the catalog with --catalog-uri"):
+            IcebergStore.open(f"s3://{s3_bucket}/store", create=create)
+    assert list_keys(s3_endpoint, s3_bucket) == []
+
+    client(s3_endpoint).put_object(Bucket=s3_bucket, Key="other/notes.txt", Body=b"x")
+    with pytest.raises(ValueError, match="holds files but no rating store"):
+        IcebergStore.open(f"s3://{s3_bucket}/other", catalog_uri=catalog_uri, create=True)
+    assert list_keys(s3_endpoint, s3_bucket) == ["other/notes.txt"]
+
+
+def test_write_parquet_takes_a_uri_on_object_storage_or_local_disk(s3_bucket, s3_endpoint, tmp_path):
+    data = rated_rows("2026-01", ["A1", "A2"])
+    write_parquet(f"s3://{s3_bucket}/parts/cycle=2026-01/part-0.parquet", data)
+    assert list_keys(s3_endpoint, s3_bucket) == ["parts/cycle=2026-01/part-0.parquet"]
+    body = client(s3_endpoint).get_object(Bucket=s3_bucket, Key="parts/cycle=2026-01/part-0.parquet")["Body"]
+    assert pq.read_table(pa.BufferReader(body.read())).equals(data)
+
+    write_parquet(f"file://{tmp_path}/local/part-0.parquet", data)  # parent folders created, as for a path
+    assert [path.name for path in (tmp_path / "local").iterdir()] == ["part-0.parquet"]  # no temp file left
+    assert pq.read_table(tmp_path / "local" / "part-0.parquet").equals(data)
