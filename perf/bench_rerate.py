@@ -10,18 +10,19 @@ End to end (each pipeline in its own child process, so its peak RSS is its own):
 
 1. generate ``--records`` records over January 2026 (Parquet; reused when the workdir already has
    them) and set every account's bill cycle day to 1, so the whole month is one cycle (2026-01);
-2. **baseline**: ``usage-rating batch`` rates them into an output store (version 1);
+2. **baseline**: ``usage-rating batch`` rates them into an output store (run 1);
 3. raise the price of one rate (MOBILE_S voice, NATIONAL, PEAK) by 0.01 in a copy of the reference;
 4. **re-rate** cycle 2026-01 with it: the batch job's decode, dedup and rate transforms, then the
-   record-by-record comparison with the store and the publication of version 2.
+   record-by-record comparison with the store and the commit of the re-rated cycle (run 2 of the
+   store's run log; run 1 is the batch run).
 
 The Beam DirectRunner keeps every stage's output in memory: about 1.6 GB per million records, for
 the batch job as much as for the re-rate (16 GB peak at 10M). The script refuses to start when
 the machine has less memory available than that; ``--records`` scales the run down. The
-comparison is also measured alone at ``--compare-records`` (0 to skip): the two versions' rated
-events are tiled up to that size (with record ids suffixed) and compared in a child process. It
-runs once with both sides in the same order (the fast path: same shards) and once with the new
-side in another order (the join path).
+comparison is also measured alone at ``--compare-records`` (0 to skip): the cycle's rated events
+before the re-rate (read by time travel) and after it are tiled up to that size (with record ids
+suffixed) and compared in a child process. It runs once with both sides in the same order (the
+fast path: same shards) and once with the new side in another order (the join path).
 
 Prints records/s of both runs and their ratio, the comparison's cost (seconds and share of the
 re-rate), records changed and peak RSS. ``--json FILE`` writes the figures: ``records_per_s`` and
@@ -92,18 +93,23 @@ def candidate_reference(reference: Path, target: Path) -> str:
 
 
 def _tile(store: Path, target: Path, records: int) -> dict:
-    """Write the rated events of versions 1 and 2 of the cycle, tiled to ``records`` rows (record ids
-    suffixed per copy), as ``old/`` and ``new/`` part files in the same order."""
+    """Write the cycle's rated events before the re-rate (as of the run before it: time travel) and
+    after it, tiled to ``records`` rows (record ids suffixed per copy), as ``old/`` and ``new/`` part
+    files in the same order."""
     import math
 
     import polars as pl
+    from pyiceberg.expressions import EqualTo
 
     from rating.rerate import RATED_COLUMNS
-    from sinks import store as versions
+    from sinks.iceberg import IcebergStore
 
     shutil.rmtree(target, ignore_errors=True)
-    old = pl.read_parquet(versions.Version(CYCLE, 1, store).rated_files(), columns=RATED_COLUMNS)
-    new = pl.read_parquet(versions.current_version(store, CYCLE).rated_files(), columns=RATED_COLUMNS)
+    iceberg = IcebergStore.open(str(store), create=False)
+    before = iceberg.runs()[-2].run_id
+    cycle = EqualTo("service_cycle", CYCLE)
+    old, new = (pl.from_arrow(iceberg.read("rated", as_of=as_of, row_filter=cycle, selected_fields=RATED_COLUMNS))
+                for as_of in (before, None))
     copies = math.ceil(records / old.height)
     for side, frame in (("old", old), ("new", new)):
         (target / side).mkdir(parents=True)
@@ -117,7 +123,7 @@ def _tile(store: Path, target: Path, records: int) -> dict:
 
 
 def _compare_child(args: dict) -> dict:
-    """Compare the tiled versions: read, diff, impact summary, per-record contributions."""
+    """Compare the tiled cycle (before/after): read, diff, impact summary, per-record contributions."""
     import polars as pl
 
     from rating.rerate import RATED_COLUMNS, compare_records, impact_summary, record_contributions
@@ -252,14 +258,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{records:,} records ({rerate['in_cycle']:,} in cycle {CYCLE}), {change}: {changed:,} records change; "
           f"{' '.join(beam)}")
     print(f"{'run':<34}{'records/s':>12}{'seconds':>10}{'peak RSS MB':>13}")
-    print(f"{'batch (baseline, version 1)':<34}{batch_rate:>12,.0f}{batch['elapsed_s']:>10.1f}"
+    print(f"{'batch (baseline, run 1)':<34}{batch_rate:>12,.0f}{batch['elapsed_s']:>10.1f}"
           f"{batch['peak_rss_bytes'] / mb:>13,.0f}")
-    print(f"{'re-rate (version 2)':<34}{rerate_rate:>12,.0f}{rerate['elapsed_s']:>10.1f}"
+    print(f"{'re-rate (run 2)':<34}{rerate_rate:>12,.0f}{rerate['elapsed_s']:>10.1f}"
           f"{rerate['peak_rss_bytes'] / mb:>13,.0f}")
     print(f"{'  pipeline (decode, dedup, rate)':<34}{'':>12}{timings['pipeline_s']:>10.1f}")
     print(f"{'  comparison (record by record)':<34}{report['compare_records_per_s']:>12,.0f}"
           f"{timings['compare_s']:>10.1f}")
-    print(f"{'  version + invoices + publish':<34}{'':>12}{timings['publish_s']:>10.1f}")
+    print(f"{'  invoices + commit':<34}{'':>12}{timings['publish_s']:>10.1f}")
     print(f"re-rate / batch speed {report['rerate_vs_batch']:.2f}; comparison {100 * report['compare_share']:.1f}% "
           f"of the re-rate; balanced {'yes' if report['balanced'] else 'NO'}")
     if compare:

@@ -3,8 +3,8 @@
     decode -> validate -> deduplicate -> rate (per account) -> bill -> write
 
 ``RateUsageFiles`` is the job's composite transform: ``pipelines.rate_usage.RateUsage`` (shared with
-the re-rate), then ``BillAccounts`` and ``WriteOutputs``. ``run_batch`` runs it as a staged run
-(``pipelines.staged_run``) and publishes the output atomically; ``run`` is the Beam-style entry point.
+the re-rate), then ``BillAccounts`` and ``WriteOutputs``. ``run_batch`` runs it against the store
+(``pipelines.staged_run``) and appends the run to it in one commit; ``run`` is the Beam-style entry point.
 """
 
 from __future__ import annotations
@@ -14,46 +14,58 @@ import hashlib
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from pyiceberg.expressions import And, EqualTo, In, Not
+
+from cdr_schemas import charge_line_schema, invoice_summary_schema
 
 from cdr_schemas.decoders import detect_format
 
 from pipelines.bill import CHARGES, INVOICES, BillAccounts
 from pipelines.inputs import match_inputs, normal_path
 from pipelines.options import BatchConfig, auto_shards
-from pipelines.outputs import WriteOutputs
+from pipelines.outputs import OutputDirs, WriteOutputs, write_by_cycle
+from pipelines.prior import PriorUsage, check_same_reference, open_cycles, prepare_prior
 from pipelines.rate import RATED
 from pipelines.rate_usage import RateUsage
-from pipelines.staged_run import effective_closed_through, staged_run
+from pipelines.staged_run import StagedRun, effective_closed_through, staged_run
+from rating.billing import summarise_invoices
+from rating.cycles import cycle_bounds_of
 from rating.engine import RatingEngine, reference_fingerprint
-from sinks import store
-from sinks.files import write_json
-from sinks.publish import CLOSED_CYCLES, check_replaceable, publish, staging_dir_for
+from sinks.files import write_parquet
+from sinks.iceberg import ConcurrentCommitError
+
+COMMIT_ATTEMPTS = 3
 
 
 class RateUsageFiles(beam.PTransform):
-    """Paths -> control totals, writing every output under ``staging``."""
+    """Paths -> control totals, writing every output into ``dirs`` (spilling under ``scratch``)."""
 
-    def __init__(self, config: BatchConfig, staging: str):
+    def __init__(self, config: BatchConfig, dirs: OutputDirs, scratch: str, prior: PriorUsage | None = None):
         super().__init__()
         self._config = config
-        self._staging = str(staging)
+        self._dirs = dirs
+        self._scratch = str(scratch)
+        self._prior = prior
 
     def expand(self, paths):
         c = self._config
-        shuffle_dir = c.shuffle_dir(self._staging)
+        shuffle_dir = c.shuffle_dir(self._scratch)
         usage = paths | "RateUsage" >> RateUsage(reference_dir=c.reference_dir, shards=c.shards,
-                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir)
+                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir, prior=self._prior)
         bills = usage[RATED] | "Bill" >> BillAccounts(c.reference_dir, c.shards, c.closed_through, shuffle_dir)
         return {**usage, CHARGES: bills[CHARGES], INVOICES: bills[INVOICES]} \
-            | "Write" >> WriteOutputs(self._staging, c.shards)
+            | "Write" >> WriteOutputs(self._dirs, c.shards)
 
 
 def input_fingerprint(paths: list[str], reference_dir: str) -> dict:
-    """What a store records to tell a re-run of its inputs from a different run: ``inputs``, SHA-256
-    of the input files' paths, sizes and modification times (the files are not read again), and
-    ``reference``, SHA-256 of the reference data's file names and bytes."""
+    """What the run log records of a run's inputs: ``inputs``, SHA-256 of the input files' paths,
+    sizes and modification times (the files are not read again), and ``reference``, SHA-256 of the
+    reference data's file names and bytes."""
     digest = hashlib.sha256()
     for metadata in FileSystems.match(paths):
         for m in metadata.metadata_list:
@@ -61,46 +73,157 @@ def input_fingerprint(paths: list[str], reference_dir: str) -> dict:
     return {"inputs": digest.hexdigest(), "reference": reference_fingerprint(reference_dir)}
 
 
+def _cycle_of(path: str) -> str:
+    """The partition value (cycle) of a data file written in a Hive-style partition folder."""
+    return Path(path).parent.name.split("=", 1)[1]
+
+
+def _cycles_of(paths: list[str]) -> list[str]:
+    return sorted({_cycle_of(path) for path in paths})
+
+
+def _events(totals: dict, cycle: str) -> int:
+    return sum(totals["cycles"].get(cycle, {}).get("events", {}).values())
+
+
+def appended(run: StagedRun, prior: PriorUsage, totals: dict, paths: list[str], reference_dir: str) -> tuple[dict, dict]:
+    """What the run commits: (files per table, overwrite filter per table), and ``totals`` trimmed
+    to the cycles it commits. ValueError (nothing committed) for usage of a cycle the store holds
+    but this run may not change (a closed one) or for stored events that no longer rate.
+
+    The run rated its new records together with the store's open cycles (``prior``); it commits
+    the cycles it changed: those with new rated events. Re-rated cycles without new events are left
+    as the store holds them (their files are dropped). Charge lines of the committed service cycles
+    replace the stored ones; the invoices they land on are recomputed over all of their lines.
+    """
+    store = run.store
+    held = store.partition_values("rated")
+    rated = _cycles_of(run.dirs.files("rated"))
+    closed = sorted(set(rated) & held - set(prior.cycles))
+    if closed:
+        raise ValueError(
+            f"{store.output} holds service cycle(s) {', '.join(closed)}, closed (their invoices are issued), and these "
+            f"inputs have usage of them: add late usage to a closed cycle by re-rating it, which bills the change "
+            f"with adjustments: usage-rating rerate --cycle {closed[0]} --input '<every file of the cycle>' "
+            f"--reference ... --output {store.output}. Nothing was committed")
+    given = {normal_path(p) for p in paths}
+    for path in run.dirs.files("rejected"):
+        lost = [f for f in pc.unique(pq.read_table(path, columns=["input_file"]).column("input_file")).to_pylist()
+                if normal_path(f) not in given]
+        if lost:
+            raise ValueError(f"events {store.output} rated from {lost[0]} no longer rate with this reference data "
+                             f"(rejected now): re-rate their cycle. Nothing was committed")
+    changed = [c for c in rated if _events(totals, c) != prior.records.get(c, 0)]
+    for cycle in set(rated) - set(changed):   # re-rated as the store holds them: keep the store's
+        for path in run.dirs.files("rated"):
+            if _cycle_of(path) == cycle:
+                Path(path).unlink()
+    billing = _keep_lines_of(run, changed)
+    for cycle in set(totals["cycles"]) - set(changed) - set(billing):
+        del totals["cycles"][cycle]
+    overwrite = {}
+    replaced = sorted(set(changed) & held)
+    if replaced:
+        overwrite["rated"] = In("service_cycle", replaced)
+        overwrite["charges"] = In("service_cycle", replaced)
+    if billing:
+        _recompute_invoices(run, billing, changed, reference_dir)
+        if billing & store.partition_values("invoices"):
+            overwrite["invoices"] = In("billing_cycle", sorted(billing & store.partition_values("invoices")))
+    return run.written(), overwrite
+
+
+def _keep_lines_of(run: StagedRun, cycles: list[str]) -> set[str]:
+    """Keep the run's charge lines of service ``cycles`` only (rewriting its charge files); returns
+    the billing cycles they are on. Invoice files of other billing cycles are dropped."""
+    billing = set()
+    for path in run.dirs.files("charges"):
+        lines = pq.read_table(path)
+        keep = pc.is_in(lines.column("service_cycle"), value_set=pa.array(cycles, pa.string()))
+        kept = lines.filter(keep)
+        if kept.num_rows == 0:
+            Path(path).unlink()
+            continue
+        billing.add(_cycle_of(path))
+        if kept.num_rows != lines.num_rows:
+            write_parquet(path, kept)
+    for path in run.dirs.files("invoices"):
+        if _cycle_of(path) not in billing:
+            Path(path).unlink()
+    return billing
+
+
+def _recompute_invoices(run: StagedRun, billing: set[str], cycles: list[str], reference_dir: str) -> None:
+    """Invoices of ``billing`` cycles that also hold lines of cycles this run did not rate: the
+    run's summaries saw only its own lines, so summarise all of them again."""
+    store = run.store
+    engine = RatingEngine.load(reference_dir)
+    for cycle in sorted(billing):
+        others = store.read("charges", row_filter=And(EqualTo("billing_cycle", cycle),
+                                                      Not(In("service_cycle", cycles))))
+        if others.num_rows == 0:
+            continue
+        mine = [pq.read_table(path).cast(charge_line_schema()) for path in run.dirs.files("charges")
+                if _cycle_of(path) == cycle]
+        lines = pa.concat_tables([others, *mine])
+        accounts = sorted(set(lines.column("account_id").to_pylist()))
+        summaries = summarise_invoices(lines, cycle_bounds_of(engine.compiled, accounts, cycle))
+        for path in run.dirs.files("invoices"):
+            if _cycle_of(path) == cycle:
+                Path(path).unlink()
+        write_by_cycle(run.dirs, "invoices", 0, summaries.cast(invoice_summary_schema()), "billing_cycle")
+
+
 def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> dict:
-    """Run the batch job and publish its outputs; returns the control totals plus timing.
+    """Run the batch job and append its outputs to the store; returns the control totals plus timing.
 
     Reference data is loaded (and fully validated) before the pipeline is built, so bad reference
-    data fails here with every issue listed. Outputs are published even when the totals do not
+    data fails here with every issue listed. Outputs are committed even when the totals do not
     balance, so the imbalance can be investigated; the caller decides the exit status.
 
-    From its first look at ``--output`` to publication the run holds the store's lock (a second
-    writer fails at once). It first removes what interrupted runs left beside the store (``tidied``
-    in the result), then refuses to replace a store rated from other inputs or reference data
-    unless ``config.replace_output`` (``sinks.publish.check_replaceable``).
+    The store is created at ``--output`` when there is none. From its first look at the store to
+    the commit the run holds the store's lock (a second writer fails at once); it first rolls back
+    and removes what interrupted runs left (``tidied`` in the result). It continues the store's open
+    cycles (``pipelines.prior``: records the store rated are duplicates, a cycle it adds to is rated
+    again with the new records) and commits what changed (``appended``). With a shared catalog,
+    when another writer commits first (``ConcurrentCommitError``), the run is made again from the
+    start, ``COMMIT_ATTEMPTS`` times at most (``attempts`` in the result).
     """
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts (and is kept)
     inputs = match_inputs(config.input_glob)
     paths = list(inputs.paths)
     for path in paths:
         detect_format(path)  # an unknown extension fails here, before the pipeline, naming the file
-    output = config.output_dir
-    with staged_run(output, "batch run", lambda run_id: staging_dir_for(output, run_id)) as staged:
-        if (Path(output) / store.CURRENT).exists() and not config.replace_output:
-            raise ValueError(f"{output} holds re-rated cycle versions (CURRENT.json, rerates/) that a new "
-                             f"batch run would discard, with their adjustments; write to another --output, re-rate "
-                             f"with usage-rating rerate, or pass --replace-output to discard them")
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return {**_run_once(config, inputs, pipeline_args), "attempts": attempt}
+        except ConcurrentCommitError:
+            # Another writer of a shared catalog committed first: nothing of this run was committed,
+            # and what it read (held cycles, duplicates, allowances) may have changed: run it again.
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+
+
+def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> dict:
+    paths = list(inputs.paths)
+    with staged_run(config.output_dir, config.catalog_uri, "batch run", create=True) as run:
         fingerprint = input_fingerprint(paths, config.reference_dir)
-        check_replaceable(output, fingerprint, replace=config.replace_output)
-        closed_through = effective_closed_through(output, config.closed_through)
+        closed_through = effective_closed_through(run.store, config.closed_through)
         config = dataclasses.replace(config, closed_through=closed_through,
                                      shards=config.shards if config.shards is not None else auto_shards(paths))
-        totals, elapsed = staged.run_pipeline(RateUsageFiles(config, str(staged.staging)), "RateUsageFiles",
-                                              inputs, pipeline_args)
-        write_json(staged.staging / "control" / "totals.json", totals)
-        if closed_through is not None:
-            write_json(staged.staging / CLOSED_CYCLES, {"closed_through": closed_through})
-        staged.publish(lambda staging: publish(staging, output, {
-            "run_id": staged.run_id, "inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
-            "shards": config.shards, "closed_through": closed_through, "balanced": totals["balanced"],
-            "elapsed_s": round(elapsed, 3), "fingerprint": fingerprint,
-        }))
-    return {**totals, "elapsed_s": elapsed, "run_id": staged.run_id, "input_files": len(paths), "shards": config.shards,
-            "tidied": staged.tidied}
+        cycles = open_cycles(run.store, closed_through)
+        check_same_reference(run.store, cycles, fingerprint["reference"])
+        prior = prepare_prior(run.store, cycles, run.scratch)
+        totals, elapsed = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),
+                                           "RateUsageFiles", inputs, pipeline_args)
+        files, overwrite = appended(run, prior, totals, paths, config.reference_dir)
+        totals["run"] = {"inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
+                         "shards": config.shards, "closed_through": closed_through, "fingerprint": fingerprint,
+                         "elapsed_s": round(elapsed, 3)}
+        committed = run.commit("batch", files, totals, overwrite=overwrite)
+    return {**totals, "elapsed_s": elapsed, "run_id": run.run_id, "run_number": committed.run.run_number,
+            "input_files": len(paths), "shards": config.shards, "tidied": run.tidied,
+            "billing_cycles": _cycles_of(files["charges"])}
 
 
 def run(argv: list[str] | None = None) -> dict:

@@ -1,14 +1,15 @@
 """Control totals: small counter dicts emitted by each writer, summed by one CombineFn.
 
 A counter dict holds int values, except ``rejected`` which maps reason code -> count. The summed
-totals prove that nothing was lost: records_in = rated + rejected + duplicates.
+totals prove that nothing was lost: records_in + prior_in = rated + rejected + duplicates, where
+``prior_in`` counts the events of the store a batch run rates again (``pipelines.prior``).
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
 
-TOTAL_KEYS = ("records_in", "rated", "duplicates", "rated_seconds", "rated_messages", "rated_bytes",
+TOTAL_KEYS = ("records_in", "prior_in", "rated", "duplicates", "rated_seconds", "rated_messages", "rated_bytes",
               "charge_micros")
 
 
@@ -35,7 +36,7 @@ def finish_totals(totals: dict) -> dict:
     out["rejected"] = dict(sorted(totals["rejected"].items()))
     rejected_total = sum(out["rejected"].values())
     out["rejected_total"] = rejected_total
-    out["records_balanced"] = out["records_in"] == out["rated"] + rejected_total + out["duplicates"]
+    out["records_balanced"] = out["records_in"] + out["prior_in"] == out["rated"] + rejected_total + out["duplicates"]
     cycles = {}
     for cycle, entry in sorted(totals["cycles"].items()):
         entry = dict(entry)

@@ -1,36 +1,29 @@
-"""One account's invoice for one billing cycle, gathered from a published output store.
+"""One account's invoice for one billing cycle, read from the output store (Iceberg tables).
 
-Reads only what the invoice needs (layout in docs/outputs.md): the account's summary rows and
-charge lines, and the account's rated events of the service cycles its usage lines come from. The
-filters are pushed down into the Parquet scans (Polars), and only the ``rated/service_cycle=...``
-partitions of those cycles are opened; nothing loads every event of the store.
+Reads only what the invoice needs (tables in docs/outputs.md): the account's summary rows and charge
+lines, and the account's rated events of the service cycles its usage lines come from. Every read
+is a scan of the snapshot the store's run log names (the latest run, or ``as_of``) with the account
+and cycle filters pushed down: the cycle filters prune to partitions, the account filter skips files
+and row groups by their statistics; nothing loads every event of the store.
 
 The store does not hold the currency's minor digits nor the account's timezone: they come from the
-reference directory recorded in ``OUT/_SUCCESS``. When it cannot be read, amounts get 2 digits and
-dates stay in UTC, and :attr:`InvoiceData.warnings` says so.
-
-Re-rating (docs/rerating.md) publishes newer versions of cycles beside the base output. Everything
-shown is read from the current version of each cycle, as ``sinks.store`` resolves it
-(``current_versions``, ``current_version``, ``read_current``): a re-rated cycle's charge lines
-(adjustments of a closed cycle included, on the invoice they land on), the newest summary of each
-invoice, and the re-rated events. The files come from the store; the account filter is applied
-here so that it stays pushed down into the scans.
+reference directory the run log records for the last rating run. When it cannot be read, amounts
+get 2 digits and dates stay in UTC, and :attr:`InvoiceData.warnings` says so. A re-rated cycle is
+shown as its re-rate committed it (adjustments of a closed cycle on the invoice they land on).
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 from pathlib import Path
 
 import polars as pl
+from pyiceberg.expressions import And, EqualTo, In
 
 from rating.billing import LINE_ORDER
 from rating.cycles import month_index
-from sinks import store
-from sinks.files import SUCCESS_MARKER
-from sinks.publish import settle
+from sinks.iceberg import IcebergStore
 
 TOP_EVENTS = 10
 FALLBACK_MINOR_DIGITS = 2
@@ -57,97 +50,76 @@ class InvoiceData:
     warnings: tuple[str, ...] = ()
 
 
-def load_invoice(output_dir: str | Path, account_id: str, cycle: str | None = None, *,
-                 top: int = TOP_EVENTS) -> InvoiceData:
-    """The invoice of ``account_id`` for billing cycle ``cycle`` (YYYY-MM; default: the account's latest).
+def load_invoice(output_dir: str | Path, account_id: str, cycle: str | None = None, *, as_of: str | None = None,
+                 catalog_uri: str | None = None, top: int = TOP_EVENTS) -> InvoiceData:
+    """The invoice of ``account_id`` for billing cycle ``cycle`` (YYYY-MM; default: the account's latest),
+    as the store stood after its latest run or the run ``as_of`` names (a run id or an ISO timestamp).
 
-    Raises ValueError when the store is not a published output, or the account or cycle has no
+    Raises ValueError when there is no store at ``output_dir``, or the account or cycle has no
     invoice in it (the message lists what exists).
     """
-    out = settle(output_dir)  # finishes a publication a crash interrupted: the store is the old or the new one
-    manifest = _read_manifest(out)
-    summaries = _account_summaries(out, account_id)
+    store = IcebergStore.open(str(output_dir), catalog_uri, create=False)
+    run = store.run_as_of(as_of)
+    summaries = _account_summaries(store, run.run_id, account_id)
     cycles = tuple(summaries["billing_cycle"].to_list())
     if cycle is None:
         cycle = cycles[-1]
     month_index(cycle)
     if cycle not in cycles:
-        raise ValueError(f"account {account_id} has no invoice for {cycle} in {out}; its billing cycles: "
+        raise ValueError(f"account {account_id} has no invoice for {cycle} in {output_dir}; its billing cycles: "
                          f"{', '.join(cycles)}")
     summary = summaries.filter(pl.col("billing_cycle") == cycle).row(0, named=True)
-    lines = _lines(out, account_id, cycle)
+    lines = _lines(store, run.run_id, account_id, cycle)
     warnings = list(_check_totals(summary, lines))
     # A run bills each service cycle on one invoice (its own, or the next open one when closed), so
     # the usage lines' service cycles select exactly the events billed here.
     service_cycles = sorted(set(lines.filter(pl.col("line_type") == "USAGE")["service_cycle"].to_list()))
-    missing = [c for c in service_cycles if not store.current_version(out, c).rated_files()]
+    missing = sorted(set(service_cycles) - store.partition_values("rated", as_of=run.run_id))
     if missing:
-        where = ", ".join(str(store.current_version(out, c).path / "rated" / f"service_cycle={c}") for c in missing)
-        warnings.append(f"no rated events for service cycle(s) {', '.join(missing)} ({where}); "
+        warnings.append(f"no rated events for service cycle(s) {', '.join(missing)} in the rated table; "
                         f"the costliest events leave them out")
-    events = rated_events_query(out, account_id, service_cycles)
+    events = rated_events_query(store, account_id, service_cycles, as_of=run.run_id)
     top_events = (events.sort(["charge_micros", "start_time", "record_id"], descending=[True, False, False])
                   .head(top).collect())
     digits, timezone, cycle_day, operator, reference_warnings = _reference_terms(
-        manifest.get("reference"), account_id, summary["currency"], out)
+        _reference_of(store, run.run_number), account_id, summary["currency"], output_dir)
     return InvoiceData(account_id=account_id, billing_cycle=cycle, account_cycles=cycles, summary=summary,
                        lines=lines, top_events=top_events, minor_digits=digits, timezone=timezone,
                        bill_cycle_day=cycle_day, operator=operator,
                        warnings=tuple(warnings + reference_warnings))
 
 
-def rated_events_query(output_dir: str | Path, account_id: str, service_cycles) -> pl.LazyFrame:
-    """Lazy scan of the account's rated events in the given service cycles (EVENT_COLUMNS), each read
-    from its current version (the base output's ``rated/service_cycle=...`` or a re-rate's).
-
-    Only those partitions are listed; the account filter and the column selection go into the
-    Parquet scan, so row groups of other accounts are skipped by their statistics.
-    """
-    out = Path(output_dir)
-    parts = [p for c in sorted(service_cycles) for p in store.current_version(out, c).rated_files()]
-    if not parts:
+def rated_events_query(store: IcebergStore, account_id: str, service_cycles, *,
+                       as_of: str | None = None) -> pl.LazyFrame:
+    """The account's rated events in the given service cycles (EVENT_COLUMNS), as of the latest run
+    or ``as_of``. The cycle filter prunes the scan to those partitions and the account filter skips
+    files by their statistics (pyiceberg); the rows are filtered exactly."""
+    if not service_cycles:
         return pl.LazyFrame(schema=EVENT_SCHEMA)
-    # service_cycle is a column of the files as well as the partition name: read it from the files
-    return (pl.scan_parquet(parts, hive_partitioning=False)
-            .filter(pl.col("account_id") == account_id)
-            .select(EVENT_COLUMNS))
+    where = And(EqualTo("account_id", account_id), In("service_cycle", sorted(service_cycles)))
+    return pl.from_arrow(store.read("rated", as_of=as_of, row_filter=where, selected_fields=EVENT_COLUMNS)).lazy()
 
 
-def _read_manifest(out: Path) -> dict:
-    marker = out / SUCCESS_MARKER
-    if not marker.is_file():
-        raise ValueError(f"{out}: not a published output store (no {SUCCESS_MARKER}); "
-                         f"run usage-rating batch --output {out} first")
-    try:
-        manifest = json.loads(marker.read_text())
-    except ValueError:
-        raise ValueError(f"{marker}: not JSON; rerun usage-rating batch to publish the store again") from None
-    return manifest if isinstance(manifest, dict) else {}
+def _reference_of(store: IcebergStore, run_number: int) -> str | None:
+    """The reference directory of the last rating run at or before ``run_number``, as its run-log row records it."""
+    for run in reversed(store.runs()):
+        reference = run.control_totals.get("run", {}).get("reference")
+        if run.run_number <= run_number and reference:
+            return reference
+    return None
 
 
-def _account_summaries(out: Path, account_id: str) -> pl.DataFrame:
-    """The account's current invoice summaries, one per billing cycle, sorted.
-
-    ``store.current_invoices`` for one account: the base output's summaries, replaced per billing
-    cycle by each re-rate's, in publication order (``CURRENT.json``'s history); the account filter
-    goes into each scan.
-    """
-    parts = store.parquet_files(out / "invoices")
-    if not parts:
-        raise ValueError(f"{out}: the store holds no invoices (invoices/ is empty); rate some usage first")
-    layers = [parts] + [files for entry in store.read_current(out)["history"]
-                        if (files := store.parquet_files(out / entry["path"] / "invoices"))]
-    account = pl.col("account_id") == account_id
-    scans = [pl.scan_parquet(files).filter(account).with_columns(pl.lit(layer).alias("_layer"))
-             for layer, files in enumerate(layers)]
-    summaries = (pl.concat(scans, how="vertical_relaxed").sort(["billing_cycle", "_layer"])
-                 .unique("billing_cycle", keep="last", maintain_order=True).drop("_layer").collect())
+def _account_summaries(store: IcebergStore, as_of: str, account_id: str) -> pl.DataFrame:
+    """The account's invoice summaries, one per billing cycle, sorted (the account filter in the scan)."""
+    summaries = pl.from_arrow(store.read("invoices", as_of=as_of, row_filter=EqualTo("account_id", account_id)))
     if summaries.height == 0:
-        invoices = pl.concat([pl.scan_parquet(files).select("account_id") for files in layers])
-        known = invoices.select(pl.col("account_id").unique().sort()).collect()["account_id"].to_list()
-        raise ValueError(f"account {account_id!r} has no invoice in {out}; {len(known):,} accounts have one, "
-                         f"e.g. {', '.join(_nearest(known, account_id))}")
-    return summaries
+        known = pl.from_arrow(store.read("invoices", as_of=as_of, selected_fields=["account_id"]))
+        if known.height == 0:
+            raise ValueError(f"{store.output}: the store holds no invoices; rate some usage first")
+        accounts = known["account_id"].unique().sort().to_list()
+        raise ValueError(f"account {account_id!r} has no invoice in {store.output}; {len(accounts):,} accounts have "
+                         f"one, e.g. {', '.join(_nearest(accounts, account_id))}")
+    return summaries.sort("billing_cycle")
 
 
 def _nearest(known: list[str], wanted: str, count: int = 4) -> list[str]:
@@ -158,22 +130,10 @@ def _nearest(known: list[str], wanted: str, count: int = 4) -> list[str]:
     return list(dict.fromkeys(same + around))[:count]
 
 
-def _lines(out: Path, account_id: str, cycle: str) -> pl.DataFrame:
-    """The invoice's current charge lines: ``store.current_charges(billing_cycle=cycle)`` for one account.
-
-    The base output's lines of service cycles never re-rated, plus each re-rated cycle's lines from its
-    current version (for a closed cycle, its ADJUSTMENT and TAX lines on this invoice). The account and
-    billing-cycle filters go into each scan.
-    """
-    parts = store.parquet_files(out / "charges")
-    if not parts:
-        raise ValueError(f"{out}: charges/ holds no lines although invoices/ has summaries; republish the store")
-    versions = store.current_versions(out)
-    here = (pl.col("account_id") == account_id) & (pl.col("billing_cycle") == cycle)
-    scans = [pl.scan_parquet(parts).filter(here & ~pl.col("service_cycle").is_in(list(versions)))]
-    scans += [pl.scan_parquet(files).filter(here & (pl.col("service_cycle") == service_cycle))
-              for service_cycle, version in versions.items() if (files := version.charge_files())]
-    lines = pl.concat(scans, how="vertical_relaxed").collect()
+def _lines(store: IcebergStore, as_of: str, account_id: str, cycle: str) -> pl.DataFrame:
+    """The invoice's charge lines (adjustments of re-rated closed cycles included), in invoice order."""
+    where = And(EqualTo("account_id", account_id), EqualTo("billing_cycle", cycle))
+    lines = pl.from_arrow(store.read("charges", as_of=as_of, row_filter=where))
     order = pl.col("line_type").replace_strict(LINE_ORDER, default=len(LINE_ORDER), return_dtype=pl.Int64)
     return lines.sort([order, "service_cycle", "service", "zone", "band", "item"], nulls_last=False)
 
@@ -188,14 +148,14 @@ def _check_totals(summary: dict, lines: pl.DataFrame) -> list[str]:
             f"{summary['subtotal_minor']} and {summary['tax_minor']}; the summary's figures are shown"]
 
 
-def _reference_terms(reference_dir, account_id: str, currency: str, out: Path):
+def _reference_terms(reference_dir, account_id: str, currency: str, out):
     """(minor digits, timezone, bill cycle day, operator name, warnings) from the run's reference data."""
     from rating.reference import load_reference
 
     fallback = f"amounts are shown with {FALLBACK_MINOR_DIGITS} decimals and dates in UTC"
     if not reference_dir:
         return FALLBACK_MINOR_DIGITS, None, None, None, [
-            f"{out / SUCCESS_MARKER} names no reference directory; {fallback}"]
+            f"the run log of {out} names no reference directory; {fallback}"]
     try:
         reference = load_reference(reference_dir)
     except ValueError as error:

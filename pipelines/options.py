@@ -14,7 +14,7 @@ from pipelines.cli.args import add_batch_flags
 from pipelines.shuffle import SHUFFLE_MODES
 from rating.cycles import month_index
 
-SHUFFLE_FOLDER = "_shuffle"   # under the staging directory; deleted before publishing
+SHUFFLE_FOLDER = "_shuffle"   # under the run's scratch folder; deleted when the run ends
 
 
 class BatchOptions(PipelineOptions):
@@ -37,6 +37,7 @@ class RunConfig:
     batch_size: int = 65_536
     closed_through: str | None = None
     shuffle: str = "files"
+    catalog_uri: str | None = None     # the store's catalog when not the embedded OUT/catalog.db
 
     def __post_init__(self):
         if self.closed_through is not None:
@@ -54,7 +55,7 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BatchConfig(RunConfig):
-    replace_output: bool = False       # replace a store rated from other inputs (sinks.publish.check_replaceable)
+    """The batch job's configuration: ``RunConfig``'s fields, from the command line or Beam options."""
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "BatchConfig":
@@ -64,7 +65,7 @@ class BatchConfig(RunConfig):
             raise ValueError(f"missing required option(s): {', '.join(missing)}")
         return cls(input_glob=o.input, reference_dir=o.reference, output_dir=o.output,
                    shards=o.shards, batch_size=o.batch_size, closed_through=o.closed_through, shuffle=o.shuffle,
-                   replace_output=o.replace_output)
+                   catalog_uri=o.catalog_uri)
 
 
 MAX_SHARDS = 4096

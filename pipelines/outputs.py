@@ -1,20 +1,22 @@
-"""Write a run's outputs into its staging directory, and count what was written.
+"""Write a run's outputs where the store's tables keep their data files, and count what was written.
 
 Charge lines and invoice summaries come from the billing step (``pipelines.bill.BillAccounts``);
-this module writes and counts them.
+this module writes and counts them. ``OutputDirs`` says where each output goes (for a run against
+the store: each table's data folder, ``pipelines.store_run``), and names every file after the run
+so runs never overwrite each other's files:
 
-Layout (see docs/outputs.md):
-    rated/service_cycle=YYYY-MM/part-SSSSS.parquet   one file per account shard and cycle
-    charges/part-SSSSS.parquet                       invoice-ready lines of the accounts of a shard
-    invoices/part-SSSSS.parquet                      one summary row per account and billing cycle
-    rejected/part-SSSSS.parquet                      sorted by (input_file, input_position)
-    duplicates/part-SSSSS.parquet                    sorted by (source, record_id, input_file, input_position)
-    control/totals.json                              control totals
-File names depend only on shard numbers and data, so reruns and other runners write the same bytes.
+    rated/service_cycle=YYYY-MM/RUN-part-SSSSS.parquet   one file per account shard and cycle
+    charges/billing_cycle=YYYY-MM/RUN-part-SSSSS.parquet  invoice-ready lines of the accounts of a shard
+    invoices/billing_cycle=YYYY-MM/RUN-part-SSSSS.parquet one summary row per account and billing cycle
+    rejected/RUN-part-SSSSS.parquet                      sorted by (input_file, input_position)
+    duplicates/RUN-part-SSSSS.parquet                    sorted by (source, record_id, input_file, input_position)
+    control/totals.json                                  control totals (the run's scratch folder)
+File contents depend only on shard numbers and data, so reruns and other runners write the same bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import apache_beam as beam
@@ -36,28 +38,55 @@ from sinks.files import write_json, write_parquet
 OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "control")
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputDirs:
+    """Local folder of each output (``OUTPUT_FOLDERS``) and ``prefix``, the run id every file name
+    starts with. ``under(root, prefix)``: every output in a folder of its name under ``root``."""
+    folders: dict
+    prefix: str
+
+    @classmethod
+    def under(cls, root: str | Path, prefix: str) -> "OutputDirs":
+        return cls({folder: str(Path(root, folder)) for folder in OUTPUT_FOLDERS}, prefix)
+
+    def path(self, folder: str, shard: int, partition: str | None = None) -> Path:
+        """File of ``shard`` in ``folder`` (in its Hive-style ``partition`` folder, e.g. ``service_cycle=2026-01``)."""
+        name = f"{self.prefix}-part-{shard:05d}.parquet"
+        base = Path(self.folders[folder])
+        return base / partition / name if partition else base / name
+
+    def files(self, folder: str) -> list[str]:
+        """This run's Parquet files in ``folder`` (partition folders included), sorted."""
+        base = Path(self.folders[folder])
+        return sorted(str(p) for p in base.rglob(f"{self.prefix}-part-*.parquet")) if base.is_dir() else []
+
+
 # Rated events are the biggest output: dictionary-encode only the columns with few distinct values,
 # and keep statistics for the columns readers filter on (25% faster writes, same size).
 RATED_DICTIONARY_COLUMNS = ["source", "service", "served_msisdn", "account_id", "plan_id", "currency",
                             "service_cycle", "zone", "band", "rate_id", "input_file"]
 RATED_STATISTICS_COLUMNS = ["record_id", "start_time", "account_id", "service_cycle"]
+# A rejected record's start_time may be any 64-bit value (that can be why it was rejected): no
+# statistics for it, which readers (pyiceberg among them) would turn into dates out of range.
+REJECTED_STATISTICS_COLUMNS = ["reason", "record_id", "source", "input_file", "input_position"]
 
 
-def _part(shard: int) -> str:
-    return f"part-{shard:05d}.parquet"
+def write_by_cycle(dirs: OutputDirs, folder: str, shard: int, table: pa.Table, column: str, **options) -> None:
+    """One file of ``shard`` per value of ``column`` (a cycle), in that value's partition folder."""
+    for cycle in sorted(pc.unique(table.column(column)).to_pylist()):
+        part = table.filter(pc.equal(table.column(column), cycle))
+        write_parquet(dirs.path(folder, shard, f"{column}={cycle}"), part, **options)
 
 
 class _WriteRated(beam.DoFn):
-    def __init__(self, staging: str):
-        self._staging = staging
+    def __init__(self, dirs: OutputDirs):
+        self._dirs = dirs
 
     def process(self, element):
         shard, batch = element
         table = pa.Table.from_batches([batch])
-        for cycle in sorted(pc.unique(table.column("service_cycle")).to_pylist()):
-            part = table.filter(pc.equal(table.column("service_cycle"), cycle))
-            write_parquet(Path(self._staging, "rated", f"service_cycle={cycle}", _part(shard)), part,
-                          dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS)
+        write_by_cycle(self._dirs, "rated", shard, table, "service_cycle",
+                        dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS)
         # Exact sums (Python ints): an int64 sum could wrap and still look balanced.
         frame = pl.from_arrow(table.select(["service_cycle", "service", "raw_units", "charge_micros"]))
         groups = frame.group_by(["service_cycle", "service"]).agg(
@@ -74,14 +103,14 @@ class _WriteRated(beam.DoFn):
 
 
 class _WriteCharges(beam.DoFn):
-    """(shard, charge lines) -> ``charges/part-SSSSS.parquet``; per-cycle money, to check against the rated events."""
+    """(shard, charge lines) -> a ``charges`` file per billing cycle; per-cycle money, to check against the rated events."""
 
-    def __init__(self, staging: str):
-        self._staging = staging
+    def __init__(self, dirs: OutputDirs):
+        self._dirs = dirs
 
     def process(self, element):
         shard, lines = element
-        write_parquet(Path(self._staging, "charges", _part(shard)), lines)
+        write_by_cycle(self._dirs, "charges", shard, lines, "billing_cycle")
         cycles: dict = {}
         frame = pl.from_arrow(lines.select(["service_cycle", "billing_cycle", "line_type", "amount_micros",
                                             "amount_minor", "rounding_micros", "currency"]))
@@ -98,14 +127,14 @@ class _WriteCharges(beam.DoFn):
 
 
 class _WriteInvoices(beam.DoFn):
-    """(shard, invoice summaries) -> ``invoices/part-SSSSS.parquet``; invoice totals per cycle and currency."""
+    """(shard, invoice summaries) -> an ``invoices`` file per billing cycle; invoice totals per cycle and currency."""
 
-    def __init__(self, staging: str):
-        self._staging = staging
+    def __init__(self, dirs: OutputDirs):
+        self._dirs = dirs
 
     def process(self, element):
         shard, summary = element
-        write_parquet(Path(self._staging, "invoices", _part(shard)), summary)
+        write_by_cycle(self._dirs, "invoices", shard, summary, "billing_cycle")
         cycles: dict = {}
         totals = pl.from_arrow(summary.select(["billing_cycle", "currency", "total_minor"])) \
             .group_by(["billing_cycle", "currency"]).agg(exact_sum("total_minor"))
@@ -125,8 +154,10 @@ class _SplitRejects(beam.DoFn):
 class _WriteSortedShard(beam.DoFn):
     """Concatenate a shard's batches, sort them, write one part file, count rows (or reasons)."""
 
-    def __init__(self, staging: str, folder: str, sort_keys: list[str], counter: str):
-        self._staging = staging
+    def __init__(self, dirs: OutputDirs, folder: str, sort_keys: list[str], counter: str,
+                 statistics: bool | list[str] = True):
+        self._dirs = dirs
+        self._statistics = statistics
         self._folder = folder
         self._sort_keys = sort_keys
         self._counter = counter
@@ -135,7 +166,7 @@ class _WriteSortedShard(beam.DoFn):
         shard, batches = element
         table = pa.Table.from_batches(list(batches))
         table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in self._sort_keys]))
-        write_parquet(Path(self._staging, self._folder, _part(shard)), table)
+        write_parquet(self._dirs.path(self._folder, shard), table, statistics=self._statistics)
         if self._counter == "rejected":
             reasons, counts = np.unique(np.asarray(table.column("reason").to_pylist(), dtype=object),
                                         return_counts=True)
@@ -145,47 +176,48 @@ class _WriteSortedShard(beam.DoFn):
 
 
 class _WriteTotals(beam.DoFn):
-    def __init__(self, staging: str):
-        self._staging = staging
+    def __init__(self, dirs: OutputDirs):
+        self._dirs = dirs
 
     def process(self, totals: dict):
-        write_json(Path(self._staging, "control", "totals.json"), totals)
+        write_json(Path(self._dirs.folders["control"], "totals.json"), totals)
         yield totals
 
 
 class WriteOutputs(beam.PTransform):
-    """Write rated events, charges, invoices, rejects, duplicates and control totals into ``staging``.
+    """Write rated events, charges, invoices, rejects, duplicates and control totals into ``dirs``.
 
     Input: a dict of PCollections with keys ``rated`` ((shard, batch)), ``charges`` and ``invoices``
     ((shard, table), from ``BillAccounts``), ``rejected`` (batches), ``duplicates`` ((shard, batch))
     and ``counts`` (counter dicts from decoding). ``shards``: how many reject files.
     """
 
-    def __init__(self, staging: str, shards: int):
+    def __init__(self, dirs: OutputDirs, shards: int):
         super().__init__()
-        self._staging = str(staging)
+        self._dirs = dirs
         self._shards = shards
 
     def expand(self, pcolls):
-        rated_counts = pcolls[RATED] | "WriteRated" >> beam.ParDo(_WriteRated(self._staging))
-        charge_counts = pcolls[CHARGES] | "WriteCharges" >> beam.ParDo(_WriteCharges(self._staging))
-        invoice_counts = pcolls[INVOICES] | "WriteInvoices" >> beam.ParDo(_WriteInvoices(self._staging))
+        rated_counts = pcolls[RATED] | "WriteRated" >> beam.ParDo(_WriteRated(self._dirs))
+        charge_counts = pcolls[CHARGES] | "WriteCharges" >> beam.ParDo(_WriteCharges(self._dirs))
+        invoice_counts = pcolls[INVOICES] | "WriteInvoices" >> beam.ParDo(_WriteInvoices(self._dirs))
         reject_counts = (
             pcolls[REJECTED]
             | "KeyRejects" >> beam.ParDo(_SplitRejects(self._shards)).with_output_types(KeyedBatch)
             | "GroupRejects" >> beam.GroupByKey()
             | "WriteRejects" >> beam.ParDo(
-                _WriteSortedShard(self._staging, "rejected", ["input_file", "input_position"], "rejected"))
+                _WriteSortedShard(self._dirs, "rejected", ["input_file", "input_position"], "rejected",
+                                  REJECTED_STATISTICS_COLUMNS))
         )
         duplicate_counts = (
             pcolls[DUPLICATES]
             | "GroupDuplicates" >> beam.GroupByKey()
             | "WriteDuplicates" >> beam.ParDo(_WriteSortedShard(
-                self._staging, "duplicates", ["source", "record_id", "input_file", "input_position"], "duplicates"))
+                self._dirs, "duplicates", ["source", "record_id", "input_file", "input_position"], "duplicates"))
         )
         return (
             (pcolls[COUNTS], rated_counts, charge_counts, invoice_counts, reject_counts, duplicate_counts)
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> beam.CombineGlobally(SumCounters())
-            | "WriteTotals" >> beam.ParDo(_WriteTotals(self._staging))
+            | "WriteTotals" >> beam.ParDo(_WriteTotals(self._dirs))
         )

@@ -2,6 +2,10 @@
 
     decode + validate -> deduplicate (by record key) -> rate (per account, in event-time order)
 
+With ``prior`` (a batch run continuing the store: ``pipelines.prior``), new records the store
+already rated become duplicates first, and the store's open cycles join the new records before
+deduplication, so they are rated again together with them.
+
 Each job adds its own steps after it (the batch job bills and writes; the re-rate keeps one cycle,
 then bills and writes), so a fix to rating files reaches both.
 """
@@ -12,6 +16,7 @@ import apache_beam as beam
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.prior import DropStored, PriorUsage, ReadPrior
 from pipelines.rate import RATED, RateByAccount
 
 
@@ -24,15 +29,29 @@ class RateUsage(beam.PTransform):
     files there, or None for the runner's shuffle (``pipelines.shuffle``).
     """
 
-    def __init__(self, *, reference_dir: str, shards: int, batch_size: int, shuffle_dir: str | None = None):
+    def __init__(self, *, reference_dir: str, shards: int, batch_size: int, shuffle_dir: str | None = None,
+                 prior: PriorUsage | None = None):
         super().__init__()
         self._decode = DecodeUsage(batch_size)
         self._deduplicate = DeduplicateUsage(shards, shuffle_dir)
         self._rate = RateByAccount(reference_dir, shards, shuffle_dir)
+        self._prior = prior or PriorUsage.none()
+        self._shards = shards
 
     def expand(self, paths):
         decoded = paths | "Decode" >> self._decode
-        deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
+        if self._prior.keys_file is None:
+            deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
+            duplicates, counts = deduped[DUPLICATES], decoded[COUNTS]
+        else:   # continue the store: drop what it rated, re-rate its open cycles with the new records
+            fresh = decoded[USAGE] | "DropStored" >> beam.ParDo(DropStored(self._prior.keys_file, self._shards)) \
+                .with_outputs(DUPLICATES, main=UNIQUE)
+            prior = paths.pipeline | "PriorFiles" >> beam.Create(list(self._prior.usage_files)) \
+                | "ReadPrior" >> beam.ParDo(ReadPrior()).with_outputs(COUNTS, main=USAGE)
+            usage = (fresh[UNIQUE], prior[USAGE]) | "WithPrior" >> beam.Flatten()
+            deduped = usage | "Deduplicate" >> self._deduplicate
+            duplicates = (fresh[DUPLICATES], deduped[DUPLICATES]) | "AllDuplicates" >> beam.Flatten()
+            counts = (decoded[COUNTS], prior[COUNTS]) | "AllCounts" >> beam.Flatten()
         rated = deduped[UNIQUE] | "Rate" >> self._rate
         rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
-        return {RATED: rated[RATED], REJECTED: rejected, DUPLICATES: deduped[DUPLICATES], COUNTS: decoded[COUNTS]}
+        return {RATED: rated[RATED], REJECTED: rejected, DUPLICATES: duplicates, COUNTS: counts}

@@ -1,22 +1,19 @@
-"""The re-rate job: re-rate one billing cycle from scratch, compare, publish a new version of it.
+"""The re-rate job: re-rate one billing cycle from scratch, compare, commit it as a new snapshot.
 
     decode -> validate -> deduplicate -> rate (per account)        the batch job's core (RateUsage)
         -> keep the cycle's events -> bill and write them like a batch output (as if the cycle were open)
-    then, Beam-free (rating.rerate), against the store's current version of the cycle:
-        record-by-record diff -> adjustments (closed cycles) -> invoices -> publish rerates/C/vN
+    then, Beam-free (rating.rerate), against the cycle as the store holds it:
+        record-by-record diff -> adjustments (closed cycles) -> invoices -> one commit
 
-``RerateCycle`` is the composite transform; ``run_rerate`` runs it as a staged run
-(``pipelines.staged_run``, as the batch job does), compares and publishes (or, with ``what_if_dir``,
-only reports). Rules and store layout: docs/rerating.md.
+``RerateCycle`` is the composite transform; ``run_rerate`` runs it against the store
+(``pipelines.staged_run``, as the batch job does), compares and commits (or, with ``what_if_dir``,
+only reports). The commit overwrites the cycle in each table in one snapshot per table; the cycle as
+it was stays readable by time travel (``--as-of``). Rules: docs/rerating.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,27 +23,31 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyiceberg.expressions import And, EqualTo, In, NotEqualTo
 
-from cdr_schemas import charge_line_schema, rated_event_schema, rejected_schema
+from cdr_schemas import charge_line_schema, invoice_summary_schema, rated_event_schema, rejected_schema
 from pipelines.bill import CHARGES, INVOICES, BillAccounts
 from pipelines.coders import KeyedBatch
 from pipelines.decode import COUNTS
 from pipelines.inputs import match_inputs, normal_path
 from pipelines.options import RunConfig, auto_shards
-from pipelines.outputs import WriteOutputs
+from pipelines.outputs import REJECTED_STATISTICS_COLUMNS, OutputDirs, WriteOutputs, write_by_cycle
+from pipelines.prior import rejects_in_cycle
 from pipelines.rate import RATED
 from pipelines.rate_usage import RateUsage
-from pipelines.staged_run import effective_closed_through, staged_run
+from pipelines.staged_run import StagedRun, effective_closed_through, local_path, staged_run
 from rating.billing import finish_lines, summarise_invoices
-from rating.cycles import cycle_bounds_of, month_index, month_label
-from rating.engine import RatingEngine
+from rating.cycles import cycle_bounds_of, in_cycle_scope, month_index, month_label
+from rating.engine import RatingEngine, reference_fingerprint
 from rating.rerate import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_records, impact_summary,
                            same_lines)
-from sinks import store
 from sinks.files import write_json, write_parquet
+from sinks.iceberg import IcebergStore
+from sinks.iceberg import catalog as cat
 
 _KEPT = "kept"
-_SCOPE = "_scope"   # staging only: keys of this run's rated events of other cycles
+_SCOPE = "_scope"   # scratch only: keys of this run's rated events of other cycles
+AUDIT = "audit"     # OUT/audit/RUN_ID/: each committed re-rate's record diff and adjustment records
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,16 +76,16 @@ class RerateConfig(RunConfig):
 class _KeepCycle(beam.DoFn):
     """(shard, rated batch) -> the events of ``cycle``; keys of the others go to ``staging/_scope``."""
 
-    def __init__(self, cycle: str, staging: str):
+    def __init__(self, cycle: str, scratch: str):
         self._cycle = cycle
-        self._staging = staging
+        self._scratch = scratch
 
     def process(self, element):
         shard, batch = element
         inside = pc.equal(batch.column("service_cycle"), self._cycle)
         outside = batch.filter(pc.invert(inside)).select(["source", "record_id", "service_cycle"])
         if outside.num_rows:
-            write_parquet(Path(self._staging, _SCOPE, f"part-{shard:05d}-{uuid.uuid4().hex[:8]}.parquet"), outside)
+            write_parquet(Path(self._scratch, _SCOPE, f"part-{shard:05d}-{uuid.uuid4().hex[:8]}.parquet"), outside)
             per_cycle = pa.table(outside).group_by("service_cycle").aggregate([("record_id", "count")])
             yield beam.pvalue.TaggedOutput(COUNTS, {"out_of_scope": {"rated": {
                 c: n for c, n in zip(per_cycle.column("service_cycle").to_pylist(),
@@ -95,68 +96,64 @@ class _KeepCycle(beam.DoFn):
 
 
 class RerateCycle(beam.PTransform):
-    """Paths -> control totals of the run, writing the re-rated cycle under ``staging``.
+    """Paths -> control totals of the run, writing the re-rated cycle into ``dirs``.
 
     Every record of the inputs is decoded, validated, deduplicated and rated by the batch job's
     core (``RateUsage``: all events of an account together, in event-time order). Events of
-    ``config.cycle`` are billed and written like a batch output (``rated/``, ``charges/`` and
-    ``invoices/`` as if the cycle were open, ``rejected/`` with every reject of the run,
-    ``duplicates/``, ``control/``); the keys of events of other cycles go to ``staging/_scope`` and
-    their counts to the totals (``out_of_scope``).
+    ``config.cycle`` are billed and written like a batch output (rated events, charges and
+    invoices as if the cycle were open, every reject of the run, duplicates, control totals); the
+    keys of events of other cycles go to ``scratch/_scope`` and their counts to the totals
+    (``out_of_scope``).
     """
 
-    def __init__(self, config: RerateConfig, staging: str):
+    def __init__(self, config: RerateConfig, dirs: OutputDirs, scratch: str):
         super().__init__()
         self._config = config
-        self._staging = str(staging)
+        self._dirs = dirs
+        self._scratch = str(scratch)
 
     def expand(self, paths):
         c = self._config
-        shuffle_dir = c.shuffle_dir(self._staging)
+        shuffle_dir = c.shuffle_dir(self._scratch)
         usage = paths | "RateUsage" >> RateUsage(reference_dir=c.rating_reference, shards=c.shards,
                                                  batch_size=c.batch_size, shuffle_dir=shuffle_dir)
-        kept = usage[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._staging)) \
+        kept = usage[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._scratch)) \
             .with_output_types(KeyedBatch).with_outputs(COUNTS, main=_KEPT)
         bills = kept[_KEPT] | "Bill" >> BillAccounts(c.rating_reference, c.shards, None, shuffle_dir)
         counts = (usage[COUNTS], kept[COUNTS]) | "AllCounts" >> beam.Flatten()
         return {**usage, RATED: kept[_KEPT], COUNTS: counts, CHARGES: bills[CHARGES], INVOICES: bills[INVOICES]} \
-            | "Write" >> WriteOutputs(self._staging, c.shards)
+            | "Write" >> WriteOutputs(self._dirs, c.shards)
 
 
-def _input_files(files: list[str]) -> set[str]:
-    names: set[str] = set()
-    for f in files:
-        names.update(pc.unique(pq.read_table(f, columns=["input_file"]).column("input_file")).to_pylist())
-    return names
-
-
-def check_inputs_cover(previous: store.Version, paths: list[str]) -> None:
-    """ValueError when the cycle's current version came from files the re-rate is not given.
+def check_inputs_cover(store: IcebergStore, cycle: str, paths: list[str]) -> None:
+    """ValueError when the cycle's rated events or rejects in the store came from files the re-rate
+    is not given.
 
     A re-rate compares record by record: a record it cannot see would look like one that left the
     cycle, and would be credited.
     """
     given = {normal_path(p) for p in paths}
-    used = _input_files(previous.rated_files())
-    if not previous.is_base:  # the base output's rejects are of every cycle
-        used |= _input_files(previous.rejected_files())
-    missing = sorted(f for f in used if normal_path(f) not in given)
+    used: set[str] = set()
+    for table, where in (("rated", EqualTo("service_cycle", cycle)), ("rejected", rejects_in_cycle(cycle))):
+        used.update(pc.unique(store.read(table, row_filter=where, selected_fields=["input_file"])
+                              .column("input_file")).to_pylist())
+    missing = sorted(f for f in used if f is not None and normal_path(f) not in given)
     if missing:
-        raise ValueError(f"the current version of {previous.cycle} (version {previous.number}) holds records of "
-                         f"{len(missing)} file(s) that --input does not match, e.g. {missing[:3]}; pass every input "
-                         "file of the cycle (records the re-rate cannot see would be credited)")
+        raise ValueError(f"the store's {cycle} holds records of {len(missing)} file(s) that --input does not match, "
+                         f"e.g. {missing[:3]}; pass every input file of the cycle (records the re-rate cannot see "
+                         f"would be credited)")
 
 
 def _check_nothing_lost(diff: RecordDiff, cycle: str) -> None:
     """ValueError when records rated in the cycle before are nowhere in this run (not rated, not
-    rejected, not in another cycle): publishing would credit them. ``check_inputs_cover`` catches
+    rejected, not in another cycle): committing would credit them. ``check_inputs_cover`` catches
     the usual cause (a missing file) before the pipeline; this catches any other."""
     lost = diff.changes.filter((pl.col("status") == "LEFT_CYCLE") & (pl.col("previous") == "RATED")
                                & pl.col("other_cycle").is_null())
     if lost.height:
         sample = lost.select(["source", "record_id"]).head(3).rows()
         raise ValueError(f"{lost.height} record(s) rated in {cycle} before are in none of the inputs, e.g. {sample}; "
-                         "nothing was published: pass every input file the cycle was rated from")
+                         "nothing was committed: pass every input file the cycle was rated from")
 
 
 def _frame(files: list[str], columns: list[str]) -> pl.LazyFrame:
@@ -166,24 +163,26 @@ def _frame(files: list[str], columns: list[str]) -> pl.LazyFrame:
     return pl.scan_parquet(files, hive_partitioning=False).select(columns)
 
 
-def _rejects_now(staging: Path, cycle: str) -> pl.LazyFrame:
-    table = store.read_table(store.parquet_files(staging / "rejected"), rejected_schema())
-    table = table.append_column("in_scope", store.in_cycle_scope(table.column("start_time"), cycle))
+def _rejects_now(files: list[str], cycle: str) -> pl.LazyFrame:
+    table = pa.concat_tables([pq.read_table(f) for f in files]).cast(rejected_schema()) if files \
+        else rejected_schema().empty_table()
+    table = table.append_column("in_scope", in_cycle_scope(table.column("start_time"), cycle))
     return pl.from_arrow(table).lazy()
 
 
-def _compare(config: RerateConfig, out: Path, previous: store.Version, staging: Path) -> RecordDiff:
-    staged = store.Version(config.cycle, 0, staging)
-    other = store.other_cycles_rated_files(out, config.cycle)
-    other_files = [f for files in other.values() for f in files]
+def _compare(config: RerateConfig, run: StagedRun) -> RecordDiff:
+    store, cycle = run.store, config.cycle
+    previous = store.read("rated", row_filter=EqualTo("service_cycle", cycle), selected_fields=RATED_COLUMNS)
     return compare_records(
-        _frame(previous.rated_files(), RATED_COLUMNS),
-        pl.from_arrow(store.current_rejected(out, config.cycle)).lazy(),
-        _frame(staged.rated_files(), RATED_COLUMNS),
-        _rejects_now(staging, config.cycle),
-        prior_rejects=_frame(store.all_rejected_files(out), ["source", "record_id", "reason"]),
-        other_rated=_frame(other_files, ["source", "record_id", "service_cycle"]),
-        out_of_scope=_frame(store.parquet_files(staging / _SCOPE), ["source", "record_id", "service_cycle"]),
+        pl.from_arrow(previous).lazy(),
+        pl.from_arrow(store.read("rejected", row_filter=rejects_in_cycle(cycle))).lazy(),
+        _frame(run.dirs.files("rated"), RATED_COLUMNS),
+        _rejects_now(run.dirs.files("rejected"), cycle),
+        prior_rejects=pl.from_arrow(store.read("rejected", selected_fields=["source", "record_id", "reason"])).lazy(),
+        other_rated=pl.from_arrow(store.read("rated", row_filter=NotEqualTo("service_cycle", cycle),
+                                             selected_fields=["source", "record_id", "service_cycle"])).lazy(),
+        out_of_scope=_frame(sorted(str(p) for p in (run.scratch / _SCOPE).glob("*.parquet")),
+                            ["source", "record_id", "service_cycle"]),
     )
 
 
@@ -229,12 +228,17 @@ def _control_totals(config, run: dict, diff: RecordDiff, *, closed: bool, adjust
     return totals
 
 
-def _write_version(config, out: Path, staging: Path, diff: RecordDiff, *, closed: bool, billing_cycle: str,
-                   number: int, engine: RatingEngine, digits: dict) -> tuple[bool, object]:
-    """Turn the pipeline's staging output into version ``number`` of the cycle; (changed?, adjustments)."""
-    cycle = config.cycle
-    rerated_lines = store.read_table(store.parquet_files(staging / "charges"), charge_line_schema())
-    billed = store.current_charges(out, service_cycle=cycle)
+def _read(files: list[str], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([pq.read_table(f).cast(schema) for f in files]) if files else schema.empty_table()
+
+
+def _version_files(config, run: StagedRun, diff: RecordDiff, *, closed: bool, billing_cycle: str, number: int,
+                   engine: RatingEngine, digits: dict) -> tuple[dict | None, dict, object]:
+    """Turn the pipeline's files into the cycle's new version: (files per table, or None when
+    nothing changed; the overwrite filter per table; the adjustments of a closed cycle)."""
+    cycle, store = config.cycle, run.store
+    rerated_lines = _read(run.dirs.files("charges"), charge_line_schema())
+    billed = store.read("charges", row_filter=EqualTo("service_cycle", cycle))
     adjustments = None
     if closed:
         adjustments = adjustment_lines(billed, rerated_lines, diff.changes, cycle=cycle, billing_cycle=billing_cycle,
@@ -245,54 +249,61 @@ def _write_version(config, out: Path, staging: Path, diff: RecordDiff, *, closed
         changed = diff.has_changes or not same_lines(billed, rerated_lines)
         version_lines = finish_lines(pl.from_arrow(rerated_lines))
     if not changed:
-        return False, adjustments
+        return None, {}, adjustments
 
-    # rejected/: the cycle's rejects only; duplicates and scope keys are not part of a version.
-    for folder in ("rejected", "duplicates", _SCOPE, "invoices"):
-        shutil.rmtree(staging / folder, ignore_errors=True)
+    # The pipeline's rejects (every cycle's), duplicates and invoices are not part of the version;
+    # a closed cycle's billed lines stay as they are, its adjustments are added.
+    replaced = ("rejected", "duplicates", "invoices") + (("charges",) if closed else ())
+    for table in replaced:
+        for path in run.dirs.files(table):
+            Path(path).unlink()
     if diff.rejected.height:
         rejects = diff.rejected.sort(["input_file", "input_position"]).to_arrow().cast(rejected_schema())
-        write_parquet(staging / "rejected" / "part-00000.parquet", rejects)
+        write_parquet(run.dirs.path("rejected", 0), rejects, statistics=REJECTED_STATISTICS_COLUMNS)
     if closed:
-        os.replace(staging / "charges", staging / "rerated_charges")
-        write_parquet(staging / "charges" / "part-00000.parquet", version_lines)
-        write_parquet(staging / "adjustments" / "lines.parquet", adjustments.lines)
-        write_parquet(staging / "adjustments" / "records.parquet", adjustments.records.to_arrow())
+        write_by_cycle(run.dirs, "charges", 0, adjustments.lines, "billing_cycle")
 
-    # invoices/: every invoice this version's lines land on, over all current lines of it.
+    # invoices: every invoice this version's lines land on, over all of its lines.
     landing = adjustments.lines if closed else version_lines
     touched = sorted(set(pc.unique(landing.column("billing_cycle")).to_pylist()))
-    summaries = []
     for billing in touched:
-        others = store.current_charges(out, billing_cycle=billing)
-        others = others.filter(pc.not_equal(others.column("service_cycle"), cycle))
+        others = store.read("charges", row_filter=And(EqualTo("billing_cycle", billing),
+                                                      NotEqualTo("service_cycle", cycle)))
         mine = version_lines.filter(pc.equal(version_lines.column("billing_cycle"), billing))
         lines = pa.concat_tables([others, mine])
         accounts = sorted(set(lines.column("account_id").to_pylist()))
-        summaries.append(summarise_invoices(lines, cycle_bounds_of(engine.compiled, accounts, billing)))
-    if summaries:
-        write_parquet(staging / "invoices" / "part-00000.parquet", pa.concat_tables(summaries))
+        summaries = summarise_invoices(lines, cycle_bounds_of(engine.compiled, accounts, billing))
+        write_by_cycle(run.dirs, "invoices", 0, summaries.cast(invoice_summary_schema()), "billing_cycle")
 
-    write_parquet(staging / "diff" / "changes.parquet", diff.changes.to_arrow())
-    return True, adjustments
+    overwrite = {"rated": EqualTo("service_cycle", cycle), "rejected": rejects_in_cycle(cycle)}
+    if touched:
+        overwrite["invoices"] = In("billing_cycle", touched)
+    if not closed:
+        overwrite["charges"] = EqualTo("service_cycle", cycle)
+    return run.written(), overwrite, adjustments
 
 
-def _what_if_staging(run_id: str) -> Path:
-    """A what-if's staging folder: temporary, outside the store (which it does not write)."""
-    return Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
+def _write_audit(store: IcebergStore, run_id: str, diff: RecordDiff, summary: dict, adjustments) -> str:
+    """Keep the re-rate's record diff, adjustment records and impact summary in ``OUT/audit/RUN_ID``."""
+    folder = Path(local_path(cat.join(store.uri, AUDIT, run_id)))
+    write_parquet(folder / "changes.parquet", diff.changes.to_arrow())
+    if adjustments is not None:
+        write_parquet(folder / "adjustment_records.parquet", adjustments.records.to_arrow())
+    write_json(folder / "summary.json", summary)
+    return str(folder)
 
 
 def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> dict:
-    """Re-rate ``config.cycle`` and publish a new version of it (or, what-if, only report).
+    """Re-rate ``config.cycle`` and commit it as a new version (or, what-if, only report).
 
-    Returns a dict: ``version`` (the published number, None when nothing changed or what-if),
-    ``path``, ``totals`` (control totals), ``summary`` (revenue impact, ``impact_summary``) and
-    ``timings`` (seconds: pipeline, compare, publish, total). Bad configuration raises ValueError
-    before the pipeline starts. A run that fails leaves the store untouched.
+    Returns a dict: ``version`` (the committed run's number in the run log, None when nothing
+    changed or what-if), ``run_id``, ``audit`` (the folder of its record diff), ``totals`` (control
+    totals), ``summary`` (revenue impact, ``impact_summary``) and ``timings`` (seconds: pipeline,
+    compare, publish, total). Bad configuration raises ValueError before the pipeline starts. A run
+    that fails leaves the store untouched.
     """
     started = time.monotonic()
     cycle = config.cycle
-    out = store.require_store(config.output_dir).resolve()
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts
     if config.what_if_dir:
         RatingEngine.load(config.what_if_dir)
@@ -301,55 +312,53 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     if config.shards is None:
         config = dataclasses.replace(config, shards=auto_shards(paths))
     what_if = config.what_if_dir is not None
-    staging_for = _what_if_staging if what_if else functools.partial(store.version_staging_dir, out, cycle)
     timings: dict[str, float] = {}
     # Batch runs, re-rates and close-cycle of the store wait for each other (the store's lock); a
     # what-if does not write the store, and takes no lock.
-    with staged_run(str(out), f"rerate {cycle}", staging_for, lock=not what_if) as staged:
-        staging = staged.staging
-        closed_through = effective_closed_through(str(out), config.closed_through)
+    with staged_run(config.output_dir, config.catalog_uri, f"rerate {cycle}", create=False,
+                    write=not what_if) as run:
+        store = run.store
+        closed_through = effective_closed_through(store, config.closed_through)
         closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
         billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle
-        previous = store.current_version(out, cycle)
-        check_inputs_cover(previous, paths)
-        run, timings["pipeline_s"] = staged.run_pipeline(RerateCycle(config, str(staging)), "RerateCycle", inputs,
-                                                         pipeline_args)
+        previous = store.runs()[-1]
+        check_inputs_cover(store, cycle, paths)
+        totals_run, timings["pipeline_s"] = run.run_pipeline(RerateCycle(config, run.dirs, str(run.scratch)),
+                                                             "RerateCycle", inputs, pipeline_args)
 
         t0 = time.monotonic()
-        diff = _compare(config, out, previous, staging)
+        diff = _compare(config, run)
         _check_nothing_lost(diff, cycle)
         summary = impact_summary(diff, top=config.top_records)
         timings["compare_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        result = {"cycle": cycle, "what_if": what_if, "closed": closed, "previous_version": previous.number,
-                  "version": None, "path": None, "run_id": staged.run_id, "input_files": len(paths),
+        result = {"cycle": cycle, "what_if": what_if, "closed": closed, "previous_version": previous.run_number,
+                  "version": None, "audit": None, "run_id": run.run_id, "input_files": len(paths),
                   "reference": str(Path(config.rating_reference).resolve())}
         if what_if:
-            totals = _control_totals(config, run, diff, closed=closed)
+            totals = _control_totals(config, totals_run, diff, closed=closed)
         else:
             engine = RatingEngine.load(config.rating_reference)
             operator = engine.compiled.reference.operator
             digits = {code: c.minor_unit_digits for code, c in operator.currencies.items()}
-            number = store.next_version_number(out, cycle)
-            changed, adjustments = _write_version(config, out, staging, diff, closed=closed,
-                                                  billing_cycle=billing_cycle, number=number, engine=engine,
-                                                  digits=digits)
-            totals = _control_totals(config, run, diff, closed=closed, adjustments=adjustments)
-            if changed:
-                totals.update(version=number, previous_version=previous.number,
-                              adjustments_billing_cycle=billing_cycle if closed else None)
-                write_json(staging / "control" / "totals.json", totals)
-                write_json(staging / "diff" / "summary.json", summary)
-                manifest = {"run_id": staged.run_id, "inputs": paths, "reference": result["reference"],
-                            "previous_version": previous.number, "closed_through": closed_through,
-                            "balanced": totals["balanced"], "shards": config.shards}
-                version = staged.publish(lambda folder: store.publish_version(out, cycle, folder, number=number,
-                                                                              manifest=manifest))
-                result.update(version=version.number, path=str(version.path))
+            number = previous.run_number + 1
+            files, overwrite, adjustments = _version_files(config, run, diff, closed=closed,
+                                                           billing_cycle=billing_cycle, number=number,
+                                                           engine=engine, digits=digits)
+            totals = _control_totals(config, totals_run, diff, closed=closed, adjustments=adjustments)
+            if files is not None:
+                audit = _write_audit(store, run.run_id, diff, summary, adjustments)
+                totals.update(version=number, previous_version=previous.run_number,
+                              adjustments_billing_cycle=billing_cycle if closed else None, audit=audit,
+                              run={"inputs": paths, "reference": result["reference"],
+                                   "fingerprint": {"reference": reference_fingerprint(config.rating_reference)},
+                                   "closed_through": closed_through, "shards": config.shards})
+                committed = run.commit("rerate", files, totals, overwrite=overwrite)
+                result.update(version=committed.run.run_number, audit=audit)
         timings["publish_s"] = time.monotonic() - t0
     timings["total_s"] = time.monotonic() - started
-    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"], tidied=staged.tidied)
+    result.update(totals=totals, summary=summary, timings=timings, balanced=totals["balanced"], tidied=run.tidied)
     if config.report_path:
         write_json(config.report_path, {k: result[k] for k in ("cycle", "what_if", "closed", "previous_version",
                                                                "version", "reference", "balanced")}

@@ -10,7 +10,7 @@ what the payload is:
   shard and bundle under ``directory``, and only the file's path goes through the GroupByKey. The
   DirectRunner holds every shuffled element in memory; with spill files its memory is bounded by a
   shard instead of the whole input, and nothing is serialised through it but paths. ``directory``
-  must be on a filesystem every worker can read (it is under the run's staging directory).
+  must be on a filesystem every worker can read (it is under the run's scratch folder).
 
 A bundle that fails and is retried leaves files nobody reads: only paths a committed bundle emitted
 reach the GroupByKey. The run deletes ``directory`` before publishing.

@@ -1,13 +1,15 @@
-"""How a job over CDR files runs against the output store: the batch job and the re-rate both run so.
+"""How a job over CDR files runs against the output store (Iceberg tables, ``sinks.iceberg``).
 
-    with staged_run(output, "batch run", staging_for) as run:     # run id; the store's lock; tidy up
+    with staged_run(output, catalog_uri, "batch run", create=True) as run:  # run id; lock; tidy up
         ...checks under the lock...
         totals, pipeline_s = run.run_pipeline(transform, "Label", inputs, pipeline_args)
-        run.publish(lambda staging: publish(staging, output, manifest))
+        run.commit("batch", run.written(), totals)
 
-The pipeline writes every output into the run's staging folder; nothing reaches the store until the
-job publishes the folder (``sinks.publish.publish`` for a batch run, ``sinks.store.publish_version``
-for a re-rated cycle). A run that fails, or ends without publishing, leaves no staging folder.
+The pipeline's workers write every data file straight into its table's data folder, each file named
+after the run (``OutputDirs``); control totals and shuffle spills go to the run's scratch folder.
+Nothing is visible until ``commit`` registers the files, one transaction per table and the run log
+last (``IcebergStore.commit_run``). A run that fails, or ends without committing, removes its files;
+files a killed run left are removed by the next run (``IcebergStore.orphan_files``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
+import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -28,13 +32,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from cdr_schemas.decoders import InputFileError
 from pipelines.inputs import InputFiles
 from pipelines.options import SHUFFLE_FOLDER
-from pipelines.outputs import OUTPUT_FOLDERS
+from pipelines.outputs import OutputDirs
 from pipelines.worker_errors import worker_error_message
 from rating.cycles import month_index
-from sinks import store
-from sinks.publish import read_closed_through, store_lock
+from sinks.iceberg import DATA_TABLES, CommitResult, IcebergStore
+from sinks.iceberg import catalog as cat
+from sinks.lock import is_local, store_lock
 
-Published = TypeVar("Published")
+SCRATCH_PREFIX = "scratch-"   # a run's scratch folder: OUT/.scratch-RUNID beside the store's tables
 
 
 def new_run_id() -> str:
@@ -42,31 +47,46 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def effective_closed_through(output_dir: str, closed_through: str | None) -> str | None:
-    """The later of ``--closed-through`` and the output store's closed-cycles file."""
-    stored = read_closed_through(output_dir)
-    candidates = [c for c in (stored, closed_through) if c is not None]
+def effective_closed_through(store: IcebergStore, closed_through: str | None) -> str | None:
+    """The later of ``--closed-through`` and the cycles the store records as closed."""
+    candidates = [c for c in (store.closed_through(), closed_through) if c is not None]
     return max(candidates, key=month_index) if candidates else None
+
+
+def local_path(uri: str) -> str:
+    """The local path of a ``file://`` URI (the store's data folders on local disk)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"{uri}: the jobs write data files to a local or shared mounted warehouse only in this "
+                         f"version; object-storage warehouses (gs://, s3://) are read and written by the store")
+    return urllib.parse.unquote(parsed.path)
+
+
+def scratch_dir_for(output: str, run_id: str) -> Path:
+    """A run's scratch folder (control totals, shuffle spills): hidden, inside a local ``output``."""
+    return Path(local_path(cat.output_uri(output))) / f".{SCRATCH_PREFIX}{run_id}"
 
 
 @dataclasses.dataclass
 class StagedRun:
-    """One run (``staged_run`` makes it): its id, its staging folder, what was tidied before it."""
+    """One run (``staged_run`` makes it): its id, the store, where its files go, what was tidied."""
     run_id: str
-    staging: Path        # where the pipeline writes the run's outputs
-    tidied: list[str]    # what interrupted runs had left beside the store, removed (sentences)
-    _published: bool = dataclasses.field(default=False, init=False, repr=False)
+    store: IcebergStore
+    scratch: Path        # control totals and shuffle spills; removed when the run ends
+    dirs: OutputDirs     # where the pipeline writes each output
+    tidied: list[str]    # what recovery and the orphan clean-up did before this run (sentences)
+    exclusive: bool = False   # the lock keeps every other writer out: embedded catalog in a local folder
+    committed: CommitResult | None = dataclasses.field(default=None, init=False)
+    _taken: set = dataclasses.field(default_factory=set, init=False, repr=False)
 
     def run_pipeline(self, transform: beam.PTransform, label: str, inputs: InputFiles,
                      pipeline_args: list[str] | None) -> tuple[dict, float]:
-        """Run ``paths | label >> transform`` on Beam, ``transform`` writing into ``staging``; returns
+        """Run ``paths | label >> transform`` on Beam, ``transform`` writing into ``dirs``; returns
         the control totals it wrote (plus ``skipped_inputs``) and the pipeline's seconds.
 
         A file that cannot be read at all fails the run with a ValueError carrying the file's own
         message (Beam wraps the worker's error). The shuffle's spill files are removed.
         """
-        for folder in OUTPUT_FOLDERS:
-            (self.staging / folder).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
             with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
@@ -77,34 +97,81 @@ class StagedRun:
                 raise ValueError(message) from error
             raise
         elapsed_s = time.monotonic() - started
-        shutil.rmtree(self.staging / SHUFFLE_FOLDER, ignore_errors=True)
-        totals = json.loads((self.staging / "control" / "totals.json").read_text())
+        shutil.rmtree(self.scratch / SHUFFLE_FOLDER, ignore_errors=True)
+        totals = json.loads((Path(self.dirs.folders["control"]) / "totals.json").read_text())
         totals["skipped_inputs"] = inputs.skipped_json()
         return totals, elapsed_s
 
-    def publish(self, publisher: Callable[[Path], Published]) -> Published:
-        """Hand the staging folder to ``publisher`` (which moves it into the store); from then on the
-        publisher owns it: a publication that commits and is interrupted is finished from it."""
-        self._published = True
-        return publisher(self.staging)
+    def written(self) -> dict[str, list[str]]:
+        """The data files this run wrote, per table, as URIs."""
+        return {table: ["file://" + path for path in self.dirs.files(table)] for table in DATA_TABLES}
+
+    def commit(self, kind: str, files: Mapping[str, list[str]], totals: dict,
+               overwrite: Mapping | None = None) -> CommitResult:
+        """Commit the run: its ``files`` and ``overwrite`` filters per table, then its run-log row."""
+        self.committed = self.store.commit_run(self.run_id, kind, files, totals, overwrite=overwrite,
+                                               exclusive=self.exclusive)
+        self._taken = {path for paths in files.values() for path in paths}
+        return self.committed
+
+    def discard_files(self) -> None:
+        """Remove every data file of this run (before a commit, or what a commit did not take)."""
+        for table in DATA_TABLES:
+            for path in self.dirs.files(table):
+                if "file://" + path not in self._taken:
+                    Path(path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def staged_run(output_dir: str, what: str, staging_for: Callable[[str], Path], *,
-               lock: bool = True) -> Iterator[StagedRun]:
-    """A new run of ``what`` (e.g. "batch run", "rerate 2026-01") against the store at ``output_dir``.
+def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
+               write: bool = True) -> Iterator[StagedRun]:
+    """A new run of ``what`` (e.g. "batch run", "rerate 2026-01") against the store at ``output``.
 
-    With ``lock`` (every run that writes the store) the block holds the store's lock
-    (``sinks.publish.store_lock``: a second writer fails at once, naming this run) and first
-    removes what interrupted runs left (``StagedRun.tidied``). ``staging_for(run_id)``: the run's
-    staging folder. It is removed when the block ends without handing it to ``StagedRun.publish``.
+    ``create``: create the store when there is none (a batch run). With ``write`` (every run that
+    commits) the block holds the store's lock (``sinks.lock.store_lock``: a second writer fails at
+    once, naming this run), rolls back what a crashed run half-committed and deletes the data files
+    no snapshot references (``StagedRun.tidied``). Without ``write`` (a what-if) the run writes its
+    files into a temporary folder. The run's uncommitted files and its scratch folder are removed
+    when the block ends; so is a store this run created in a new folder, if the run commits nothing.
     """
     run_id = new_run_id()
-    with store_lock(output_dir, f"{what} {run_id}") if lock else contextlib.nullcontext():
-        tidied = store.remove_leftovers(output_dir) if lock else []
-        run = StagedRun(run_id, Path(staging_for(run_id)), tidied)
+    with store_lock(output, f"{what} {run_id}") if write else contextlib.nullcontext():
+        new_folder = create and catalog_uri is None and cat.is_empty_or_missing(cat.output_uri(output))
+        store = IcebergStore.open(output, catalog_uri, create=create)
+        exclusive = write and catalog_uri is None and is_local(output)
+        tidied = _tidy(store, exclusive) if write else []
+        if write:
+            scratch = scratch_dir_for(output, run_id)
+            folders = {table: local_path(store.data_root(table)) for table in DATA_TABLES}
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
+            folders = {table: str(scratch / table) for table in DATA_TABLES}
+        dirs = OutputDirs({**folders, "control": str(scratch / "control")}, run_id)
+        run = StagedRun(run_id, store, scratch, dirs, tidied, exclusive)
         try:
             yield run
         finally:
-            if not run._published and run.staging.exists():
-                store.discard(run.staging)
+            if write:
+                run.discard_files()
+            shutil.rmtree(scratch, ignore_errors=True)
+            if new_folder and run.committed is None:   # a first run that failed leaves no empty store behind
+                shutil.rmtree(local_path(store.uri), ignore_errors=True)
+
+
+def _tidy(store: IcebergStore, exclusive: bool) -> list[str]:
+    """Roll back a crashed run's half commit, delete orphaned data files and old scratch folders."""
+    said = [f"rolled {r.table} back from snapshot {r.from_snapshot_id} to {r.to_snapshot_id} (an interrupted "
+            f"run's commit)" for r in store.recover(force=exclusive)]
+    # Files no snapshot references are a killed run's, or a live writer's not yet committed: delete
+    # them only while the lock keeps every writer out (otherwise ``maintain`` does, after its retention).
+    removed = [path for paths in store.orphan_files().values() for path in paths] if exclusive else []
+    for path in removed:
+        cat.delete_file(path)
+    if removed:
+        said.append(f"removed {len(removed)} data file(s) of interrupted runs")
+    if urllib.parse.urlparse(store.uri).scheme == "file":
+        for scratch in sorted(Path(local_path(store.uri)).glob(f".{SCRATCH_PREFIX}*")):
+            shutil.rmtree(scratch, ignore_errors=True)
+            said.append(f"removed {scratch.name}, left by an interrupted run")
+    return said
+

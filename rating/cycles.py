@@ -6,11 +6,13 @@ by the kernel (rating.kernels.enrich.cycle_bounds); ``account_cycle_bounds`` is 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rating.kernels.enrich import cycle_bounds
 
@@ -72,3 +74,22 @@ def cycle_bounds_of(compiled: "CompiledReference", account_ids: list[str], cycle
     return pl.DataFrame({"account_id": account_ids, "billing_cycle": [cycle] * len(index), "cycle_start": start,
                          "cycle_end": end}, schema={"account_id": pl.Utf8, "billing_cycle": pl.Utf8,
                                                     "cycle_start": pl.Int64, "cycle_end": pl.Int64})
+
+
+def month_bounds(label: str) -> tuple[dt.datetime, dt.datetime]:
+    """The calendar month ``label`` (YYYY-MM) as [start, end) instants in UTC."""
+    index = month_index(label)
+    start = dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    end = dt.datetime((index + 1) // 12, (index + 1) % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    return start, end
+
+
+def in_cycle_scope(start_time: pa.ChunkedArray | pa.Array, cycle: str) -> pa.Array:
+    """Whether rejected records belong to ``cycle``: the calendar month (UTC) of their start_time.
+
+    A rejected record may have no account (e.g. UNKNOWN_SUBSCRIBER), hence no cycle of its own; this
+    rule gives each one with a start_time exactly one cycle. Records without start_time belong to none.
+    """
+    start, end = (pa.scalar(instant, pa.timestamp("us", tz="UTC")) for instant in month_bounds(cycle))
+    inside = pc.and_(pc.greater_equal(start_time, start), pc.less(start_time, end))
+    return pc.fill_null(inside, False)

@@ -59,6 +59,7 @@ def deduplicate(batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, pa.Recor
         dups.column("start_time").combine_chunks(), dups.column("input_file").combine_chunks(),
         dups.column("input_position").combine_chunks(), originals.column("input_file").combine_chunks(),
         originals.column("input_position").combine_chunks(), pa.array(identical),
+        pa.nulls(len(dup_rows), pa.string()),   # the original is in this run's input
     ], schema=schema)
     return table_to_batch(unique), duplicates
 

@@ -304,6 +304,7 @@ def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict
     arrays = {
         "record_id": b.column("record_id"), "source": b.column("source"), "service": b.column("service"),
         "served_msisdn": b.column("served_msisdn"), "other_party": b.column("other_party"),
+        "visited_network": b.column("visited_network"),
         "destination_e164": digits_to_strings(z.digits[src], z.digits_len[src], z.has_destination[src]),
         "start_time": b.column("start_time"),
         "account_id": take_names(compiled.account_ids, e.account[src]),

@@ -104,6 +104,7 @@ class SeenKeys:
             dups.column("input_file"), dups.column("input_position"),
             pa.array(origin_file.tolist(), pa.string()), pa.array(origin_pos, pa.int64()),
             pa.array(original_content == content[dup_rows]),
+            pa.nulls(len(dup_rows), pa.string()),   # original_run_id: the stream keeps no store runs yet
         ], schema=duplicate_schema())
         kept = np.flatnonzero(keep)
         self._remember(first[kept], second[kept], content[kept],

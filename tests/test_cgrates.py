@@ -14,7 +14,6 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +27,7 @@ from rating.cgrates.rates import _place_steps
 from rating.cgrates.values import parse_duration_ns
 from rating.engine import RatingEngine
 from rating.reference import load_reference
+from tests import store_reads
 from tests.usage_rows import instant_us, usage_batch, usage_row
 
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "cgrates"
@@ -257,7 +257,7 @@ def test_examples_through_the_batch_pipeline(plan, imported, tmp_path):
                                    reference_dir=str(imported[plan, "cgrates"]), output_dir=str(tmp_path / "out"),
                                    shards=2), ["--runner=DirectRunner"])
     assert totals["balanced"] and totals["rated"] == len(cases) and totals["rejected_total"] == 0
-    rated = [r for f in sorted((tmp_path / "out" / "rated").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rated = store_reads.rows(tmp_path / "out", "rated")
     charged = {r["record_id"]: r["charge_micros"] for r in rated}
     assert charged == {k: int(c["cost"] * 1_000_000) for k, c in cases.items()}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from tests import store_reads
 from tests.paths import REFERENCE_EXAMPLES
 
 
@@ -36,7 +37,7 @@ def test_generate_then_batch_through_the_cli(tmp_path, capsys):
     assert manifest["records_written"] == 3000
     assert main(["batch", "--input", str(out / "cdrs" / "*.parquet"), "--reference", str(out / "reference"),
                  "--output", str(tmp_path / "rated"), "--runner=DirectRunner"]) == 0
-    totals = json.loads((tmp_path / "rated" / "control" / "totals.json").read_text())
+    totals = store_reads.latest_totals(tmp_path / "rated")
     assert totals["records_in"] == 3000 and totals["balanced"]
 
 
@@ -58,30 +59,32 @@ def test_unknown_flags_are_refused_outside_pipeline_commands(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-def test_close_cycle_then_rerun_bills_late_usage_on_the_next_cycle(tmp_path, capsys):
+def test_close_cycle_is_kept_in_the_store_and_late_usage_goes_on_the_next_cycle(tmp_path, capsys):
     import polars as pl
+
+    from sinks.iceberg import IcebergStore
 
     gen = tmp_path / "gen"
     assert main(["generate", "--out", str(gen), "--records", "3000", "--subscribers", "100", "--files", "2",
                  "--format", "jsonl", "--seed", "5", "--start", "2026-01-01", "--days", "20"]) == 0
-    args = ["batch", "--input", str(gen / "cdrs" / "*"), "--reference", str(gen / "reference"),
-            "--output", str(tmp_path / "out")]
-    assert main(args) == 0
-    first = pl.read_parquet(tmp_path / "out" / "charges")
+    args = ["batch", "--input", str(gen / "cdrs" / "*"), "--reference", str(gen / "reference")]
+    assert main(args + ["--output", str(tmp_path / "out")]) == 0
+    first = pl.from_arrow(store_reads.table(tmp_path / "out", "charges"))
     assert set(first["billing_cycle"]) >= {"2025-12", "2026-01"}
     assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-12"]) == 0
-    assert main(args) == 0  # the closed-cycles file of the store is honoured by the next run
-    second = pl.read_parquet(tmp_path / "out" / "charges")
+    store = IcebergStore.open(str(tmp_path / "out"), create=False)
+    assert store.closed_through() == "2025-12" and store.runs()[-1].kind == "close"
+    assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-11"]) == 1
+    assert "already closed" in capsys.readouterr().err
+    # The same usage rated with 2025-12 closed: its usage is billed, late, on the next invoice.
+    assert main(args + ["--output", str(tmp_path / "late"), "--closed-through", "2025-12"]) == 0
+    second = pl.from_arrow(store_reads.table(tmp_path / "late", "charges"))
     assert "2025-12" not in set(second["billing_cycle"])
     late = second.filter(pl.col("late"))
     assert late.height > 0 and set(late["service_cycle"]) == {"2025-12"} and set(late["billing_cycle"]) == {"2026-01"}
     usage = lambda frame: frame.filter(pl.col("line_type") == "USAGE")["amount_micros"].sum()  # noqa: E731
     assert usage(second) == usage(first)  # the same money, on a later invoice
-    totals = json.loads((tmp_path / "out" / "control" / "totals.json").read_text())
-    assert totals["balanced"]
-    assert json.loads((tmp_path / "out" / "closed_cycles.json").read_text()) == {"closed_through": "2025-12"}
-    assert main(["close-cycle", "--output", str(tmp_path / "out"), "--cycle", "2025-11"]) == 1
-    assert "already closed" in capsys.readouterr().err
+    assert store_reads.latest_totals(tmp_path / "late")["balanced"]
 
 
 def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
@@ -219,17 +222,25 @@ def test_summary_totals_are_rounded_from_exact_micro_units(tmp_path, capsys):
     """2.675 EUR is 2.67499999... as a float: a float formatter shows 2.67; exact half-to-even gives 2.68."""
     import pyarrow as pa
 
+    from cdr_schemas import charge_line_schema
     from pipelines.money_text import format_micros, format_minor, micros_text, total_text
     from pipelines.cli.summary import print_summary
-    from sinks.files import write_parquet
+    from sinks.iceberg import IcebergStore
+    from tests.test_iceberg_store import charge_rows, write
 
-    write_parquet(tmp_path / "charges" / "part-00000.parquet", pa.table({
-        "line_type": ["USAGE", "USAGE", "PLAN_FEE"], "account_id": ["ACC1", "ACC2", "ACC1"],
-        "service": ["VOICE", "SMS", None], "currency": ["EUR", "EUR", "EUR"],
-        "amount_micros": pa.array([2_675_000, 1_234_567_891_005_000, 9_000_000], pa.int64())}))
+    store = IcebergStore.open(str(tmp_path / "out"), create=True)
+    line = charge_rows("2026-01", "ACC1", 0).to_pylist()[0]
+    lines = [dict(line, account_id=account, line_type=kind, service=service, currency="EUR", amount_micros=micros)
+             for account, kind, service, micros in (("ACC1", "USAGE", "VOICE", 2_675_000),
+                                                    ("ACC2", "USAGE", "SMS", 1_234_567_891_005_000),
+                                                    ("ACC1", "PLAN_FEE", None, 9_000_000))]
+    path = write(store, "charges", pa.Table.from_pylist(lines, schema=charge_line_schema()), "r1-part-0",
+                 {"billing_cycle": "2026-01"})
+    store.commit_run("r1", "batch", {"charges": [path]}, {})
     print_summary({"records_in": 2, "elapsed_s": 1.0, "input_files": 1, "skipped_inputs": [], "rated": 2,
                    "duplicates": 0, "rejected_total": 0, "rejected": {}, "balanced": True, "records_balanced": True,
-                   "money_balanced": True}, str(tmp_path))
+                   "money_balanced": True, "run_id": "r1", "run_number": 1, "billing_cycles": ["2026-01"]},
+                  str(tmp_path / "out"))
     out = capsys.readouterr().out
     assert f"  {'VOICE':<8}{'2.68 EUR':>24}" in out and f"  {'ACC1':<14}{'2.68 EUR':>18}" in out
     assert f"  {'ACC2':<14}{'1,234,567,891.00 EUR':>18}" in out  # 1,234,567,891.005: half to even

@@ -2,13 +2,12 @@
 
 Two stores are built once per module from the same generated month: one with every cycle open,
 one with 2025-12 closed (its usage billed late on 2026-01). Expected values are computed here
-independently, with Polars, from the published Parquet files.
+independently, with Polars, from whole-table reads of the store's Iceberg tables.
 """
 
 from __future__ import annotations
 
 import html.parser
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pyiceberg.expressions import EqualTo
 
 from pipelines.batch import run_batch
 from pipelines.cli import main
@@ -26,6 +26,7 @@ from synth import GeneratorConfig, generate
 from pipelines.invoice import load_invoice, rated_events_query
 from pipelines.invoice_render import format_micros, format_minor, format_units, render_html, render_text
 from pipelines.options import BatchConfig
+from sinks.iceberg import IcebergStore
 from tests.month_cdrs import month_rows, reference_with, rerate, write_jsonl
 from tests.paths import DIRECT
 
@@ -39,8 +40,9 @@ def generated(tmp_path_factory) -> Path:
     return out
 
 
-def _store(generated: Path, output: Path, closed_through: str | None) -> Path:
-    config = BatchConfig(input_glob=str(generated / "cdrs" / "*"), reference_dir=str(generated / "reference"),
+def _store(generated: Path, output: Path, closed_through: str | None, reference: Path | None = None) -> Path:
+    reference = reference or generated / "reference"
+    config = BatchConfig(input_glob=str(generated / "cdrs" / "*"), reference_dir=str(reference),
                          output_dir=str(output), shards=4, batch_size=1000, closed_through=closed_through)
     assert run_batch(config, DIRECT)["balanced"]
     return output
@@ -56,12 +58,17 @@ def late_store(generated, tmp_path_factory) -> Path:
     return _store(generated, tmp_path_factory.mktemp("invoice-late") / "out", "2025-12")
 
 
+def _table(store: Path, table: str) -> pl.DataFrame:
+    """Every row of ``table`` as of the store's latest run."""
+    return pl.from_arrow(IcebergStore.open(str(store), create=False).read(table))
+
+
 def _summaries(store: Path) -> pl.DataFrame:
-    return pl.read_parquet(store / "invoices")
+    return _table(store, "invoices")
 
 
 def _lines(store: Path, account: str, cycle: str) -> pl.DataFrame:
-    lines = pl.read_parquet(store / "charges")
+    lines = _table(store, "charges")
     return lines.filter((pl.col("account_id") == account) & (pl.col("billing_cycle") == cycle))
 
 
@@ -77,7 +84,7 @@ def _expected_top_ten(store: Path, account: str, cycle: str) -> list[str]:
     """Record ids of the ten costliest events billed on the invoice, from every rated event of the store."""
     usage = _lines(store, account, cycle).filter(pl.col("line_type") == "USAGE")
     service_cycles = set(usage["service_cycle"].to_list())
-    events = pl.read_parquet(str(store / "rated" / "*" / "*.parquet"), hive_partitioning=False)
+    events = _table(store, "rated")
     billed = events.filter((pl.col("account_id") == account) & pl.col("service_cycle").is_in(service_cycles))
     summary = _summaries(store).filter((pl.col("account_id") == account) & (pl.col("billing_cycle") == cycle))
     assert billed.height == summary["rated_events"][0]  # the service cycles are exactly the invoice's usage
@@ -190,12 +197,19 @@ def test_late_usage_is_marked_with_its_service_cycle(late_store):
         load_invoice(late_store, account, "2025-12")  # closed: its usage went to 2026-01
 
 
-def test_rated_events_are_read_with_the_account_filter_in_the_scan(store):
+def test_rated_events_are_read_with_the_account_filter_in_the_scan(store, monkeypatch):
     account = _busiest(store, "2026-01")
-    plan = rated_events_query(store, account, ["2026-01"]).explain()
-    scan = plan[plan.index("Parquet SCAN"):]
-    assert re.search(rf'SELECTION: .*col\("account_id"\) == "{account}"', scan)
-    assert "service_cycle=2025-12" not in plan  # other service cycles' partitions are not even listed
+    iceberg = IcebergStore.open(str(store), create=False)
+    scans = []
+    scan = iceberg.scan
+    monkeypatch.setattr(iceberg, "scan", lambda *args, **kwargs: scans.append(scan(*args, **kwargs)) or scans[-1])
+    events = rated_events_query(iceberg, account, ["2026-01"]).collect()
+    assert events.height and set(events["service_cycle"]) == {"2026-01"}
+    [rated] = scans
+    assert "account_id" in str(rated.row_filter) and account in str(rated.row_filter)
+    # other service cycles' partitions are pruned: only 2026-01's files are planned
+    assert {str(task.file.partition[0]) for task in rated.plan_files()} == {"2026-01"}
+    assert iceberg.partition_values("rated") > {"2026-01"}
 
 
 def test_unknown_account_or_cycle_says_what_exists(store, tmp_path):
@@ -208,7 +222,7 @@ def test_unknown_account_or_cycle_says_what_exists(store, tmp_path):
         load_invoice(store, account, "2024-01")
     with pytest.raises(ValueError, match="expected YYYY-MM"):
         load_invoice(store, account, "January")
-    with pytest.raises(ValueError, match="not a published output store"):
+    with pytest.raises(ValueError, match="is not a rating store"):
         load_invoice(tmp_path, account)
 
 
@@ -244,18 +258,15 @@ def test_cli_writes_html_to_a_file(store, tmp_path, capsys):
     assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
-def test_digits_come_from_the_runs_reference_and_fall_back_to_2_with_a_warning(store, generated, tmp_path, capsys):
-    account = _busiest(store, "2026-01")
-    copy = tmp_path / "out"
-    shutil.copytree(store, copy)
-    total = _summaries(store).filter((pl.col("account_id") == account)
-                                     & (pl.col("billing_cycle") == "2026-01"))["total_minor"][0]
+def test_digits_come_from_the_runs_reference_and_fall_back_to_2_with_a_warning(generated, tmp_path, capsys):
     reference = tmp_path / "reference"
     shutil.copytree(generated / "reference", reference)
+    copy = _store(generated, tmp_path / "out", None, reference)  # the run log names this reference
+    account = _busiest(copy, "2026-01")
+    total = _summaries(copy).filter((pl.col("account_id") == account)
+                                    & (pl.col("billing_cycle") == "2026-01"))["total_minor"][0]
     operator = reference / "operator.yaml"
     operator.write_text(re.sub(r"minor_unit_digits: 2", "minor_unit_digits: 3", operator.read_text()))
-    manifest = json.loads((copy / "_SUCCESS").read_text())
-    (copy / "_SUCCESS").write_text(json.dumps({**manifest, "reference": str(reference)}))
     assert main(["invoice", "--output", str(copy), "--account", account]) == 0
     assert f"TOTAL    {format_minor(total, 3)} " in capsys.readouterr().out
 
@@ -403,10 +414,8 @@ def test_html_renders_in_a_real_browser(late_store, chromium, tmp_path):
 
 def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir, tmp_path):
     """An open re-rate replaces the cycle's lines, summaries and events; a closed one adds adjustments
-    to the next invoice. The invoice shows what ``sinks.store``'s readers say is current."""
-    from sinks import store as versions
-    from sinks.publish import close_cycles
-
+    to the next invoice. The invoice shows what the store holds after the latest run, and, as of
+    an earlier run, what it held then."""
     month = tmp_path / "month"
     shutil.copytree(reference_min_dir, month / "reference")
     write_jsonl(month / "cdrs" / "a.jsonl", month_rows())
@@ -417,24 +426,25 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     europe = (pl.col("line_type") == "USAGE") & (pl.col("zone") == "EUROPE")
     before = load_invoice(out, account, "2026-01")
 
+    def read(table, column, value):
+        return pl.from_arrow(IcebergStore.open(str(out), create=False).read(table, row_filter=EqualTo(column, value)))
+
     def check_current(data, cycle):
-        expected = pl.from_arrow(versions.current_charges(out, billing_cycle=cycle)).filter(
-            pl.col("account_id") == account)
+        expected = read("charges", "billing_cycle", cycle).filter(pl.col("account_id") == account)
         key = ["line_type", "service_cycle", "service", "zone", "band", "item"]
         assert data.lines.sort(key, nulls_last=False).equals(expected.sort(key, nulls_last=False))
-        summary = [r for r in versions.current_invoices(out, billing_cycle=cycle).to_pylist()
-                   if r["account_id"] == account][0]
+        summary = read("invoices", "billing_cycle", cycle).filter(pl.col("account_id") == account).row(0, named=True)
         assert data.summary == summary and not any("add up" in w for w in data.warnings)
         cycles = sorted(set(data.lines.filter(pl.col("line_type") == "USAGE")["service_cycle"]))
-        events = pl.concat([pl.from_arrow(versions.current_rated(out, c)) for c in cycles]).filter(
+        events = pl.concat([read("rated", "service_cycle", c) for c in cycles]).filter(
             pl.col("account_id") == account)
         top = events.sort(["charge_micros", "start_time", "record_id"], descending=[True, False, False]).head(10)
         assert data.top_events.select(["record_id", "charge_micros"]).equals(top.select(["record_id", "charge_micros"]))
         return expected
 
     # Open cycle: a higher EUROPE price replaces 2026-01's lines, summary and events.
-    rerate(month, out, reference_with(month, tmp_path / "v2", europe_price="0.35"))
-    assert versions.current_version(out, "2026-01").number == 2
+    first = rerate(month, out, reference_with(month, tmp_path / "v2", europe_price="0.35"))
+    assert first["version"] == first["previous_version"] + 1
     rerated = load_invoice(out, account, "2026-01")
     check_current(rerated, "2026-01")
     old, new = (int(d.lines.filter(europe)["amount_micros"].sum()) for d in (before, rerated))
@@ -442,11 +452,16 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     assert rerated.top_events["charge_micros"].max() > before.top_events["charge_micros"].max()
     assert "ADJUSTMENT" not in rerated.lines["line_type"].to_list()
 
-    # Closed cycle: 2026-01 stays as billed (version 2); the credit lands on the 2026-02 invoice.
+    # The invoice as it was before the re-rate stays readable (as of the batch run).
+    batch_run = IcebergStore.open(str(out), create=False).runs()[-2].run_id
+    earlier = load_invoice(out, account, "2026-01", as_of=batch_run)
+    assert earlier.summary == before.summary and earlier.lines.equals(before.lines)
+
+    # Closed cycle: 2026-01 stays as billed (first re-rate); the credit lands on the 2026-02 invoice.
     february = load_invoice(out, account, "2026-02")
-    close_cycles(out, "2026-01")
-    rerate(month, out, reference_with(month, tmp_path / "v3", europe_price="0.29"))
-    assert versions.current_version(out, "2026-01").number == 3
+    IcebergStore.open(str(out), create=False).close_cycles("close-2026-01", "2026-01")
+    second = rerate(month, out, reference_with(month, tmp_path / "v3", europe_price="0.29"))
+    assert second["closed"] and second["version"] == second["previous_version"] + 1 > first["version"]
     billed = load_invoice(out, account, "2026-01")
     assert billed.lines.equals(rerated.lines) and billed.summary == rerated.summary
     adjusted = load_invoice(out, account, "2026-02")

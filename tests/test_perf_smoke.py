@@ -68,7 +68,7 @@ def test_bench_rerate_smoke(tmp_path, capsys):
     assert figures["balanced"] and figures["version"] == 2 and figures["changed_records"] > 0
     assert figures["compare"]["records"] == 5000
     assert figures["compare"]["aligned"]["changed"] == figures["compare"]["join"]["changed"] > 0
-    assert "re-rate (version 2)" in capsys.readouterr().out
+    assert "re-rate (run 2)" in capsys.readouterr().out
 
 
 def test_bench_streaming_smoke(pubsub_host, tmp_path):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.batch import run_batch
 from pipelines.cli import main as cli_main
 from synth import GeneratorConfig, generate
 from pipelines.options import BatchConfig
+from tests import store_reads
 from tests.paths import DIRECT, DIRECT_2
 
 DIRECT_1 = DIRECT
@@ -49,9 +47,8 @@ def _run(generated_dir: Path, output: Path, beam_args=DIRECT_1, shards=4, shuffl
     return run_batch(config, beam_args)
 
 
-def _read(output: Path, folder: str):
-    files = sorted((output / folder).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+def _read(output: Path, table: str):
+    return store_reads.rows(output, table)
 
 
 def test_outputs_match_the_manifest_exactly(generated, tmp_path):
@@ -91,13 +88,12 @@ def test_outputs_match_the_manifest_exactly(generated, tmp_path):
         lines_by_account[c["account_id"]] = lines_by_account.get(c["account_id"], 0) + c["amount_micros"]
     assert lines_by_account == {a: m for a, m in by_account.items()}  # per account, to the micro
     assert totals["money_balanced"] and all(c["money_balanced"] for c in totals["cycles"].values())
-    assert json.loads((out / "control" / "totals.json").read_text())["balanced"] is True
-    assert json.loads((out / "_SUCCESS").read_text())["balanced"] is True
+    logged = store_reads.latest_totals(out)   # the run log keeps the run's control totals
+    assert logged["balanced"] is True and logged["charge_micros"] == totals["charge_micros"]
 
 
 def _digest(output: Path) -> dict[str, str]:
-    return {str(p.relative_to(output)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(output.rglob("*")) if p.is_file() and p.name != "_SUCCESS"}
+    return store_reads.data_digests(output)
 
 
 def test_runners_and_worker_counts_give_byte_identical_outputs(generated_avro, tmp_path):
@@ -108,13 +104,14 @@ def test_runners_and_worker_counts_give_byte_identical_outputs(generated_avro, t
     for name, args, shuffle in runs:
         _run(gen_dir, tmp_path / name, args, shuffle=shuffle)
         digests[name] = _digest(tmp_path / name)
-        assert not any("_shuffle" in path for path in digests[name])  # spill files never published
-    assert any(name.startswith("charges/part-") for name in digests["direct-1"])
-    assert any(name.startswith("invoices/part-") for name in digests["direct-1"])
-    assert "control/totals.json" in digests["direct-1"]
+        assert not any("_shuffle" in path for path in digests[name])  # spill files never committed
+    assert any(name.startswith("rating/charges/data/billing_cycle=") for name in digests["direct-1"])
+    assert any(name.startswith("rating/invoices/data/billing_cycle=") for name in digests["direct-1"])
     for name, _, _ in runs[1:]:
         assert digests[name] == digests["direct-1"], name
-    assert not list(tmp_path.rglob("*.arrow"))  # spill files deleted with the staging area
+        assert store_reads.latest_totals(tmp_path / name)["cycles"] == \
+            store_reads.latest_totals(tmp_path / "direct-1")["cycles"]
+    assert not list(tmp_path.rglob("*.arrow"))  # spill files deleted with the scratch folder
 
 
 def test_batch_size_and_shard_files_do_not_change_charges(generated_avro, tmp_path):
@@ -127,11 +124,12 @@ def test_batch_size_and_shard_files_do_not_change_charges(generated_avro, tmp_pa
     run_batch(config_b, DIRECT_1)
     order = [(name, "ascending") for name in ("account_id", "billing_cycle", "service_cycle", "line_type", "service",
                                               "zone", "band", "item")]
-    charges_a = pq.read_table(tmp_path / "a" / "charges").sort_by(order)
-    charges_b = pq.read_table(tmp_path / "b" / "charges").sort_by(order)
+    charges_a = store_reads.table(tmp_path / "a", "charges").sort_by(order)
+    charges_b = store_reads.table(tmp_path / "b", "charges").sort_by(order)
     assert charges_a.num_rows > 0 and charges_a.equals(charges_b)
-    totals_a = json.loads((tmp_path / "a" / "control" / "totals.json").read_text())
-    totals_b = json.loads((tmp_path / "b" / "control" / "totals.json").read_text())
+    totals_a, totals_b = (store_reads.latest_totals(tmp_path / x) for x in "ab")
+    for totals in (totals_a, totals_b):
+        del totals["run"]   # where the run read its inputs and how many shards it used
     assert totals_a == totals_b
 
 
@@ -139,18 +137,18 @@ def test_a_corrupt_file_fails_the_run_and_keeps_the_previous_output(generated_av
     gen_dir, _ = generated_avro
     out = tmp_path / "out"
     _run(gen_dir, out)
-    before = _digest(out)
+    before, runs_before = _digest(out), store_reads.rows(out, "runs")
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for f in (gen_dir / "cdrs").iterdir():
-        (inputs / f.name).write_bytes(f.read_bytes())
+        (inputs / f"next-{f.name}").write_bytes(f.read_bytes())
     (inputs / "zz-broken.avro").write_bytes(b"this is not an avro file")
     config = BatchConfig(input_glob=str(inputs / "*"), reference_dir=str(gen_dir / "reference"),
-                         output_dir=str(out), shards=4, replace_output=True)
+                         output_dir=str(out), shards=4)
     with pytest.raises(Exception, match="zz-broken.avro"):
         run_batch(config, DIRECT_1)
-    assert _digest(out) == before
-    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    assert _digest(out) == before and store_reads.rows(out, "runs") == runs_before
+    assert not [p for p in out.iterdir() if ".scratch-" in p.name]
 
 
 def test_cli_batch_exit_status_and_summary(generated_avro, tmp_path, capsys):
@@ -191,7 +189,7 @@ def test_batch_without_shards_picks_them_from_the_input(generated_avro, tmp_path
                          output_dir=str(tmp_path / "out"))
     totals = run_batch(config, DIRECT_1)
     assert totals["shards"] == 16 and totals["balanced"]
-    assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["shards"] == 16
+    assert store_reads.latest_totals(tmp_path / "out")["run"]["shards"] == 16
 
 
 def test_spill_writer_keeps_few_files_open_and_loses_no_rows(tmp_path, monkeypatch):
@@ -232,7 +230,7 @@ def test_hidden_files_and_dangling_links_are_skipped_and_reported(generated_avro
     assert "skipped inputs               2" in printed
     assert f"  {hidden}: hidden file (the name starts with '.')" in printed
     assert f"  {dangling}: dangling symbolic link: its target {tmp_path / 'elsewhere' / 'moved.avro'}" in printed
-    totals = json.loads((tmp_path / "out" / "control" / "totals.json").read_text())
+    totals = store_reads.latest_totals(tmp_path / "out")
     assert [(entry["path"], entry["reason"].split(":")[0].split(" (")[0]) for entry in totals["skipped_inputs"]] == [
         (str(hidden), "hidden file"), (str(dangling), "dangling symbolic link")]
     assert 0 < totals["records_in"] < manifest["records_written"] and totals["balanced"]
@@ -253,7 +251,7 @@ def test_a_full_disk_says_where_and_how_much_the_run_needs(generated_avro, tmp_p
     from pipelines.shuffle import ShardWriter
 
     gen_dir, _ = generated_avro
-    spill = tmp_path / ".out.staging-x" / "_shuffle" / "dedup-00000.arrow"
+    spill = tmp_path / "out" / ".scratch-x" / "_shuffle" / "dedup-00000.arrow"
 
     def disk_full(self, shard, schema):   # the spill writer is what fills a disk first (~565 bytes a record)
         if named:
@@ -269,4 +267,4 @@ def test_a_full_disk_says_where_and_how_much_the_run_needs(generated_avro, tmp_p
     assert last.startswith(f"usage-rating batch: no space left on device writing {where} (")
     assert re.search(r"\(\d[\d,.]* [KMG]B free there now\); this run needs roughly \d[\d,.]* [KMG]B free on the disk "
                      r"of .*out \(~[\d,]+ records estimated from the input files' sizes", last), last
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()   # the run would have created the store: nothing is left

@@ -19,6 +19,7 @@ from pipelines.batch import run_batch
 from synth import GeneratorConfig, generate
 from pipelines.options import BatchConfig
 from pipelines.streaming import StreamConfig, run_stream
+from tests import store_reads
 
 PROJECT = "usage-rating-test"
 DIRECT = ["--runner=DirectRunner"]
@@ -166,14 +167,16 @@ def test_stream_gives_the_batch_answers(pubsub_host, day_of_usage, tmp_path):
 
     assert totals["records_in"] == manifest["records_written"] + 1
     assert totals["records_balanced"]
-    batch_rated = _read(batch_out / "rated").select(COMPARED).sort(["source", "record_id"])
+    batch_rated = pl.from_arrow(store_reads.table(batch_out, "rated")).select(COMPARED).sort(["source", "record_id"])
     stream_rated = _latest_rated(output).select(COMPARED).sort(["source", "record_id"])
     assert stream_rated.equals(batch_rated)
-    batch_rejects = Counter(zip(*_read(batch_out / "rejected").select(["reason", "raw"]).to_dict(as_series=False).values()))
+    batch_rejects = Counter(zip(*pl.from_arrow(store_reads.table(batch_out, "rejected")).select(["reason", "raw"])
+                                .to_dict(as_series=False).values()))
     stream_rejects = Counter(zip(*_read(output / "rejected").select(["reason", "raw"]).to_dict(as_series=False).values()))
     assert stream_rejects - batch_rejects == Counter({("MALFORMED_RECORD", b"not a record"): 1})
     assert batch_rejects - stream_rejects == Counter()
-    batch_dups = set(_read(batch_out / "duplicates").select(["source", "record_id"]).iter_rows())
+    batch_dups = set(pl.from_arrow(store_reads.table(batch_out, "duplicates")).select(["source", "record_id"])
+                     .iter_rows())
     stream_dups = set(_read(output / "duplicates").select(["source", "record_id"]).iter_rows())
     assert stream_dups == batch_dups and len(batch_dups) == sum(manifest["duplicates_injected"].values())
 

@@ -3,14 +3,18 @@
     usage-rating demo [--workdir DIR] [--records N]
     usage-rating generate --out DIR [--subscribers N] [--records M] ...
     usage-rating validate-reference DIR
-    usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [--replace-output]
+    usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [--catalog-uri URI]
                        [Beam flags]
-    usage-rating close-cycle --output OUT --cycle YYYY-MM
-    usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--format text|html] [--out FILE]
+    usage-rating close-cycle --output OUT --cycle YYYY-MM [--catalog-uri URI]
+    usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--as-of RUN_ID|TIMESTAMP] [--format text|html]
+                         [--out FILE] [--catalog-uri URI]
     usage-rating stream --subscription projects/P/subscriptions/S --reference DIR --output OUT [...]
     usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C] [--rounding native|cgrates]
     usage-rating rerate --cycle YYYY-MM --input GLOB --reference DIR --output OUT [--what-if REFDIR] [--report FILE]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s [--json]
+    usage-rating export --output OUT --table TABLE --to FILE.parquet|FILE.csv [--cycle YYYY-MM] [--account ID]
+                        [--as-of RUN_ID|TIMESTAMP] [--catalog-uri URI]
+    usage-rating maintain --output OUT --retain-days N [--compact] [--catalog-uri URI]
 
 Each sub-command's parser names the function that runs it (``pipelines.cli.args.add_command``);
 with no command the help is printed and the exit status is 2, as for any usage error. Otherwise the
@@ -25,9 +29,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from pipelines.cli import cgrates as cgrates_cli, rerate as rerate_cli
-from pipelines.cli.args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_command, check_beam_args, default_runner,
-                                exit_status)
+from pipelines.cli import cgrates as cgrates_cli, rerate as rerate_cli, store_commands
+from pipelines.cli.args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_catalog_flag, add_command, check_beam_args,
+                                default_runner, exit_status)
 
 
 def cmd_generate(args) -> int:
@@ -70,22 +74,27 @@ def cmd_batch(args, beam_args: list[str]) -> int:
 
     config = BatchConfig(input_glob=args.input, reference_dir=args.reference, output_dir=args.output,
                          shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
-                         shuffle=args.shuffle, replace_output=args.replace_output)
+                         shuffle=args.shuffle, catalog_uri=args.catalog_uri)
     result = run_batch(config, beam_args)
-    print_summary(result, config.output_dir)
+    print_summary(result, config.output_dir, config.catalog_uri)
     return exit_status(result["balanced"])
 
 
 def cmd_close_cycle(args) -> int:
+    from pipelines.staged_run import new_run_id
     from rating.cycles import month_index
-    from sinks.publish import close_cycles, read_closed_through
+    from sinks.iceberg import IcebergStore
+    from sinks.lock import is_local, store_lock
 
     month_index(args.cycle)
-    current = read_closed_through(args.output)
-    if current is not None and month_index(current) > month_index(args.cycle):
-        raise ValueError(f"cycles through {current} are already closed; closing is final, it cannot move back to "
-                         f"{args.cycle}")
-    close_cycles(args.output, args.cycle)
+    run_id = new_run_id()
+    with store_lock(args.output, f"close-cycle {args.cycle} {run_id}"):   # a batch run cannot commit meanwhile
+        store = IcebergStore.open(args.output, args.catalog_uri, create=False)
+        current = store.closed_through()
+        if current is not None and month_index(current) > month_index(args.cycle):
+            raise ValueError(f"cycles through {current} are already closed; closing is final, it cannot move back "
+                             f"to {args.cycle}")
+        store.close_cycles(run_id, args.cycle, exclusive=args.catalog_uri is None and is_local(args.output))
     print(f"{args.output}: cycles through {args.cycle} are closed; later runs bill their late usage on the next cycle")
     return EXIT_OK
 
@@ -94,7 +103,7 @@ def cmd_invoice(args) -> int:
     from pipelines.invoice import load_invoice
     from pipelines.invoice_render import render_html, render_text
 
-    data = load_invoice(args.output, args.account, args.cycle)
+    data = load_invoice(args.output, args.account, args.cycle, as_of=args.as_of, catalog_uri=args.catalog_uri)
     for warning in data.warnings:
         print(f"usage-rating invoice: warning: {warning}", file=sys.stderr)
     document = render_html(data) if args.format == "html" else render_text(data)
@@ -169,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mark cycles up to YYYY-MM as invoiced in an output store")
     close.add_argument("--output", required=True)
     close.add_argument("--cycle", required=True, help="YYYY-MM")
+    add_catalog_flag(close)
 
     invoice = add_command(sub, "invoice", cmd_invoice,
                           help="render one account's invoice for a billing cycle from an output store")
@@ -177,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     invoice.add_argument("--cycle", default=None, help="billing cycle YYYY-MM (default: the account's latest)")
     invoice.add_argument("--format", choices=("text", "html"), default="text")
     invoice.add_argument("--out", default=None, help="write to this file instead of stdout")
+    invoice.add_argument("--as-of", default=None,
+                         help="a run id, or an ISO timestamp: the invoice as the store stood after that run")
+    add_catalog_flag(invoice)
 
     stream = add_command(sub, "stream", cmd_stream, beam_flags=True,
                          help="rate usage from Pub/Sub until stopped (Ctrl-C); extra flags go to Beam")
@@ -199,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cgrates_cli.add_parsers(sub)
     rerate_cli.add_parser(sub)
+    store_commands.add_parsers(sub)
     return parser
 
 

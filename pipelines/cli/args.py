@@ -42,11 +42,20 @@ def add_job_flags(parser) -> None:
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536,
                         help="rows per Arrow batch when decoding (default 65536)")
     parser.add_argument("--shuffle", choices=SHUFFLE_CHOICES, default="files",
-                        help="files: spill shard data to Arrow files in the staging directory (bounded memory on "
+                        help="files: spill shard data to Arrow files in the run's scratch folder (bounded memory on "
                              "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
     parser.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                         help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice "
-                             "(the store's closed_cycles.json counts too)")
+                             "(cycles closed in the store with close-cycle count too)")
+    add_catalog_flag(parser)
+
+
+def add_catalog_flag(parser) -> None:
+    """``--catalog-uri``: the store's Iceberg catalog when it is not the embedded ``OUT/catalog.db``."""
+    parser.add_argument("--catalog-uri", "--catalog_uri", dest="catalog_uri", default=None,
+                        help="the store's Iceberg catalog as a SQLAlchemy URL (sqlite:///PATH/catalog.db, "
+                             "postgresql+psycopg2://USER@HOST/DB); default: OUT/catalog.db inside --output. "
+                             "Required when --output is on object storage")
 
 
 def add_batch_flags(parser, *, required: bool = True) -> None:
@@ -59,12 +68,9 @@ def add_batch_flags(parser, *, required: bool = True) -> None:
     parser.add_argument("--input", required=required, help="glob of CDR files (.avro, .parquet, .jsonl)")
     parser.add_argument("--reference", required=required, help="reference-data directory")
     parser.add_argument("--output", required=required,
-                        help="output store (replaced atomically; one run at a time; a store rated from other "
-                             "inputs is kept unless --replace-output)")
+                        help="output store: Iceberg tables, created on the first run; each run appends its "
+                             "cycles in one commit (one writer at a time)")
     add_job_flags(parser)
-    parser.add_argument("--replace-output", "--replace_output", dest="replace_output", action="store_true",
-                        help="replace the store at --output even when it holds the rated usage of other input files "
-                             "or reference data (without it the run refuses and says what is there)")
 
 
 def shards_arg(text: str) -> int | None:

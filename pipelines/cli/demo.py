@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from pipelines.batch import run_batch
@@ -37,8 +38,10 @@ def run_demo(workdir: Path, *, records: int, subscribers: int, beam_args: list[s
     workdir.mkdir(parents=True, exist_ok=True)
     manifest = _ensure_generated(workdir, records, subscribers)
     output = workdir / "output"
+    if output.exists():   # the demo's own store, of the same month: rate it afresh
+        shutil.rmtree(output)
     config = BatchConfig(input_glob=demo_input_glob(workdir), reference_dir=str(workdir / "reference"),
-                         output_dir=str(output), replace_output=True)  # the demo's own folder
+                         output_dir=str(output))
     total = manifest["records_written"]
     print(f"rating {total:,} records on the DirectRunner ...")
     progress = StagedRunProgress(config.output_dir)

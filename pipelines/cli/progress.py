@@ -2,7 +2,7 @@
 
 ``ProgressLine`` rewrites one line on a terminal; when stderr is not a terminal (CI, logs) it
 prints a plain line, by default at most every 10 seconds. ``StagedRunProgress`` counts the records
-a batch run has decoded and rated so far, from what the run has written to its staging folder.
+a batch run has decoded and rated so far, from the files the run writes (scratch spills, uncommitted rated data files).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 # is written there once, as the run decodes its input files.
 _DECODED_SPILLS = "by_record_key"
 # The rated events of each account shard, as the run rates them (docs/outputs.md).
-_RATED_PARTS = "rated/*/part-*.parquet"
+_RATED_PARTS = "warehouse/*/rated/data/*/{run_id}-part-*.parquet"   # in the embedded store's warehouse
 
 
 class ProgressLine:
@@ -86,19 +86,21 @@ class StagedRunProgress:
     """What the batch run writing the store at ``output_dir`` has decoded and rated so far.
 
     Beam's DirectRunner hands back its result, and with it the job's metrics, only when the
-    pipeline has finished, so progress is read from the staging folder the run fills: rows in the
-    spill files of its first shuffle (decoded) and in its rated-event parts (rated). Only new or
+    pipeline has finished, so progress is read from the files the run writes: rows in the spill
+    files of its first shuffle in its scratch folder (decoded) and in its rated-event data files in
+    the store's warehouse, not yet committed (rated). Only new or
     grown files are read, and only their batches' metadata (memory-mapped): sampling every few
-    seconds costs the run nothing measurable. Counts never go down: once the run publishes, its
-    staging folder is gone and the last counts stay. Needs ``--shuffle files`` (the demo's) for
+    seconds costs the run nothing measurable. Counts never go down: once the run ends, its
+    scratch folder is gone and the last counts stay. Needs ``--shuffle files`` (the demo's) for
     the decoded count; with ``--shuffle beam`` only rated records are counted.
     """
 
     def __init__(self, output_dir: str):
         from pipelines.options import SHUFFLE_FOLDER   # here, not at the top: ProgressLine needs no Beam
-        from sinks.publish import staging_dir_for
+        from pipelines.staged_run import scratch_dir_for
 
-        self._staging_pattern = staging_dir_for(output_dir, "*")
+        self._output = Path(output_dir)
+        self._staging_pattern = scratch_dir_for(output_dir, "*")
         self._decoded_spills = Path(SHUFFLE_FOLDER, _DECODED_SPILLS)
         self._rows: dict[Path, tuple[int, int]] = {}   # file -> (size in bytes, rows) when last read
         self._last = RunProgress()
@@ -109,7 +111,9 @@ class StagedRunProgress:
             staging = runs[-1]
             decoded = sum(self._count(path, _stream_rows)
                           for path in (staging / self._decoded_spills).glob("*/*.arrow"))
-            rated = sum(self._count(path, _parquet_rows) for path in staging.glob(_RATED_PARTS))
+            run_id = staging.name.split("-", 1)[1]
+            rated = sum(self._count(path, _parquet_rows)
+                        for path in self._output.glob(_RATED_PARTS.format(run_id=run_id)))
             self._last = RunProgress(max(decoded, self._last.decoded), max(rated, self._last.rated))
         return self._last
 

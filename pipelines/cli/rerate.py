@@ -5,7 +5,7 @@
                         [--shards auto|N] [--batch-size N] [--shuffle files|beam] [Beam flags]
 
 Exit status (``pipelines.cli.args``): 0 done (also when nothing changed), 1 bad configuration or
-input, 3 control totals not balanced (the version is published anyway, for investigation, like the
+input, 3 control totals not balanced (the version is committed anyway, for investigation, like the
 batch job). The job flags are the batch job's (``add_job_flags``).
 """
 
@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     """Add the ``rerate`` sub-command to an argparse subparsers object."""
     p = add_command(
         subparsers, "rerate", run, beam_flags=True,
-        help="re-rate a billing cycle and publish a new version of it (or --what-if: report only); extra flags go "
+        help="re-rate a billing cycle and commit it as a new snapshot (or --what-if: report only); extra flags go "
              "to Beam")
     p.add_argument("--cycle", required=True, help="YYYY-MM: the service cycle to re-rate")
     p.add_argument("--input", required=True, help="glob of CDR files: every file the cycle's records came from "
@@ -41,7 +41,7 @@ def run(args, beam_args: list[str]) -> int:
     config = RerateConfig(cycle=args.cycle, input_glob=args.input, reference_dir=args.reference,
                           output_dir=args.output, what_if_dir=args.what_if, report_path=args.report,
                           shards=args.shards, batch_size=args.batch_size, closed_through=args.closed_through,
-                          top_records=args.top, shuffle=args.shuffle)
+                          top_records=args.top, shuffle=args.shuffle, catalog_uri=args.catalog_uri)
     result = run_rerate(config, beam_args)
     print(format_result(result))
     return exit_status(result["balanced"])
@@ -63,11 +63,12 @@ def format_result(result: dict, *, rows: int = 10) -> str:
     if result["what_if"]:
         lines.append(f"what-if for cycle {result['cycle']} with {result['reference']} (the store is not written)")
     elif result["version"] is None:
-        lines.append(f"cycle {result['cycle']}: no change against version {result['previous_version']}; "
-                     "no new version written")
+        lines.append(f"cycle {result['cycle']}: no change against the store as of run {result['previous_version']}; "
+                     "nothing committed")
     else:
-        lines.append(f"cycle {result['cycle']}: version {result['version']} published (was "
-                     f"{result['previous_version']}) at {result['path']}")
+        lines.append(f"cycle {result['cycle']}: committed as run {result['version']} ({result['run_id']}; the cycle "
+                     f"as of run {result['previous_version']} stays readable with --as-of); record diff in "
+                     f"{result['audit']}")
     state = "closed: adjustments on the next open invoice" if result["closed"] else "open: the new version replaces it"
     lines.append(f"cycle is {state}")
     lines += [f"output store    {note}" for note in result.get("tidied", [])]

@@ -1,0 +1,276 @@
+"""What a batch run continues from the store: the usage of its open cycles, and the records it already rated.
+
+A batch run that adds usage to a cycle the store already holds re-rates that cycle from all of its
+usage: the events the store rated (read back from the rated table as usage rows) together with the
+new records, in one event-time order. So allowances and tiers carry on from what the store holds,
+and a record older than ones already rated corrects them, exactly as one batch over all the files
+would have rated them. The run replaces the cycles it changed, in one commit.
+
+    prepare_prior(store, ...)   submitter: the open cycles' events as usage files, and a key index
+    ReadPrior                   worker: a usage file of the store -> usage batches (+ ``prior_in``)
+    DropStored                  worker: drops new records the store already rated -> duplicates
+
+``DropStored`` catches a record the store rated in any cycle of the index (the open cycles and the
+one before the earliest of them): it becomes a duplicate naming the original's input file,
+position and the run that rated it. Re-rated cycles must have been rated with the same reference
+data as this run (``check_same_reference``): a change of tariffs is a re-rate, with its report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import polars as pl
+import pyarrow.parquet as pq
+from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, NotNull
+
+from cdr_schemas import duplicate_schema, usage_batch_schema
+from pipelines.decode import COUNTS
+from pipelines.dedup import DUPLICATES
+from rating.cycles import month_bounds, month_index, month_label
+from rating.partition import RECORD_KEY, hash_columns, split_by_record_key
+from sinks.iceberg import IcebergStore
+from sinks.iceberg.tables import arrow_schema
+
+PRIOR_FOLDER = "prior"
+ROWS_PER_FILE = 500_000
+_RUN_OF_FILE = re.compile(r"(\d{8}T\d{6}Z-[0-9a-f]{8})-part-\d+\.parquet$")
+# The rated-event columns a usage row is rebuilt from, and the key index's columns.
+_RATED_COLUMNS = ["record_id", "source", "service", "served_msisdn", "other_party", "visited_network", "start_time",
+                  "raw_units", "service_cycle", "input_file", "input_position"]
+_IDENTITY = ["service", "served_msisdn", "other_party", "visited_network", "start_time", "raw_units"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorUsage:
+    """What a run re-rates from the store: ``cycles`` (open service cycles the store holds), their
+    events as usage Parquet files (``usage_files``), ``records`` of them, and ``keys_file``: an Arrow
+    IPC file of every stored record a new one may repeat, sorted by key hash (None: no stored cycle)."""
+    cycles: tuple[str, ...]
+    usage_files: tuple[str, ...]
+    records: dict            # {cycle: events re-rated from the store}
+    keys_file: str | None
+
+    @classmethod
+    def none(cls) -> "PriorUsage":
+        return cls((), (), {}, None)
+
+
+def check_same_reference(store: IcebergStore, cycles: list[str], reference: str) -> None:
+    """ValueError when a cycle to re-rate was last rated with other reference data than ``reference``
+    (a SHA-256 of ``rating.engine.reference_fingerprint``): continuing it would re-price its events."""
+    for cycle in cycles:
+        for run in reversed(store.runs()):
+            totals = run.control_totals
+            if run.kind not in ("batch", "rerate") or cycle not in totals.get("cycles", {}) | \
+                    ({totals["cycle"]: None} if "cycle" in totals else {}):
+                continue
+            rated_with = totals.get("run", {}).get("fingerprint", {}).get("reference")
+            if rated_with != reference:
+                raise ValueError(
+                    f"cycle {cycle} of {store.output} was rated with other reference data (run {run.run_id}) than "
+                    f"--reference: a batch run adds usage to a cycle only with the reference data that rated it. "
+                    f"Re-rate the cycle with the new reference data first (usage-rating rerate --cycle {cycle} ...), "
+                    f"then add the new files")
+            break
+
+
+def open_cycles(store: IcebergStore, closed_through: str | None) -> list[str]:
+    """The service cycles the store holds that are not closed: a batch run re-rates those it adds to."""
+    held = store.partition_values("rated")
+    return sorted(c for c in held if closed_through is None or month_index(c) > month_index(closed_through))
+
+
+def prepare_prior(store: IcebergStore, cycles: list[str], scratch: Path) -> PriorUsage:
+    """Write the stored events of ``cycles`` as usage rows under ``scratch/prior`` and the key index
+    of those cycles and the held cycle before the earliest of them."""
+    held = store.partition_values("rated")
+    if not held:
+        return PriorUsage.none()
+    indexed = sorted(set(cycles) | ({month_label(month_index(min(cycles)) - 1)} & held if cycles else
+                                    {max(held)}))
+    folder = scratch / PRIOR_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    keys, usage_files, records = [], [], {}
+    for cycle in indexed:
+        rated = _read_with_runs(store, "rated", cycle)
+        keys.append(rated.select(["source", "record_id", "input_file", "input_position", "run_id", *_IDENTITY]))
+        rejected = _read_with_runs(store, "rejected", cycle)
+        keys.append(pa.table({name: rejected.column(name) if name in rejected.column_names
+                              else pa.nulls(rejected.num_rows, keys[0].schema.field(name).type)
+                              for name in keys[0].column_names}, schema=keys[0].schema))
+        if cycle in cycles and rated.num_rows:
+            usage = usage_rows(rated)
+            for start in range(0, usage.num_rows, ROWS_PER_FILE):
+                path = folder / f"usage-{cycle}-{start // ROWS_PER_FILE:05d}.parquet"
+                pq.write_table(usage.slice(start, ROWS_PER_FILE), path, compression="lz4")
+                usage_files.append(str(path))
+            records[cycle] = usage.num_rows
+    index = pa.concat_tables(keys).combine_chunks()
+    key_hash = hash_columns(index.to_batches()[0], list(RECORD_KEY)) if index.num_rows else np.zeros(0, np.uint64)
+    index = index.append_column("key_hash", pa.array(key_hash, pa.uint64()))
+    index = index.take(pc.sort_indices(index, sort_keys=[("key_hash", "ascending")]))
+    keys_file = folder / "keys.arrow"
+    with ipc.new_file(keys_file, index.schema) as writer:
+        writer.write_table(index)
+    return PriorUsage(tuple(cycles), tuple(usage_files), records, str(keys_file))
+
+
+def _read_with_runs(store: IcebergStore, table: str, cycle: str) -> pa.Table:
+    """The cycle's rated events (the columns a usage row needs), or the keys of its rejected records
+    (those in its calendar month, with a key), with ``run_id``: the run that wrote each row's data
+    file (from the file's name; null for files written otherwise, e.g. compacted)."""
+    if table == "rated":
+        columns, where = _RATED_COLUMNS, In("service_cycle", [cycle])
+    else:
+        columns = ["source", "record_id", "start_time", "input_file", "input_position"]
+        where = And(rejects_in_cycle(cycle), And(NotNull("source"), NotNull("record_id")))
+    parts = []
+    for task in store.scan(table, row_filter=where, selected_fields=columns).plan_files():
+        data = pq.read_table(task.file.file_path.removeprefix("file://"), columns=columns)
+        if table == "rejected":
+            data = pl.from_arrow(data).filter(_polars_filter(cycle)).to_arrow()
+        match = _RUN_OF_FILE.search(task.file.file_path)
+        parts.append(data.append_column("run_id", pa.array([match.group(1) if match else None] * data.num_rows,
+                                                           pa.string())))
+    schema = pa.schema([arrow_schema(table).field(c) for c in columns] + [pa.field("run_id", pa.string())])
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables([p.cast(schema) for p in parts]) \
+        .sort_by([("input_file", "ascending"), ("input_position", "ascending")])
+
+
+def rejects_in_cycle(cycle: str):
+    """pyiceberg filter of the rejected records that belong to ``cycle``: those whose start_time
+    falls in its calendar month (UTC), the rule of ``rating.cycles.in_cycle_scope``."""
+    start, end = month_bounds(cycle)
+    return And(GreaterThanOrEqual("start_time", start.isoformat()), LessThan("start_time", end.isoformat()))
+
+
+def _polars_filter(cycle: str) -> pl.Expr:
+    """Rejected rows of ``cycle`` with a key: the row filter of ``rejects_in_cycle``, in Polars (a
+    scan's filter prunes files; the rows of a file are filtered here)."""
+    start, end = month_bounds(cycle)
+    return (pl.col("start_time") >= start) & (pl.col("start_time") < end) & \
+        pl.col("source").is_not_null() & pl.col("record_id").is_not_null()
+
+
+def usage_rows(rated: pa.Table) -> pa.Table:
+    """Rated events as the usage rows they were rated from (``usage_batch_schema()``).
+
+    Rating reads the service, numbers, visited network, start time and raw units of a record; the
+    rest is not kept in the store: voice seconds and SMS messages come back from ``raw_units``, data
+    bytes as up and down halves of it (each within the per-counter limit the original passed).
+    """
+    service = rated.column("service")
+    raw = rated.column("raw_units")
+    zero = pa.scalar(0, pa.int64())
+
+    def when(name: str, value):
+        return pc.if_else(pc.equal(service, name), value, zero)
+
+    up = pc.divide(raw, 2)
+    columns = {
+        "record_id": rated.column("record_id"), "source": rated.column("source"), "service": service,
+        "served_msisdn": rated.column("served_msisdn"), "other_party": rated.column("other_party"),
+        "start_time": rated.column("start_time"), "duration_s": when("VOICE", raw),
+        "bytes_up": when("DATA", up), "bytes_down": when("DATA", pc.subtract(raw, up)),
+        "message_count": pc.cast(when("SMS", raw), pa.int32()),
+        "visited_network": rated.column("visited_network"),
+        "partial_sequence": pa.array(np.zeros(rated.num_rows, np.int32)),
+        "input_file": rated.column("input_file"), "input_position": rated.column("input_position"),
+    }
+    schema = usage_batch_schema()
+    return pa.table([columns[f.name] if f.name in columns else pa.nulls(rated.num_rows, f.type) for f in schema],
+                    schema=schema)
+
+
+class ReadPrior(beam.DoFn):
+    """A prior usage file -> its usage batches, and ``{"prior_in": rows}`` to the counts."""
+
+    def process(self, path: str):
+        table = pq.read_table(path).cast(usage_batch_schema())
+        for batch in table.to_batches(max_chunksize=65_536):
+            yield batch
+        yield beam.pvalue.TaggedOutput(COUNTS, {"prior_in": table.num_rows})
+
+
+class DropStored(beam.DoFn):
+    """Usage batch -> its records the store has not rated (main), and the others as duplicates
+    ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
+
+    def __init__(self, keys_file: str, shards: int):
+        self._keys_file = keys_file
+        self._shards = shards
+        self._index = None
+        self._hashes = None
+
+    def setup(self):
+        with pa.memory_map(self._keys_file) as source:
+            self._index = ipc.open_file(source).read_all()
+        self._hashes = self._index.column("key_hash").to_numpy()
+
+    def process(self, batch: pa.RecordBatch):
+        if batch.num_rows == 0 or len(self._hashes) == 0:
+            yield batch
+            return
+        h = hash_columns(batch, list(RECORD_KEY))
+        at = np.searchsorted(self._hashes, h)
+        found = np.full(batch.num_rows, -1, np.int64)
+        for row in np.flatnonzero((at < len(self._hashes)) & (self._hashes[np.minimum(at, len(self._hashes) - 1)] == h)):
+            found[row] = self._match(batch, row, int(at[row]), h[row])
+        stored = found >= 0
+        if not stored.any():
+            yield batch
+            return
+        yield batch.filter(pa.array(~stored))
+        dups = batch.filter(pa.array(stored))
+        yield from (beam.pvalue.TaggedOutput(DUPLICATES, pair)
+                    for pair in split_by_record_key(self._duplicates(dups, found[stored]), self._shards))
+
+    def _match(self, batch: pa.RecordBatch, row: int, at: int, key_hash) -> int:
+        """Index row of the stored record with the key of ``batch``'s ``row`` (hashes tie), or -1."""
+        source, record_id = batch.column("source")[row].as_py(), batch.column("record_id")[row].as_py()
+        while at < len(self._hashes) and self._hashes[at] == key_hash:
+            if self._index.column("source")[at].as_py() == source and \
+                    self._index.column("record_id")[at].as_py() == record_id:
+                return at
+            at += 1
+        return -1
+
+    def _duplicates(self, dups: pa.RecordBatch, originals: np.ndarray) -> pa.RecordBatch:
+        original = self._index.take(pa.array(originals))
+        rebuilt = usage_rows_identity(dups)
+        identical = np.ones(dups.num_rows, np.bool_)
+        for name in _IDENTITY:
+            a, b = rebuilt[name], original.column(name)
+            same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+            identical &= same.to_numpy(zero_copy_only=False)
+        columns = {"record_id": dups.column("record_id"), "source": dups.column("source"),
+                   "start_time": dups.column("start_time"), "input_file": dups.column("input_file"),
+                   "input_position": dups.column("input_position"),
+                   "original_input_file": original.column("input_file").combine_chunks(),
+                   "original_input_position": original.column("input_position").combine_chunks(),
+                   "identical": pa.array(identical),
+                   "original_run_id": original.column("run_id").combine_chunks()}
+        schema = duplicate_schema()
+        return pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def usage_rows_identity(batch: pa.RecordBatch) -> dict:
+    """The identity columns (``_IDENTITY``) of usage rows, raw units as rating counts them."""
+    service = batch.column("service")
+    bytes_total = pc.add(batch.column("bytes_up"), batch.column("bytes_down"))
+    raw = pc.if_else(pc.equal(service, "VOICE"), batch.column("duration_s"),
+                     pc.if_else(pc.equal(service, "SMS"), pc.cast(batch.column("message_count"), pa.int64()),
+                                bytes_total))
+    return {"service": service, "served_msisdn": batch.column("served_msisdn"),
+            "other_party": batch.column("other_party"), "visited_network": batch.column("visited_network"),
+            "start_time": batch.column("start_time"), "raw_units": raw}
