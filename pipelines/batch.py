@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -38,6 +39,7 @@ from rating.cycles import cycle_bounds_of
 from rating.engine import RatingEngine, reference_fingerprint
 from sinks.files import write_parquet
 from sinks.iceberg import ConcurrentCommitError
+from sinks.iceberg.catalog import delete_file
 
 COMMIT_ATTEMPTS = 3
 
@@ -117,7 +119,7 @@ def appended(run: StagedRun, prior: PriorUsage, totals: dict, paths: list[str], 
     for cycle in set(rated) - set(changed):   # re-rated as the store holds them: keep the store's
         for path in run.dirs.files("rated"):
             if _cycle_of(path) == cycle:
-                Path(path).unlink()
+                delete_file(path)
     billing = _keep_lines_of(run, changed)
     for cycle in set(totals["cycles"]) - set(changed) - set(billing):
         del totals["cycles"][cycle]
@@ -142,14 +144,14 @@ def _keep_lines_of(run: StagedRun, cycles: list[str]) -> set[str]:
         keep = pc.is_in(lines.column("service_cycle"), value_set=pa.array(cycles, pa.string()))
         kept = lines.filter(keep)
         if kept.num_rows == 0:
-            Path(path).unlink()
+            delete_file(path)
             continue
         billing.add(_cycle_of(path))
         if kept.num_rows != lines.num_rows:
             write_parquet(path, kept)
     for path in run.dirs.files("invoices"):
         if _cycle_of(path) not in billing:
-            Path(path).unlink()
+            delete_file(path)
     return billing
 
 
@@ -170,7 +172,7 @@ def _recompute_invoices(run: StagedRun, billing: set[str], cycles: list[str], re
         summaries = summarise_invoices(lines, cycle_bounds_of(engine.compiled, accounts, cycle))
         for path in run.dirs.files("invoices"):
             if _cycle_of(path) == cycle:
-                Path(path).unlink()
+                delete_file(path)
         write_by_cycle(run.dirs, "invoices", 0, summaries.cast(invoice_summary_schema()), "billing_cycle")
 
 
@@ -211,17 +213,23 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         closed_through = effective_closed_through(run.store, config.closed_through)
         config = dataclasses.replace(config, closed_through=closed_through,
                                      shards=config.shards if config.shards is not None else auto_shards(paths))
+        started = time.monotonic()
         cycles = open_cycles(run.store, closed_through)
         check_same_reference(run.store, cycles, fingerprint["reference"])
         prior = prepare_prior(run.store, cycles, run.scratch)
-        totals, elapsed = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),
-                                           "RateUsageFiles", inputs, pipeline_args)
+        timings = {"prior_s": time.monotonic() - started}
+        totals, timings["pipeline_s"] = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),
+                                                         "RateUsageFiles", inputs, pipeline_args)
+        started = time.monotonic()
         files, overwrite = appended(run, prior, totals, paths, config.reference_dir)
         totals["run"] = {"inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
                          "shards": config.shards, "closed_through": closed_through, "fingerprint": fingerprint,
-                         "elapsed_s": round(elapsed, 3)}
+                         "elapsed_s": round(timings["pipeline_s"], 3)}
         committed = run.commit("batch", files, totals, overwrite=overwrite)
-    return {**totals, "elapsed_s": elapsed, "run_id": run.run_id, "run_number": committed.run.run_number,
+        timings["commit_s"] = time.monotonic() - started
+    elapsed = sum(timings.values())
+    return {**totals, "elapsed_s": elapsed, "timings": timings, "run_id": run.run_id,
+            "run_number": committed.run.run_number,
             "input_files": len(paths), "shards": config.shards, "tidied": run.tidied,
             "billing_cycles": _cycles_of(files["charges"])}
 

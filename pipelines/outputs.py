@@ -34,31 +34,35 @@ from pipelines.rate import RATED
 from rating.money import exact_sum
 from rating.partition import split_by_input_file
 from sinks.files import write_json, write_parquet
+from sinks.iceberg.catalog import join, list_files
 
 OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "control")
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputDirs:
-    """Local folder of each output (``OUTPUT_FOLDERS``) and ``prefix``, the run id every file name
-    starts with. ``under(root, prefix)``: every output in a folder of its name under ``root``."""
+    """Where each output goes (``OUTPUT_FOLDERS``): a URI per data table (``file://``, ``s3://``,
+    ``gs://``: the store's table data folders) and a local folder for ``control``; ``prefix`` is
+    the run id every file name starts with. ``under(root, prefix)``: every output in a local
+    folder of its name under ``root``."""
     folders: dict
     prefix: str
 
     @classmethod
     def under(cls, root: str | Path, prefix: str) -> "OutputDirs":
-        return cls({folder: str(Path(root, folder)) for folder in OUTPUT_FOLDERS}, prefix)
+        root = Path(root).resolve()
+        return cls({folder: str(root / folder) if folder == "control" else "file://" + str(root / folder)
+                    for folder in OUTPUT_FOLDERS}, prefix)
 
-    def path(self, folder: str, shard: int, partition: str | None = None) -> Path:
-        """File of ``shard`` in ``folder`` (in its Hive-style ``partition`` folder, e.g. ``service_cycle=2026-01``)."""
+    def path(self, folder: str, shard: int, partition: str | None = None) -> str:
+        """URI of ``shard``'s file in ``folder`` (in its Hive-style ``partition`` folder, e.g. ``service_cycle=2026-01``)."""
         name = f"{self.prefix}-part-{shard:05d}.parquet"
-        base = Path(self.folders[folder])
-        return base / partition / name if partition else base / name
+        return join(self.folders[folder], *([partition] if partition else []), name)
 
     def files(self, folder: str) -> list[str]:
-        """This run's Parquet files in ``folder`` (partition folders included), sorted."""
-        base = Path(self.folders[folder])
-        return sorted(str(p) for p in base.rglob(f"{self.prefix}-part-*.parquet")) if base.is_dir() else []
+        """URIs of this run's Parquet files in ``folder`` (partition folders included), sorted."""
+        return [uri for uri in list_files(self.folders[folder])
+                if uri.rsplit("/", 1)[1].startswith(f"{self.prefix}-part-") and uri.endswith(".parquet")]
 
 
 # Rated events are the biggest output: dictionary-encode only the columns with few distinct values,

@@ -134,7 +134,7 @@ def _read_with_runs(store: IcebergStore, table: str, cycle: str) -> pa.Table:
         where = And(rejects_in_cycle(cycle), And(NotNull("source"), NotNull("record_id")))
     parts = []
     for task in store.scan(table, row_filter=where, selected_fields=columns).plan_files():
-        data = pq.read_table(task.file.file_path.removeprefix("file://"), columns=columns)
+        data = pq.read_table(task.file.file_path, columns=columns)
         if table == "rejected":
             data = pl.from_arrow(data).filter(_polars_filter(cycle)).to_arrow()
         match = _RUN_OF_FILE.search(task.file.file_path)

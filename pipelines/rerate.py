@@ -157,10 +157,11 @@ def _check_nothing_lost(diff: RecordDiff, cycle: str) -> None:
 
 
 def _frame(files: list[str], columns: list[str]) -> pl.LazyFrame:
-    if not files:
-        schemas = {**{f.name: f for f in rejected_schema()}, **{f.name: f for f in rated_event_schema()}}
-        return pl.from_arrow(pa.schema([schemas[c] for c in columns]).empty_table()).lazy()
-    return pl.scan_parquet(files, hive_partitioning=False).select(columns)
+    """``columns`` of Parquet files (local paths or URIs) as one frame."""
+    schemas = {**{f.name: f for f in rejected_schema()}, **{f.name: f for f in rated_event_schema()}}
+    schema = pa.schema([schemas[c] for c in columns])
+    tables = [pq.read_table(f, columns=columns).cast(schema) for f in files]
+    return pl.from_arrow(pa.concat_tables(tables) if tables else schema.empty_table()).lazy()
 
 
 def _rejects_now(files: list[str], cycle: str) -> pl.LazyFrame:
@@ -256,7 +257,7 @@ def _version_files(config, run: StagedRun, diff: RecordDiff, *, closed: bool, bi
     replaced = ("rejected", "duplicates", "invoices") + (("charges",) if closed else ())
     for table in replaced:
         for path in run.dirs.files(table):
-            Path(path).unlink()
+            cat.delete_file(path)
     if diff.rejected.height:
         rejects = diff.rejected.sort(["input_file", "input_position"]).to_arrow().cast(rejected_schema())
         write_parquet(run.dirs.path("rejected", 0), rejects, statistics=REJECTED_STATISTICS_COLUMNS)
@@ -284,13 +285,14 @@ def _version_files(config, run: StagedRun, diff: RecordDiff, *, closed: bool, bi
 
 
 def _write_audit(store: IcebergStore, run_id: str, diff: RecordDiff, summary: dict, adjustments) -> str:
-    """Keep the re-rate's record diff, adjustment records and impact summary in ``OUT/audit/RUN_ID``."""
-    folder = Path(local_path(cat.join(store.uri, AUDIT, run_id)))
-    write_parquet(folder / "changes.parquet", diff.changes.to_arrow())
+    """Keep the re-rate's record diff, adjustment records and impact summary in ``OUT/audit/RUN_ID``
+    (returned as a local path for a local store, else as a URI)."""
+    folder = cat.join(store.uri, AUDIT, run_id)
+    write_parquet(cat.join(folder, "changes.parquet"), diff.changes.to_arrow())
     if adjustments is not None:
-        write_parquet(folder / "adjustment_records.parquet", adjustments.records.to_arrow())
-    write_json(folder / "summary.json", summary)
-    return str(folder)
+        write_parquet(cat.join(folder, "adjustment_records.parquet"), adjustments.records.to_arrow())
+    write_json(cat.join(folder, "summary.json"), summary)
+    return local_path(folder) or folder
 
 
 def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> dict:

@@ -53,18 +53,19 @@ def effective_closed_through(store: IcebergStore, closed_through: str | None) ->
     return max(candidates, key=month_index) if candidates else None
 
 
-def local_path(uri: str) -> str:
-    """The local path of a ``file://`` URI (the store's data folders on local disk)."""
+def local_path(uri: str) -> str | None:
+    """The local path of a ``file://`` URI; None for object storage."""
     parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme != "file":
-        raise ValueError(f"{uri}: the jobs write data files to a local or shared mounted warehouse only in this "
-                         f"version; object-storage warehouses (gs://, s3://) are read and written by the store")
-    return urllib.parse.unquote(parsed.path)
+    return urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else None
 
 
 def scratch_dir_for(output: str, run_id: str) -> Path:
-    """A run's scratch folder (control totals, shuffle spills): hidden, inside a local ``output``."""
-    return Path(local_path(cat.output_uri(output))) / f".{SCRATCH_PREFIX}{run_id}"
+    """A run's scratch folder (control totals, shuffle spills): hidden, inside a local ``output``;
+    a temporary folder of this machine for a store on object storage."""
+    local = local_path(cat.output_uri(output))
+    if local is None:
+        return Path(tempfile.gettempdir()) / f"usage-rating-{SCRATCH_PREFIX}{run_id}"
+    return Path(local) / f".{SCRATCH_PREFIX}{run_id}"
 
 
 @dataclasses.dataclass
@@ -104,7 +105,7 @@ class StagedRun:
 
     def written(self) -> dict[str, list[str]]:
         """The data files this run wrote, per table, as URIs."""
-        return {table: ["file://" + path for path in self.dirs.files(table)] for table in DATA_TABLES}
+        return {table: self.dirs.files(table) for table in DATA_TABLES}
 
     def commit(self, kind: str, files: Mapping[str, list[str]], totals: dict,
                overwrite: Mapping | None = None) -> CommitResult:
@@ -117,9 +118,9 @@ class StagedRun:
     def discard_files(self) -> None:
         """Remove every data file of this run (before a commit, or what a commit did not take)."""
         for table in DATA_TABLES:
-            for path in self.dirs.files(table):
-                if "file://" + path not in self._taken:
-                    Path(path).unlink(missing_ok=True)
+            for uri in self.dirs.files(table):
+                if uri not in self._taken:
+                    cat.delete_file(uri)
 
 
 @contextlib.contextmanager
@@ -142,10 +143,10 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
         tidied = _tidy(store, exclusive) if write else []
         if write:
             scratch = scratch_dir_for(output, run_id)
-            folders = {table: local_path(store.data_root(table)) for table in DATA_TABLES}
+            folders = {table: store.data_root(table) for table in DATA_TABLES}
         else:
             scratch = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
-            folders = {table: str(scratch / table) for table in DATA_TABLES}
+            folders = {table: "file://" + str(scratch.resolve() / table) for table in DATA_TABLES}
         dirs = OutputDirs({**folders, "control": str(scratch / "control")}, run_id)
         run = StagedRun(run_id, store, scratch, dirs, tidied, exclusive)
         try:
@@ -169,7 +170,7 @@ def _tidy(store: IcebergStore, exclusive: bool) -> list[str]:
         cat.delete_file(path)
     if removed:
         said.append(f"removed {len(removed)} data file(s) of interrupted runs")
-    if urllib.parse.urlparse(store.uri).scheme == "file":
+    if local_path(store.uri) is not None:
         for scratch in sorted(Path(local_path(store.uri)).glob(f".{SCRATCH_PREFIX}*")):
             shutil.rmtree(scratch, ignore_errors=True)
             said.append(f"removed {scratch.name}, left by an interrupted run")

@@ -48,11 +48,19 @@ def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch, *,
 
 
 def write_json(path: str | os.PathLike, document: dict) -> None:
-    """Write ``document`` as indented, key-sorted JSON, atomically."""
+    """Write ``document`` as indented, key-sorted JSON, atomically (``path``: a local path or a URI,
+    as for ``write_parquet``)."""
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    if isinstance(path, str) and "://" in path:
+        fs, path = filesystem(path)
+        if not isinstance(fs, pafs.LocalFileSystem):
+            with fs.open_output_stream(path) as out:
+                out.write(text.encode())
+            return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

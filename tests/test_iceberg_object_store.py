@@ -102,3 +102,52 @@ def test_write_parquet_takes_a_uri_on_object_storage_or_local_disk(s3_bucket, s3
     write_parquet(f"file://{tmp_path}/local/part-0.parquet", data)  # parent folders created, as for a path
     assert [path.name for path in (tmp_path / "local").iterdir()] == ["part-0.parquet"]  # no temp file left
     assert pq.read_table(tmp_path / "local" / "part-0.parquet").equals(data)
+
+
+def test_the_jobs_run_against_a_store_on_s3(s3_bucket, s3_endpoint, catalog_uri, tmp_path, capsys):
+    """batch, an appending batch, close-cycle, rerate, invoice and export with --output s3://...: the
+    same tables as the same runs on local disk, and the data files in the bucket."""
+    from pipelines.cli import main
+    from tests import store_reads
+    import shutil
+
+    from tests.month_cdrs import month_rows, reference_with, write_jsonl
+    from tests.paths import DIRECT, REFERENCE_MIN
+
+    rows = month_rows()
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows[::2])
+    write_jsonl(tmp_path / "in" / "b.jsonl", rows[1::2])
+    remote, local = f"s3://{s3_bucket}/store", tmp_path / "local"
+
+    def both(*args: str) -> None:
+        for output, catalog in ((remote, ["--catalog-uri", catalog_uri]), (str(local), [])):
+            assert main([*args, "--output", output, *catalog]) == 0, capsys.readouterr().err
+
+    for name in ("a", "b"):
+        both("batch", "--input", str(tmp_path / "in" / f"{name}.jsonl"), "--reference", str(REFERENCE_MIN),
+             "--shards", "2", *DIRECT)
+    both("close-cycle", "--cycle", "2026-01")
+    shutil.copytree(REFERENCE_MIN, tmp_path / "month" / "reference")
+    dearer = reference_with(tmp_path / "month", tmp_path, europe_price="0.35")
+    both("rerate", "--cycle", "2026-01", "--input", str(tmp_path / "in" / "*.jsonl"), "--reference", str(dearer),
+         "--shards", "2", *DIRECT)
+    s3_store = IcebergStore.open(remote, catalog_uri=catalog_uri, create=False)
+    assert [run.kind for run in s3_store.runs()] == ["create", "batch", "batch", "close", "rerate"]
+    order = {"rated": ["source", "record_id"], "charges": ["account_id", "billing_cycle", "service_cycle", "line_type",
+                                                           "service", "zone", "band", "item"],
+             "invoices": ["account_id", "billing_cycle"], "rejected": ["input_file", "input_position"]}
+    for table, keys in order.items():
+        on_s3 = s3_store.read(table).sort_by([(k, "ascending") for k in keys])
+        assert on_s3.equals(store_reads.table(local, table).sort_by([(k, "ascending") for k in keys])), table
+    assert any(line["line_type"] == "ADJUSTMENT" for line in s3_store.read("charges").to_pylist())
+    data = [key for key in list_keys(s3_endpoint, s3_bucket) if "/rated/data/" in key]
+    assert data and all(key.startswith("store/rating/rated/data/service_cycle=") for key in data)
+    assert any(key.startswith("store/audit/") for key in list_keys(s3_endpoint, s3_bucket))
+    assert not list(tmp_path.glob("**/.scratch-*")) and not (tmp_path / "s3:").exists()
+
+    capsys.readouterr()
+    assert main(["invoice", "--output", remote, "--catalog-uri", catalog_uri, "--account", "ACC000001"]) == 0
+    assert "ACC000001" in capsys.readouterr().out
+    assert main(["export", "--output", remote, "--catalog-uri", catalog_uri, "--table", "charges",
+                 "--to", str(tmp_path / "charges.parquet")]) == 0
+    assert pq.read_table(tmp_path / "charges.parquet").num_rows == s3_store.read("charges").num_rows

@@ -20,6 +20,8 @@ def print_summary(result: dict, output_dir: str, catalog_uri: str | None = None,
         print(line)
     for note in result.get("tidied", []):
         print(f"output store    {note}")
+    if result.get("prior_in"):
+        print(f"from the store  {result['prior_in']:>14,}   (events of its open cycles, rated again with the new records)")
     print(f"rated           {result['rated']:>14,}")
     print(f"duplicates      {result['duplicates']:>14,}")
     print(f"rejected        {result['rejected_total']:>14,}")
