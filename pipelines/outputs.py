@@ -70,6 +70,9 @@ class OutputDirs:
 RATED_DICTIONARY_COLUMNS = ["source", "service", "served_msisdn", "account_id", "plan_id", "currency",
                             "service_cycle", "zone", "band", "rate_id", "input_file"]
 RATED_STATISTICS_COLUMNS = ["record_id", "start_time", "account_id", "service_cycle"]
+# A shard's rated events are sorted by account (and each shard holds a range of account ids,
+# rating.partition): row groups of this many rows let one account's reads skip the rest of a file.
+RATED_ROW_GROUP_ROWS = 65_536
 # A rejected record's start_time may be any 64-bit value (that can be why it was rejected): no
 # statistics for it, which readers (pyiceberg among them) would turn into dates out of range.
 REJECTED_STATISTICS_COLUMNS = ["reason", "record_id", "source", "input_file", "input_position"]
@@ -90,7 +93,8 @@ class _WriteRated(beam.DoFn):
         shard, batch = element
         table = pa.Table.from_batches([batch])
         write_by_cycle(self._dirs, "rated", shard, table, "service_cycle",
-                        dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS)
+                        dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS,
+                        row_group_size=RATED_ROW_GROUP_ROWS)
         # Exact sums (Python ints): an int64 sum could wrap and still look balanced.
         frame = pl.from_arrow(table.select(["service_cycle", "service", "raw_units", "charge_micros"]))
         groups = frame.group_by(["service_cycle", "service"]).agg(

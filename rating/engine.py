@@ -24,7 +24,7 @@ from rating import engine_cache
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
 from rating.kernels.enrich import assign_cycles, find_subscriptions
-from rating.partition import account_hashes, accounts_of_shard, split_by_account
+from rating.partition import account_ranks, accounts_of_shard, split_by_account
 from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.loader import gc_paused
@@ -49,7 +49,7 @@ def reference_fingerprint(reference_dir: str) -> str:
 class RatingEngine:
     def __init__(self, compiled: CompiledReference):
         self.compiled = compiled
-        self._account_hash = account_hashes(compiled.account_ids)
+        self._account_rank = account_ranks(compiled.account_ids)
         self._warm = False
 
     @classmethod
@@ -133,11 +133,11 @@ class RatingEngine:
 
     def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
         """Account rows whose events ``split_by_account`` sends to ``shard`` (``rating.partition``)."""
-        return accounts_of_shard(self._account_hash, shard, shards)
+        return accounts_of_shard(self._account_rank, shard, shards)
 
     def split_by_account(self, batch: pa.RecordBatch, shards: int) -> list[tuple[int, pa.RecordBatch]]:
         """(shard, sub-batch) pairs: all events of an account in one shard; unknown subscribers by MSISDN."""
-        return split_by_account(batch, self.account_rows(batch), self._account_hash, shards)
+        return split_by_account(batch, self.account_rows(batch), self._account_rank, shards)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,18 +4,22 @@
   deduplication sees them together.
 * **By account** (``split_by_account``, ``accounts_of_shard``): every event of an account in one
   shard, so allowances and tiers are consumed in event-time order and the account is billed once;
-  events of unknown subscribers by their MSISDN.
+  events of unknown subscribers by their MSISDN. Accounts go to shards by **ranges of account id**
+  (shard ``k`` of ``n`` holds the ``k``-th ``n``-th of the ids in sorted order), so each shard's
+  output file covers its own range of ids: a reader of one account's rows (an invoice) opens the
+  one file whose id statistics hold it, not every file of the cycle.
 * **By input file** (``split_by_input_file``): every reject of a file in one shard, so a file's
   rejects are written in input order.
 
-Shards come from FNV-1a 64 hashes of strings, stable across processes, runs and runners (unlike
-Python's salted ``hash``): reruns write the same rows to the same part files.
+Other shards come from FNV-1a 64 hashes of strings, stable across processes, runs and runners
+(unlike Python's salted ``hash``): reruns write the same rows to the same part files.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute in account_ranks)
 
 from rating.arrow_utils import column, string_buffers
 from rating.kernels.hashing import fnv1a_strings, fnv_seed
@@ -46,27 +50,35 @@ def split_by_input_file(batch: pa.RecordBatch, n_shards: int) -> list[tuple[int,
     return split_by_shard(batch, shard_of_hash(hash_columns(batch, ["input_file"]), n_shards), n_shards)
 
 
-def account_hashes(account_ids: list[str]) -> np.ndarray:
-    """The hash of each account id, computed once per reference (indexed by account row)."""
-    ids = pa.RecordBatch.from_arrays([pa.array(list(account_ids), pa.string())], names=["account_id"])
-    return hash_columns(ids, ["account_id"])
+def account_ranks(account_ids: list[str]) -> np.ndarray:
+    """Each account's rank among the reference's account ids in sorted order (indexed by account row),
+    computed once per reference."""
+    ids = pa.array(list(account_ids), pa.string())
+    ranks = np.empty(len(ids), np.int64)
+    ranks[pa.compute.sort_indices(ids).to_numpy()] = np.arange(len(ids))
+    return ranks
 
 
-def split_by_account(batch: pa.RecordBatch, account_rows: np.ndarray, account_hash: np.ndarray,
+def _shard_of_rank(ranks: np.ndarray, n_shards: int) -> np.ndarray:
+    return ranks * n_shards // max(len(ranks), 1)
+
+
+def split_by_account(batch: pa.RecordBatch, account_rows: np.ndarray, account_rank: np.ndarray,
                      n_shards: int) -> list[tuple[int, pa.RecordBatch]]:
-    """(shard, sub-batch) pairs: all events of an account in one shard.
+    """(shard, sub-batch) pairs: all events of an account in one shard, by its id's range.
 
-    ``account_rows``: each event's account row (-1: no subscription, sharded by ``served_msisdn``);
-    ``account_hash``: ``account_hashes`` of the reference's accounts.
+    ``account_rows``: each event's account row (-1: no subscription, sharded by the hash of
+    ``served_msisdn``); ``account_rank``: ``account_ranks`` of the reference's accounts.
     """
-    h = np.where(account_rows >= 0, account_hash[np.maximum(account_rows, 0)],
-                 hash_columns(batch, ["served_msisdn"]))
-    return split_by_shard(batch, shard_of_hash(h, n_shards), n_shards)
+    by_range = _shard_of_rank(account_rank, n_shards)
+    shards = np.where(account_rows >= 0, by_range[np.maximum(account_rows, 0)],
+                      shard_of_hash(hash_columns(batch, ["served_msisdn"]), n_shards))
+    return split_by_shard(batch, shards, n_shards)
 
 
-def accounts_of_shard(account_hash: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
+def accounts_of_shard(account_rank: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     """Account rows whose events ``split_by_account`` sends to ``shard``."""
-    return np.flatnonzero(shard_of_hash(account_hash, n_shards) == shard)
+    return np.flatnonzero(_shard_of_rank(account_rank, n_shards) == shard)
 
 
 def split_by_shard(batch: pa.RecordBatch, shards: np.ndarray, n_shards: int) -> list[tuple[int, pa.RecordBatch]]:

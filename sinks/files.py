@@ -20,7 +20,8 @@ from sinks.iceberg.catalog import filesystem
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch, *,
-                  dictionary: bool | list[str] = True, statistics: bool | list[str] = True) -> None:
+                  dictionary: bool | list[str] = True, statistics: bool | list[str] = True,
+                  row_group_size: int | None = None) -> None:
     """Write ``table`` to ``path`` (parent folders created), atomically, zstd-compressed.
 
     ``path`` is a local path or a URI (``file://``, ``gs://``, ``s3://``: a store's data files,
@@ -28,10 +29,13 @@ def write_parquet(path: str | os.PathLike, table: pa.Table | pa.RecordBatch, *,
     so a failed write leaves no object (object stores publish an upload only once it completes).
     ``dictionary`` / ``statistics``: columns to dictionary-encode / to keep min-max statistics for
     (all by default); big tables write faster when high-cardinality columns are left out.
+    ``row_group_size``: rows per row group (pyarrow's default when None); smaller groups let a
+    reader filtering on a sorted column skip more by the groups' statistics.
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    options = dict(compression="zstd", use_dictionary=dictionary, write_statistics=statistics)
+    options = dict(compression="zstd", use_dictionary=dictionary, write_statistics=statistics,
+                   row_group_size=row_group_size)
     if isinstance(path, str) and "://" in path:
         fs, path = filesystem(path)
         if not isinstance(fs, pafs.LocalFileSystem):

@@ -208,8 +208,13 @@ def test_rated_events_are_read_with_the_account_filter_in_the_scan(store, monkey
     [rated] = scans
     assert "account_id" in str(rated.row_filter) and account in str(rated.row_filter)
     # other service cycles' partitions are pruned: only 2026-01's files are planned
-    assert {str(task.file.partition[0]) for task in rated.plan_files()} == {"2026-01"}
+    planned = list(rated.plan_files())
+    assert {str(task.file.partition[0]) for task in planned} == {"2026-01"}
     assert iceberg.partition_values("rated") > {"2026-01"}
+    # each shard holds a range of account ids (rating.partition): of the cycle's files, only the one
+    # whose account_id bounds hold the account is planned
+    files = [task for task in iceberg.scan("rated", row_filter=EqualTo("service_cycle", "2026-01")).plan_files()]
+    assert len(files) > 1 and len(planned) == 1
 
 
 def test_unknown_account_or_cycle_says_what_exists(store, tmp_path):
