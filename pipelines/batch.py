@@ -30,7 +30,7 @@ from pipelines.bill import CHARGES, INVOICES, BillAccounts
 from pipelines.inputs import match_inputs, normal_path
 from pipelines.options import BatchConfig, auto_shards
 from pipelines.outputs import OutputDirs, WriteOutputs, write_by_cycle
-from pipelines.prior import PriorUsage, check_same_reference, open_cycles, prepare_prior
+from pipelines.prior import PriorUsage, accounts_of_inputs, check_same_reference, open_cycles, prepare_prior
 from pipelines.rate import RATED
 from pipelines.rate_usage import RateUsage
 from pipelines.staged_run import StagedRun, effective_closed_through, staged_run
@@ -93,10 +93,11 @@ def appended(run: StagedRun, prior: PriorUsage, totals: dict, paths: list[str], 
     to the cycles it commits. ValueError (nothing committed) for usage of a cycle the store holds
     but this run may not change (a closed one) or for stored events that no longer rate.
 
-    The run rated its new records together with the store's open cycles (``prior``); it commits
-    the cycles it changed: those with new rated events. Re-rated cycles without new events are left
-    as the store holds them (their files are dropped). Charge lines of the committed service cycles
-    replace the stored ones; the invoices they land on are recomputed over all of their lines.
+    The run rated its new records together with the store's events of the same accounts in its
+    open cycles (``prior``); it commits the cycles it changed (those with new rated events). In a
+    cycle the store holds, the accounts it rated replace theirs: events, charge lines, invoices
+    (recomputed over all of the invoice's lines). Re-rated cycles without new events are left as the
+    store holds them (their files are dropped).
     """
     store = run.store
     held = store.partition_values("rated")
@@ -115,33 +116,37 @@ def appended(run: StagedRun, prior: PriorUsage, totals: dict, paths: list[str], 
         if lost:
             raise ValueError(f"events {store.output} rated from {lost[0]} no longer rate with this reference data "
                              f"(rejected now): re-rate their cycle. Nothing was committed")
+    billed_held = store.partition_values("charges")
+    if not set(rated) & held and not set(_cycles_of(run.dirs.files("charges"))) & billed_held:
+        return run.written(), {}   # new cycles only, on new invoices: every file is committed as it is
     changed = [c for c in rated if _events(totals, c) != prior.records.get(c, 0)]
-    for cycle in set(rated) - set(changed):   # re-rated as the store holds them: keep the store's
-        for path in run.dirs.files("rated"):
-            if _cycle_of(path) == cycle:
-                delete_file(path)
-    billing = _keep_lines_of(run, changed)
-    for cycle in set(totals["cycles"]) - set(changed) - set(billing):
-        del totals["cycles"][cycle]
-    overwrite = {}
+    for path in run.dirs.files("rated"):
+        if _cycle_of(path) not in changed:   # re-rated as the store holds it: keep the store's
+            delete_file(path)
     replaced = sorted(set(changed) & held)
-    if replaced:
-        overwrite["rated"] = In("service_cycle", replaced)
-        overwrite["charges"] = In("service_cycle", replaced)
-    if billing:
-        _recompute_invoices(run, billing, changed, reference_dir)
-        if billing & store.partition_values("invoices"):
-            overwrite["invoices"] = In("billing_cycle", sorted(billing & store.partition_values("invoices")))
+    accounts = pa.array(prior.accounts, pa.string())
+    # In a held cycle the run bills every account of the reference (plan fees), but replaces only its own.
+    mine = pc.field("account_id").isin(accounts)
+    keep = pc.field("service_cycle").isin(pa.array(sorted(set(changed) - held), pa.string())) | \
+        (pc.field("service_cycle").isin(pa.array(replaced, pa.string())) & mine)
+    billing = _keep_lines(run, keep)
+    for cycle in set(totals["cycles"]) - set(changed) - billing:
+        del totals["cycles"][cycle]
+    ours = And(In("service_cycle", replaced), In("account_id", list(prior.accounts))) if replaced else None
+    overwrite = {"rated": ours, "charges": ours} if replaced else {}
+    invoiced = sorted(billing & store.partition_values("invoices"))
+    if invoiced:
+        _recompute_invoices(run, invoiced, ours, reference_dir)
+        overwrite["invoices"] = In("billing_cycle", invoiced)
     return run.written(), overwrite
 
 
-def _keep_lines_of(run: StagedRun, cycles: list[str]) -> set[str]:
-    """Keep the run's charge lines of service ``cycles`` only (rewriting its charge files); returns
-    the billing cycles they are on. Invoice files of other billing cycles are dropped."""
+def _keep_lines(run: StagedRun, keep: pc.Expression) -> set[str]:
+    """Keep the run's charge lines that ``keep`` selects (rewriting its charge files); returns the
+    billing cycles they are on. Invoice files of other billing cycles are dropped."""
     billing = set()
     for path in run.dirs.files("charges"):
         lines = pq.read_table(path)
-        keep = pc.is_in(lines.column("service_cycle"), value_set=pa.array(cycles, pa.string()))
         kept = lines.filter(keep)
         if kept.num_rows == 0:
             delete_file(path)
@@ -155,16 +160,14 @@ def _keep_lines_of(run: StagedRun, cycles: list[str]) -> set[str]:
     return billing
 
 
-def _recompute_invoices(run: StagedRun, billing: set[str], cycles: list[str], reference_dir: str) -> None:
-    """Invoices of ``billing`` cycles that also hold lines of cycles this run did not rate: the
-    run's summaries saw only its own lines, so summarise all of them again."""
+def _recompute_invoices(run: StagedRun, billing: list[str], replaced, reference_dir: str) -> None:
+    """Invoices of ``billing`` cycles the store already has: summarise each over all of its lines as
+    they will stand, the store's (but those the run replaces, ``replaced``) and the run's."""
     store = run.store
     engine = RatingEngine.load(reference_dir)
-    for cycle in sorted(billing):
-        others = store.read("charges", row_filter=And(EqualTo("billing_cycle", cycle),
-                                                      Not(In("service_cycle", cycles))))
-        if others.num_rows == 0:
-            continue
+    for cycle in billing:
+        where = EqualTo("billing_cycle", cycle)
+        others = store.read("charges", row_filter=And(where, Not(replaced)) if replaced is not None else where)
         mine = [pq.read_table(path).cast(charge_line_schema()) for path in run.dirs.files("charges")
                 if _cycle_of(path) == cycle]
         lines = pa.concat_tables([others, *mine])
@@ -216,12 +219,15 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         started = time.monotonic()
         cycles = open_cycles(run.store, closed_through)
         check_same_reference(run.store, cycles, fingerprint["reference"])
-        prior = prepare_prior(run.store, cycles, run.scratch)
+        accounts = accounts_of_inputs(RatingEngine.load(config.reference_dir), paths) if cycles else set()
+        prior = prepare_prior(run.store, cycles, accounts, run.scratch)
         timings = {"prior_s": time.monotonic() - started}
         totals, timings["pipeline_s"] = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),
                                                          "RateUsageFiles", inputs, pipeline_args)
         started = time.monotonic()
         files, overwrite = appended(run, prior, totals, paths, config.reference_dir)
+        timings["select_s"] = time.monotonic() - started
+        started = time.monotonic()
         totals["run"] = {"inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
                          "shards": config.shards, "closed_through": closed_through, "fingerprint": fingerprint,
                          "elapsed_s": round(timings["pipeline_s"], 3)}

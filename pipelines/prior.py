@@ -44,23 +44,27 @@ ROWS_PER_FILE = 500_000
 _RUN_OF_FILE = re.compile(r"(\d{8}T\d{6}Z-[0-9a-f]{8})-part-\d+\.parquet$")
 # The rated-event columns a usage row is rebuilt from, and the key index's columns.
 _RATED_COLUMNS = ["record_id", "source", "service", "served_msisdn", "other_party", "visited_network", "start_time",
-                  "raw_units", "service_cycle", "input_file", "input_position"]
+                  "raw_units", "service_cycle", "account_id", "input_file", "input_position"]
 _IDENTITY = ["service", "served_msisdn", "other_party", "visited_network", "start_time", "raw_units"]
 
 
 @dataclasses.dataclass(frozen=True)
 class PriorUsage:
-    """What a run re-rates from the store: ``cycles`` (open service cycles the store holds), their
-    events as usage Parquet files (``usage_files``), ``records`` of them, and ``keys_file``: an Arrow
-    IPC file of every stored record a new one may repeat, sorted by key hash (None: no stored cycle)."""
+    """What a run re-rates from the store: the events of ``accounts`` in ``cycles`` (open service
+    cycles the store holds) as usage Parquet files (``usage_files``), ``records`` of them per cycle;
+    and the key index of every record the store holds in the indexed cycles: ``keys_file`` (Arrow
+    IPC: key hashes sorted, each with its row in ``details_file``, the records' keys, origin and
+    identity columns). ``keys_file`` None: the store holds nothing to continue or to repeat."""
     cycles: tuple[str, ...]
+    accounts: tuple[str, ...]
     usage_files: tuple[str, ...]
-    records: dict            # {cycle: events re-rated from the store}
+    records: dict
     keys_file: str | None
+    details_file: str | None
 
     @classmethod
     def none(cls) -> "PriorUsage":
-        return cls((), (), {}, None)
+        return cls((), (), (), {}, None, None)
 
 
 def check_same_reference(store: IcebergStore, cycles: list[str], reference: str) -> None:
@@ -88,9 +92,30 @@ def open_cycles(store: IcebergStore, closed_through: str | None) -> list[str]:
     return sorted(c for c in held if closed_through is None or month_index(c) > month_index(closed_through))
 
 
-def prepare_prior(store: IcebergStore, cycles: list[str], scratch: Path) -> PriorUsage:
-    """Write the stored events of ``cycles`` as usage rows under ``scratch/prior`` and the key index
-    of those cycles and the held cycle before the earliest of them."""
+def accounts_of_inputs(engine, paths: list[str]) -> set[str]:
+    """The accounts whose subscriptions the valid records of ``paths`` belong to: a first, cheap pass
+    over the new files (decoding and the subscription lookup, no rating)."""
+    from cdr_schemas.decoders import InputFileError, decode_file
+    from cdr_schemas.validate import validate_usage
+
+    rows = []
+    for path in paths:
+        try:
+            for decoded in decode_file(path):
+                if decoded.usage.num_rows:
+                    valid, _ = validate_usage(decoded.usage)
+                    rows.append(engine.account_rows(valid))
+        except InputFileError as error:
+            raise ValueError(str(error)) from None
+    known = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    return {engine.compiled.account_ids[row] for row in known[known >= 0].tolist()}
+
+
+def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str], scratch: Path) -> PriorUsage:
+    """Write the stored events of ``accounts`` in ``cycles`` as usage rows under ``scratch/prior``,
+    and the key index of every record the store holds in ``cycles`` and the held cycle before the
+    earliest of them. Reads the store a data file at a time: memory holds one file, plus 16 bytes
+    an indexed record."""
     held = store.partition_values("rated")
     if not held:
         return PriorUsage.none()
@@ -98,53 +123,66 @@ def prepare_prior(store: IcebergStore, cycles: list[str], scratch: Path) -> Prio
                                     {max(held)}))
     folder = scratch / PRIOR_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    keys, usage_files, records = [], [], {}
-    for cycle in indexed:
-        rated = _read_with_runs(store, "rated", cycle)
-        keys.append(rated.select(["source", "record_id", "input_file", "input_position", "run_id", *_IDENTITY]))
-        rejected = _read_with_runs(store, "rejected", cycle)
-        keys.append(pa.table({name: rejected.column(name) if name in rejected.column_names
-                              else pa.nulls(rejected.num_rows, keys[0].schema.field(name).type)
-                              for name in keys[0].column_names}, schema=keys[0].schema))
-        if cycle in cycles and rated.num_rows:
-            usage = usage_rows(rated)
-            for start in range(0, usage.num_rows, ROWS_PER_FILE):
-                path = folder / f"usage-{cycle}-{start // ROWS_PER_FILE:05d}.parquet"
-                pq.write_table(usage.slice(start, ROWS_PER_FILE), path, compression="lz4")
-                usage_files.append(str(path))
-            records[cycle] = usage.num_rows
-    index = pa.concat_tables(keys).combine_chunks()
-    key_hash = hash_columns(index.to_batches()[0], list(RECORD_KEY)) if index.num_rows else np.zeros(0, np.uint64)
-    index = index.append_column("key_hash", pa.array(key_hash, pa.uint64()))
-    index = index.take(pc.sort_indices(index, sort_keys=[("key_hash", "ascending")]))
+    wanted = pa.array(sorted(accounts), pa.string())
+    usage_files, records, hashes = [], {}, []
+    details_file = folder / "details.arrow"
+    with ipc.new_file(details_file, _DETAILS_SCHEMA) as details:
+        for cycle in indexed:
+            for table in ("rated", "rejected"):
+                for part in _read_with_runs(store, table, cycle):
+                    keys = _details(part)
+                    details.write_table(keys)
+                    hashes.append(hash_columns(keys.combine_chunks().to_batches()[0], list(RECORD_KEY))
+                                  if keys.num_rows else np.zeros(0, np.uint64))
+                    if table != "rated" or cycle not in cycles:
+                        continue
+                    mine = part.filter(pc.is_in(part.column("account_id"), value_set=wanted))
+                    if mine.num_rows:
+                        path = folder / f"usage-{len(usage_files):05d}.parquet"
+                        pq.write_table(usage_rows(mine), path, compression="lz4")
+                        usage_files.append(str(path))
+                        records[cycle] = records.get(cycle, 0) + mine.num_rows
+    key_hash = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    order = np.argsort(key_hash, kind="stable")
     keys_file = folder / "keys.arrow"
+    index = pa.table({"key_hash": pa.array(key_hash[order], pa.uint64()), "row": pa.array(order, pa.int64())})
     with ipc.new_file(keys_file, index.schema) as writer:
         writer.write_table(index)
-    return PriorUsage(tuple(cycles), tuple(usage_files), records, str(keys_file))
+    return PriorUsage(tuple(cycles), tuple(sorted(accounts)), tuple(usage_files), records, str(keys_file),
+                      str(details_file))
 
 
-def _read_with_runs(store: IcebergStore, table: str, cycle: str) -> pa.Table:
-    """The cycle's rated events (the columns a usage row needs), or the keys of its rejected records
-    (those in its calendar month, with a key), with ``run_id``: the run that wrote each row's data
-    file (from the file's name; null for files written otherwise, e.g. compacted)."""
+_DETAILS_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("record_id", pa.string()),
+                             pa.field("input_file", pa.string()), pa.field("input_position", pa.int64()),
+                             pa.field("run_id", pa.string()), pa.field("service", pa.string()),
+                             pa.field("served_msisdn", pa.string()), pa.field("other_party", pa.string()),
+                             pa.field("visited_network", pa.string()),
+                             pa.field("start_time", pa.timestamp("us", tz="UTC")), pa.field("raw_units", pa.int64())])
+
+
+def _details(part: pa.Table) -> pa.Table:
+    """The key index's columns of stored rows (rejected rows have no identity columns: nulls)."""
+    return pa.table({f.name: part.column(f.name).cast(f.type) if f.name in part.column_names
+                     else pa.nulls(part.num_rows, f.type) for f in _DETAILS_SCHEMA}, schema=_DETAILS_SCHEMA)
+
+
+def _read_with_runs(store: IcebergStore, table: str, cycle: str):
+    """The cycle's rated events (the columns a usage row needs, and account_id), or its rejected
+    records with a key (those in its calendar month), a data file at a time, each with ``run_id``:
+    the run that wrote the file (from its name; null for files written otherwise, e.g. compacted)."""
     if table == "rated":
         columns, where = _RATED_COLUMNS, In("service_cycle", [cycle])
     else:
         columns = ["source", "record_id", "start_time", "input_file", "input_position"]
         where = And(rejects_in_cycle(cycle), And(NotNull("source"), NotNull("record_id")))
-    parts = []
+    schema = pa.schema([arrow_schema(table).field(c) for c in columns])
     for task in store.scan(table, row_filter=where, selected_fields=columns).plan_files():
-        data = pq.read_table(task.file.file_path, columns=columns)
+        data = pq.read_table(task.file.file_path, columns=columns).cast(schema)
         if table == "rejected":
-            data = pl.from_arrow(data).filter(_polars_filter(cycle)).to_arrow()
+            data = pl.from_arrow(data).filter(_polars_filter(cycle)).to_arrow().cast(schema)
         match = _RUN_OF_FILE.search(task.file.file_path)
-        parts.append(data.append_column("run_id", pa.array([match.group(1) if match else None] * data.num_rows,
-                                                           pa.string())))
-    schema = pa.schema([arrow_schema(table).field(c) for c in columns] + [pa.field("run_id", pa.string())])
-    if not parts:
-        return schema.empty_table()
-    return pa.concat_tables([p.cast(schema) for p in parts]) \
-        .sort_by([("input_file", "ascending"), ("input_position", "ascending")])
+        yield data.append_column("run_id", pa.array([match.group(1) if match else None] * data.num_rows,
+                                                    pa.string()))
 
 
 def rejects_in_cycle(cycle: str):
@@ -206,16 +244,20 @@ class DropStored(beam.DoFn):
     """Usage batch -> its records the store has not rated (main), and the others as duplicates
     ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
 
-    def __init__(self, keys_file: str, shards: int):
+    def __init__(self, keys_file: str, details_file: str, shards: int):
         self._keys_file = keys_file
+        self._details_file = details_file
         self._shards = shards
-        self._index = None
+        self._details = None
         self._hashes = None
+        self._rows = None
 
     def setup(self):
-        with pa.memory_map(self._keys_file) as source:
-            self._index = ipc.open_file(source).read_all()
-        self._hashes = self._index.column("key_hash").to_numpy()
+        # Memory-mapped: the index's pages are shared by the workers of a machine and read on demand.
+        keys = ipc.open_file(pa.memory_map(self._keys_file)).read_all().combine_chunks()
+        self._hashes = keys.column("key_hash").to_numpy()
+        self._rows = keys.column("row").to_numpy()
+        self._details = ipc.open_file(pa.memory_map(self._details_file)).read_all()
 
     def process(self, batch: pa.RecordBatch):
         if batch.num_rows == 0 or len(self._hashes) == 0:
@@ -236,17 +278,18 @@ class DropStored(beam.DoFn):
                     for pair in split_by_record_key(self._duplicates(dups, found[stored]), self._shards))
 
     def _match(self, batch: pa.RecordBatch, row: int, at: int, key_hash) -> int:
-        """Index row of the stored record with the key of ``batch``'s ``row`` (hashes tie), or -1."""
+        """Row in the details of the stored record with the key of ``batch``'s ``row`` (hashes tie), or -1."""
         source, record_id = batch.column("source")[row].as_py(), batch.column("record_id")[row].as_py()
         while at < len(self._hashes) and self._hashes[at] == key_hash:
-            if self._index.column("source")[at].as_py() == source and \
-                    self._index.column("record_id")[at].as_py() == record_id:
-                return at
+            stored = int(self._rows[at])
+            if self._details.column("source")[stored].as_py() == source and \
+                    self._details.column("record_id")[stored].as_py() == record_id:
+                return stored
             at += 1
         return -1
 
     def _duplicates(self, dups: pa.RecordBatch, originals: np.ndarray) -> pa.RecordBatch:
-        original = self._index.take(pa.array(originals))
+        original = self._details.take(pa.array(originals))
         rebuilt = usage_rows_identity(dups)
         identical = np.ones(dups.num_rows, np.bool_)
         for name in _IDENTITY:

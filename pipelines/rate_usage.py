@@ -44,7 +44,7 @@ class RateUsage(beam.PTransform):
             deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
             duplicates, counts = deduped[DUPLICATES], decoded[COUNTS]
         else:   # continue the store: drop what it rated, re-rate its open cycles with the new records
-            fresh = decoded[USAGE] | "DropStored" >> beam.ParDo(DropStored(self._prior.keys_file, self._shards)) \
+            fresh = decoded[USAGE] | "DropStored" >> beam.ParDo(DropStored(self._prior.keys_file, self._prior.details_file, self._shards)) \
                 .with_outputs(DUPLICATES, main=UNIQUE)
             prior = paths.pipeline | "PriorFiles" >> beam.Create(list(self._prior.usage_files)) \
                 | "ReadPrior" >> beam.ParDo(ReadPrior()).with_outputs(COUNTS, main=USAGE)

@@ -148,6 +148,20 @@ def test_two_runs_read_back_by_run_id_and_timestamp(store):
         commit_cycles(store, "run-1", {"2026-03": 1})
 
 
+def test_a_replayed_commit_is_a_no_op(store):
+    """A committer asked to commit the same files again (a retried bundle) commits them once."""
+    first = commit_cycles(store, "stream-0001", {"2026-01": 1_000}, kind="stream")
+    snapshots = {table: store.table(table).current_snapshot().snapshot_id for table in DATA_TABLES}
+    again = store.commit_run("stream-0001", "stream", {"rated": ["ignored: never read on a replay"]}, {},
+                             replay=True)
+    assert again.replayed and again.run == first.run and not first.replayed
+    assert {table: store.table(table).current_snapshot().snapshot_id for table in DATA_TABLES} == snapshots
+    assert [run.run_id for run in store.runs()] == ["create", "stream-0001"]
+    assert charges_by_cycle(store.read("rated")) == {"2026-01": {1_000}}
+    with pytest.raises(ValueError, match=r"already committed .*\(run 1, stream\)"):
+        store.commit_run("stream-0001", "batch", {}, {}, replay=True)   # another kind: not the same commit
+
+
 def test_rerate_overwrites_one_cycle_and_keeps_the_previous_version(store):
     commit_cycles(store, "run-1", {"2026-01": 1_000, "2026-02": 2_000})
     commit_cycles(store, "rerate-1", {"2026-01": 1_500}, kind="rerate",

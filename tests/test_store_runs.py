@@ -77,6 +77,28 @@ def test_batch_runs_adding_to_the_same_cycles_give_one_batch_over_all_of_them(tm
     assert second["balanced"]
 
 
+def test_a_run_with_some_accounts_of_a_held_cycle_replaces_only_theirs(tmp_path):
+    """A later file with calls of one account only (one of them older than that account's stored
+    calls): that account is rated again, the other accounts' rows stay as the store holds them."""
+    rows = [r for r in month_rows() if r["start_time"] < "2026-02"]
+    later = [cdr(800 + i, DE_S, f"2026-01-{day:02d}T12:00:00Z", other=FRANCE, duration_s=300)
+             for i, day in enumerate((27, 28, 6))]
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    write_jsonl(tmp_path / "in" / "b.jsonl", later)
+    assert _batch(tmp_path / "in" / "a.jsonl", tmp_path / "steps") == 0
+    before = _tables(tmp_path / "steps")
+    assert _batch(tmp_path / "in" / "b.jsonl", tmp_path / "steps") == 0
+    assert _batch(tmp_path / "in" / "*.jsonl", tmp_path / "once") == 0
+    steps, once = _tables(tmp_path / "steps"), _tables(tmp_path / "once")
+    for name in ("rated", "charges", "invoices", "rejected"):
+        assert steps[name].equals(once[name]), name
+    others = [r for r in before["rated"].to_pylist() if r["account_id"] != "ACC000001"]
+    assert others and others == [r for r in steps["rated"].to_pylist() if r["account_id"] != "ACC000001"]
+    second = store_reads.latest_totals(tmp_path / "steps")
+    account_events = sum(r["account_id"] == "ACC000001" for r in before["rated"].to_pylist())
+    assert second["prior_in"] == account_events and second["records_in"] == 3 and second["balanced"]
+
+
 def test_resubmitting_files_changes_nothing_but_the_duplicates(inputs, tmp_path):
     out = tmp_path / "out"
     assert _batch(inputs / "a.jsonl", out) == 0

@@ -102,6 +102,7 @@ class Rollback:
 class CommitResult:
     run: Run
     rolled_back: tuple[Rollback, ...]  # what recovery undid before this run committed
+    replayed: bool = False             # the run id was committed before: nothing was done (``replay``)
 
 
 def _old_layout_error(output: str) -> ValueError:
@@ -304,7 +305,8 @@ class IcebergStore:
 
     def commit_run(self, run_id: str, kind: str, files: Mapping[str, Sequence[str]], totals: Mapping,
                    overwrite: Mapping[str, str | BooleanExpression] | None = None,
-                   started: dt.datetime | None = None, *, exclusive: bool = False) -> CommitResult:
+                   started: dt.datetime | None = None, *, exclusive: bool = False,
+                   replay: bool = False) -> CommitResult:
         """Commit one run: per data table one transaction (delete ``overwrite[table]``'s rows, then
         register ``files[table]``: Parquet files already written under :meth:`data_location`), then
         the run log row naming each table's resulting snapshot. Recovers a crashed run first
@@ -320,9 +322,14 @@ class IcebergStore:
         by itself: what a job writes depends on what it read (duplicates, allowances, the cycles a
         re-rate overwrites), so the job re-reads the store and runs again.
 
+        ``replay``: the run id is the commit's idempotency key (a committer that may be asked to
+        commit the same files again, e.g. a retried bundle of a stream, derives it from them): a run
+        id of the same kind already in the run log is that commit, returned with ``replayed`` set
+        and nothing done. Without it, an already committed run id is an error.
+
         Raises ``ValueError`` (before committing anything) for an unknown table or kind, a run id
-        already committed, or a file outside its table's location or without statistics for its
-        partition column.
+        already committed (of another kind, or without ``replay``), or a file outside its table's
+        location or without statistics for its partition column.
         """
         overwrite = dict(overwrite or {})
         started = started or _now()
@@ -333,8 +340,12 @@ class IcebergStore:
                 raise ValueError("commit_run: the runs table is written by commit_run itself")
         runs_table = self._table_for_commit(RUNS)   # the run log's head this run's row must follow
         runs = _runs_of(runs_table)
-        if any(run.run_id == run_id for run in runs):
-            raise ValueError(f"run id {run_id!r} is already committed to {self.output}; use a new run id")
+        done = [run for run in runs if run.run_id == run_id]
+        if done and replay and done[0].kind == kind:
+            return CommitResult(done[0], (), replayed=True)
+        if done:
+            raise ValueError(f"run id {run_id!r} is already committed to {self.output} (run {done[0].run_number}, "
+                             f"{done[0].kind}); use a new run id")
         for table, paths in files.items():
             self._check_files(table, list(paths))
         base = runs[-1]
