@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from pyiceberg.expressions import And, EqualTo, In, Not
+from pyiceberg.expressions import And, EqualTo, In
 
 from cdr_schemas import charge_line_schema, invoice_summary_schema
 
@@ -42,6 +42,10 @@ from sinks.iceberg import ConcurrentCommitError
 from sinks.iceberg.catalog import delete_file
 
 COMMIT_ATTEMPTS = 3
+# An append replaces the rows of at most this many accounts by a row filter naming them; beyond it,
+# it rates the touched cycles again for every account and replaces them whole (pyiceberg binds a
+# filter's literals once per data file: thousands of account ids in it cost more than re-rating).
+ACCOUNTS_REPLACED_ONE_BY_ONE = 1_000
 
 
 class RateUsageFiles(beam.PTransform):
@@ -124,19 +128,21 @@ def appended(run: StagedRun, prior: PriorUsage, totals: dict, paths: list[str], 
         if _cycle_of(path) not in changed:   # re-rated as the store holds it: keep the store's
             delete_file(path)
     replaced = sorted(set(changed) & held)
-    accounts = pa.array(prior.accounts, pa.string())
-    # In a held cycle the run bills every account of the reference (plan fees), but replaces only its own.
-    mine = pc.field("account_id").isin(accounts)
-    keep = pc.field("service_cycle").isin(pa.array(sorted(set(changed) - held), pa.string())) | \
-        (pc.field("service_cycle").isin(pa.array(replaced, pa.string())) & mine)
+    # In a held cycle the run bills every account of the reference (plan fees), but replaces only the
+    # accounts it rated again (all of them when ``prior.accounts`` is None).
+    replaced_rows = pc.field("service_cycle").isin(pa.array(replaced, pa.string()))
+    ours = In("service_cycle", replaced) if replaced else None
+    if prior.accounts is not None and replaced:
+        replaced_rows = replaced_rows & pc.field("account_id").isin(pa.array(prior.accounts, pa.string()))
+        ours = And(ours, In("account_id", list(prior.accounts)))
+    keep = pc.field("service_cycle").isin(pa.array(sorted(set(changed) - held), pa.string())) | replaced_rows
     billing = _keep_lines(run, keep)
     for cycle in set(totals["cycles"]) - set(changed) - billing:
         del totals["cycles"][cycle]
-    ours = And(In("service_cycle", replaced), In("account_id", list(prior.accounts))) if replaced else None
     overwrite = {"rated": ours, "charges": ours} if replaced else {}
     invoiced = sorted(billing & store.partition_values("invoices"))
     if invoiced:
-        _recompute_invoices(run, invoiced, ours, reference_dir)
+        _recompute_invoices(run, invoiced, replaced_rows if replaced else None, reference_dir)
         overwrite["invoices"] = In("billing_cycle", invoiced)
     return run.written(), overwrite
 
@@ -160,14 +166,16 @@ def _keep_lines(run: StagedRun, keep: pc.Expression) -> set[str]:
     return billing
 
 
-def _recompute_invoices(run: StagedRun, billing: list[str], replaced, reference_dir: str) -> None:
+def _recompute_invoices(run: StagedRun, billing: list[str], replaced: pc.Expression | None,
+                        reference_dir: str) -> None:
     """Invoices of ``billing`` cycles the store already has: summarise each over all of its lines as
     they will stand, the store's (but those the run replaces, ``replaced``) and the run's."""
     store = run.store
     engine = RatingEngine.load(reference_dir)
     for cycle in billing:
-        where = EqualTo("billing_cycle", cycle)
-        others = store.read("charges", row_filter=And(where, Not(replaced)) if replaced is not None else where)
+        others = store.read("charges", row_filter=EqualTo("billing_cycle", cycle))
+        if replaced is not None:
+            others = others.filter(~replaced)
         mine = [pq.read_table(path).cast(charge_line_schema()) for path in run.dirs.files("charges")
                 if _cycle_of(path) == cycle]
         lines = pa.concat_tables([others, *mine])
@@ -220,6 +228,8 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         cycles = open_cycles(run.store, closed_through)
         check_same_reference(run.store, cycles, fingerprint["reference"])
         accounts = accounts_of_inputs(RatingEngine.load(config.reference_dir), paths) if cycles else set()
+        if len(accounts) > ACCOUNTS_REPLACED_ONE_BY_ONE:
+            accounts = None   # so many: replace their cycles whole (one partition each, no row filter)
         prior = prepare_prior(run.store, cycles, accounts, run.scratch)
         timings = {"prior_s": time.monotonic() - started}
         totals, timings["pipeline_s"] = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),

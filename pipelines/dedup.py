@@ -43,6 +43,10 @@ class _DedupShard(beam.DoFn):
 class DeduplicateUsage(beam.PTransform):
     """Usage batches -> unique usage batches (main) and ``duplicates`` as (shard, batch) pairs.
 
+    The input is one PCollection of usage batches, or a tuple of them (e.g. new records and the
+    store's): each is split by record key where it is made, and only the (shard, payload) pairs
+    meet, so the batches themselves never pass through the runner between stages.
+
     ``shuffle_dir``: spill the shuffle through files there (``pipelines.shuffle``); None: the
     runner's shuffle carries the batches.
     """
@@ -55,10 +59,14 @@ class DeduplicateUsage(beam.PTransform):
         self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, batches):
+        sources = batches if isinstance(batches, tuple) else (batches,)
+        keyed = [source | f"KeyByRecordId{'' if i == 0 else i}" >> beam.ParDo(
+                     SplitByRecordKey(self._shards, self._shuffle)).with_output_types(self._shuffle.element_type)
+                 for i, source in enumerate(sources)]
+        if len(keyed) > 1:
+            keyed = [tuple(keyed) | "AllKeyed" >> beam.Flatten()]
         return (
-            batches
-            | "KeyByRecordId" >> beam.ParDo(SplitByRecordKey(self._shards, self._shuffle))
-            .with_output_types(self._shuffle.element_type)
+            keyed[0]
             | "GroupByRecordId" >> beam.GroupByKey()
             | "DropDuplicates" >> beam.ParDo(_DedupShard(self._shuffle)).with_output_types(pa.RecordBatch)
             .with_outputs(DUPLICATES, main=UNIQUE)

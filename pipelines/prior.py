@@ -56,7 +56,7 @@ class PriorUsage:
     IPC: key hashes sorted, each with its row in ``details_file``, the records' keys, origin and
     identity columns). ``keys_file`` None: the store holds nothing to continue or to repeat."""
     cycles: tuple[str, ...]
-    accounts: tuple[str, ...]
+    accounts: tuple[str, ...] | None   # None: every account of ``cycles``
     usage_files: tuple[str, ...]
     records: dict
     keys_file: str | None
@@ -111,8 +111,8 @@ def accounts_of_inputs(engine, paths: list[str]) -> set[str]:
     return {engine.compiled.account_ids[row] for row in known[known >= 0].tolist()}
 
 
-def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str], scratch: Path) -> PriorUsage:
-    """Write the stored events of ``accounts`` in ``cycles`` as usage rows under ``scratch/prior``,
+def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str] | None, scratch: Path) -> PriorUsage:
+    """Write the stored events of ``accounts`` (None: all) in ``cycles`` as usage rows under ``scratch/prior``,
     and the key index of every record the store holds in ``cycles`` and the held cycle before the
     earliest of them. Reads the store a data file at a time: memory holds one file, plus 16 bytes
     an indexed record."""
@@ -123,7 +123,7 @@ def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str], sc
                                     {max(held)}))
     folder = scratch / PRIOR_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = pa.array(sorted(accounts), pa.string())
+    wanted = pa.array(sorted(accounts), pa.string()) if accounts is not None else None
     usage_files, records, hashes = [], {}, []
     details_file = folder / "details.arrow"
     with ipc.new_file(details_file, _DETAILS_SCHEMA) as details:
@@ -136,7 +136,7 @@ def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str], sc
                                   if keys.num_rows else np.zeros(0, np.uint64))
                     if table != "rated" or cycle not in cycles:
                         continue
-                    mine = part.filter(pc.is_in(part.column("account_id"), value_set=wanted))
+                    mine = part if wanted is None else part.filter(pc.is_in(part.column("account_id"), value_set=wanted))
                     if mine.num_rows:
                         path = folder / f"usage-{len(usage_files):05d}.parquet"
                         pq.write_table(usage_rows(mine), path, compression="lz4")
@@ -148,8 +148,8 @@ def prepare_prior(store: IcebergStore, cycles: list[str], accounts: set[str], sc
     index = pa.table({"key_hash": pa.array(key_hash[order], pa.uint64()), "row": pa.array(order, pa.int64())})
     with ipc.new_file(keys_file, index.schema) as writer:
         writer.write_table(index)
-    return PriorUsage(tuple(cycles), tuple(sorted(accounts)), tuple(usage_files), records, str(keys_file),
-                      str(details_file))
+    return PriorUsage(tuple(cycles), tuple(sorted(accounts)) if accounts is not None else None, tuple(usage_files),
+                      records, str(keys_file), str(details_file))
 
 
 _DETAILS_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("record_id", pa.string()),
@@ -263,11 +263,7 @@ class DropStored(beam.DoFn):
         if batch.num_rows == 0 or len(self._hashes) == 0:
             yield batch
             return
-        h = hash_columns(batch, list(RECORD_KEY))
-        at = np.searchsorted(self._hashes, h)
-        found = np.full(batch.num_rows, -1, np.int64)
-        for row in np.flatnonzero((at < len(self._hashes)) & (self._hashes[np.minimum(at, len(self._hashes) - 1)] == h)):
-            found[row] = self._match(batch, row, int(at[row]), h[row])
+        found = self._lookup(batch)
         stored = found >= 0
         if not stored.any():
             yield batch
@@ -277,16 +273,30 @@ class DropStored(beam.DoFn):
         yield from (beam.pvalue.TaggedOutput(DUPLICATES, pair)
                     for pair in split_by_record_key(self._duplicates(dups, found[stored]), self._shards))
 
-    def _match(self, batch: pa.RecordBatch, row: int, at: int, key_hash) -> int:
-        """Row in the details of the stored record with the key of ``batch``'s ``row`` (hashes tie), or -1."""
-        source, record_id = batch.column("source")[row].as_py(), batch.column("record_id")[row].as_py()
-        while at < len(self._hashes) and self._hashes[at] == key_hash:
-            stored = int(self._rows[at])
-            if self._details.column("source")[stored].as_py() == source and \
-                    self._details.column("record_id")[stored].as_py() == record_id:
-                return stored
-            at += 1
-        return -1
+    def _lookup(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Per row of ``batch``, the row in the details of the stored record with its key, or -1.
+
+        Vectorised: each row's first index entry with its hash is compared by its strings; the rare
+        rows whose hash also belongs to other keys (a 64-bit collision) try the other entries."""
+        h = hash_columns(batch, list(RECORD_KEY))
+        at = np.searchsorted(self._hashes, h)
+        inside = at < len(self._hashes)
+        hit = np.zeros(batch.num_rows, np.bool_)
+        hit[inside] = self._hashes[at[inside]] == h[inside]
+        found = np.full(batch.num_rows, -1, np.int64)
+        rows = np.flatnonzero(hit)
+        if len(rows) == 0:
+            return found
+        candidates = self._rows[at[rows]]
+        take = pa.array(candidates)
+        same = pc.and_(pc.equal(self._details.column("source").take(take), batch.column("source").take(pa.array(rows))),
+                       pc.equal(self._details.column("record_id").take(take),
+                                batch.column("record_id").take(pa.array(rows))))
+        same = same.to_numpy(zero_copy_only=False)
+        found[rows[same]] = candidates[same]
+        for row in rows[~same]:   # a hash shared with another key: the next entries with it
+            found[row] = self._match(batch, int(row), int(at[row]) + 1, h[row])
+        return found
 
     def _duplicates(self, dups: pa.RecordBatch, originals: np.ndarray) -> pa.RecordBatch:
         original = self._details.take(pa.array(originals))

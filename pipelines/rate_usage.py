@@ -48,8 +48,7 @@ class RateUsage(beam.PTransform):
                 .with_outputs(DUPLICATES, main=UNIQUE)
             prior = paths.pipeline | "PriorFiles" >> beam.Create(list(self._prior.usage_files)) \
                 | "ReadPrior" >> beam.ParDo(ReadPrior()).with_outputs(COUNTS, main=USAGE)
-            usage = (fresh[UNIQUE], prior[USAGE]) | "WithPrior" >> beam.Flatten()
-            deduped = usage | "Deduplicate" >> self._deduplicate
+            deduped = (fresh[UNIQUE], prior[USAGE]) | "Deduplicate" >> self._deduplicate
             duplicates = (fresh[DUPLICATES], deduped[DUPLICATES]) | "AllDuplicates" >> beam.Flatten()
             counts = (decoded[COUNTS], prior[COUNTS]) | "AllCounts" >> beam.Flatten()
         rated = deduped[UNIQUE] | "Rate" >> self._rate

@@ -59,9 +59,12 @@ def test_batch_over_a_then_b_gives_exactly_one_batch_over_a_and_b(inputs, tmp_pa
         "balanced", True) for r in runs)
 
 
-def test_batch_runs_adding_to_the_same_cycles_give_one_batch_over_all_of_them(tmp_path):
+@pytest.mark.parametrize("one_by_one", [1_000, 0], ids=["accounts-replaced", "cycles-replaced"])
+def test_batch_runs_adding_to_the_same_cycles_give_one_batch_over_all_of_them(tmp_path, monkeypatch, one_by_one):
     """Hourly runs: each file holds records of every account and cycle, the second one records older
-    than some of the first's (late), so allowances, tiers and the first run's charges carry on."""
+    than some of the first's (late), so allowances, tiers and the first run's charges carry on. The
+    touched accounts' rows are replaced, or (many accounts) their cycles whole."""
+    monkeypatch.setattr("pipelines.batch.ACCOUNTS_REPLACED_ONE_BY_ONE", one_by_one)
     rows = [r for r in month_rows() if r["start_time"] < "2026-02"]
     write_jsonl(tmp_path / "in" / "a1.jsonl", rows[::2])
     write_jsonl(tmp_path / "in" / "a2.jsonl", rows[1::2])
