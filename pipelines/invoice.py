@@ -149,27 +149,28 @@ def _check_totals(summary: dict, lines: pl.DataFrame) -> list[str]:
 
 
 def _reference_terms(reference_dir, account_id: str, currency: str, out):
-    """(minor digits, timezone, bill cycle day, operator name, warnings) from the run's reference data."""
-    from rating.reference import load_reference
+    """(minor digits, timezone, bill cycle day, operator name, warnings) from the run's reference data:
+    its operator.yaml and the account's row of accounts.csv only (the whole reference of a big
+    operator takes seconds to load; an invoice needs these)."""
+    from rating.reference.loader import load_account_terms
 
     fallback = f"amounts are shown with {FALLBACK_MINOR_DIGITS} decimals and dates in UTC"
     if not reference_dir:
         return FALLBACK_MINOR_DIGITS, None, None, None, [
             f"the run log of {out} names no reference directory; {fallback}"]
     try:
-        reference = load_reference(reference_dir)
+        operator, account = load_account_terms(reference_dir, account_id)
     except ValueError as error:
         first = str(error).splitlines()[0]
         return FALLBACK_MINOR_DIGITS, None, None, None, [
             f"reference data {reference_dir} of this run cannot be read ({first}); {fallback}"]
     warnings = []
-    declared = reference.operator.currencies.get(currency)
+    declared = operator.currencies.get(currency)
     digits = declared.minor_unit_digits if declared is not None else FALLBACK_MINOR_DIGITS
     if declared is None:
         warnings.append(f"currency {currency} is not in {reference_dir}/operator.yaml; "
                         f"amounts are shown with {FALLBACK_MINOR_DIGITS} decimals")
-    account = reference.accounts.get(account_id)
     if account is None:
         warnings.append(f"account {account_id} is not in {reference_dir}/accounts.csv; dates are shown in UTC")
-        return digits, None, None, reference.operator.name, warnings
-    return digits, account.timezone, account.bill_cycle_day, reference.operator.name, warnings
+        return digits, None, None, operator.name, warnings
+    return digits, account.timezone, account.bill_cycle_day, operator.name, warnings

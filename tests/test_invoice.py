@@ -480,3 +480,18 @@ def test_invoice_reads_the_current_version_of_re_rated_cycles(reference_min_dir,
     assert adjusted.summary["total_minor"] == february.summary["total_minor"] + int(added["amount_minor"].sum()) < \
         february.summary["total_minor"]
     assert adjustments["description"][0] in "\n".join(_section(render_text(adjusted), "Adjustments and other lines"))
+
+
+def test_an_invoice_reads_only_the_operator_and_its_account_of_the_reference(store, monkeypatch):
+    """A big operator's reference takes seconds to load (a million subscriptions); an invoice needs
+    operator.yaml and one row of accounts.csv, so it never loads the rest."""
+    import rating.reference
+    import rating.reference.loader
+
+    def whole_reference(*args, **kwargs):
+        raise AssertionError("load_reference called by an invoice")
+
+    monkeypatch.setattr(rating.reference.loader, "load_reference", whole_reference)
+    monkeypatch.setattr(rating.reference, "load_reference", whole_reference)
+    data = load_invoice(store, _busiest(store, "2026-01"))
+    assert data.warnings == () and data.timezone and data.bill_cycle_day and data.operator

@@ -13,9 +13,12 @@ import gc
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+
 from rating.reference import billing_tables
+from rating.reference.billing_tables import ACCOUNTS
 from rating.reference.issues import IssueLog, ReferenceDataError, ReferenceIssue
-from rating.reference.model import Operator, Plan, ReferenceData
+from rating.reference.model import Account, Operator, Plan, ReferenceData
 from rating.reference.operator_yaml import read_operator
 from rating.reference.plan_yaml import PlanContext, read_plan
 from rating.reference.subscriptions_csv import read_subscriptions
@@ -102,6 +105,36 @@ def _read(root: Path) -> tuple[ReferenceData | None, list[ReferenceIssue]]:
         subscriptions=subscriptions,
         tax_rates=tax[0],
     ), []
+
+
+def load_account_terms(path: str | Path, account_id: str) -> tuple[Operator, Account | None]:
+    """operator.yaml and ``account_id``'s row of accounts.csv, without reading the rest of the
+    reference (an invoice shows only these: the operator's name and currencies, the account's
+    timezone and bill cycle day). The account is None when accounts.csv has no such row. Raises
+    :class:`ReferenceDataError` when operator.yaml or accounts.csv cannot be read; the row is taken
+    as the run that rated it validated it (``load_reference`` checks every row)."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    root = Path(path)
+    log = IssueLog()
+    operator = _read_operator(root, log)
+    try:
+        table = pacsv.read_csv(root / ACCOUNTS, convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in ("account_id", "currency", "timezone", "bill_cycle_day",
+                                                         "tax_region")}))
+    except (OSError, pa.ArrowInvalid) as error:
+        log.add(ACCOUNTS, "", f"cannot read it ({error})")
+        table = None
+    issues = log.finish()
+    if issues or operator is None or table is None:
+        raise ReferenceDataError(issues, root=root)
+    rows = table.filter(pc.equal(table.column("account_id"), account_id)).to_pylist()
+    if not rows:
+        return operator, None
+    row = rows[0]
+    return operator, Account(account_id, row["currency"], row["timezone"], int(row["bill_cycle_day"]),
+                             row["tax_region"])
 
 
 def _read_operator(root: Path, log: IssueLog) -> Operator | None:
