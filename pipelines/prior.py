@@ -1,19 +1,22 @@
-"""What a batch run continues from the store: the usage of its open cycles, and the records it already rated.
+"""What a batch run continues from the store: the usage of the accounts it adds to, and the records it already holds.
 
-A batch run that adds usage to a cycle the store already holds re-rates that cycle from all of its
-usage: the events the store rated (read back from the rated table as usage rows) together with the
-new records, in one event-time order. So allowances and tiers carry on from what the store holds,
-and a record older than ones already rated corrects them, exactly as one batch over all the files
-would have rated them. The run replaces the cycles it changed, in one commit.
+A batch run that adds usage to a cycle the store already holds rates the accounts it touches again
+for that cycle: the events the store rated (read back from the rated table as usage rows) together
+with the new records, in one event-time order. So allowances and tiers carry on from what the store
+holds, and a record older than ones already rated corrects them, exactly as one batch over all the
+files would have rated them. The run replaces those accounts' rows (or, when it touches many, the
+cycles whole) in one commit (``pipelines.batch.appended``).
 
-    prepare_prior(store, ...)   submitter: the open cycles' events as usage files, and a key index
+    accounts_of_inputs(...)     submitter: the accounts the new files touch (decode, subscription lookup)
+    prepare_prior(store, ...)   submitter: their events as usage files, and a key index of the store
     ReadPrior                   worker: a usage file of the store -> usage batches (+ ``prior_in``)
-    DropStored                  worker: drops new records the store already rated -> duplicates
+    DropStored                  worker: drops new records the store already holds -> duplicates
 
-``DropStored`` catches a record the store rated in any cycle of the index (the open cycles and the
-one before the earliest of them): it becomes a duplicate naming the original's input file,
-position and the run that rated it. Re-rated cycles must have been rated with the same reference
-data as this run (``check_same_reference``): a change of tariffs is a re-rate, with its report.
+``DropStored`` catches a record the store rated or rejected in any cycle of the index (the open
+cycles and the one before the earliest of them): it becomes a duplicate naming the original's
+input file, position and the run that rated it. Re-rated cycles must have been rated with the same
+reference data as this run (``check_same_reference``): a change of tariffs is a re-rate, with its
+report.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 import polars as pl
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, NotNull
 
@@ -40,9 +43,8 @@ from sinks.iceberg import IcebergStore
 from sinks.iceberg.tables import arrow_schema
 
 PRIOR_FOLDER = "prior"
-ROWS_PER_FILE = 500_000
 _RUN_OF_FILE = re.compile(r"(\d{8}T\d{6}Z-[0-9a-f]{8})-part-\d+\.parquet$")
-# The rated-event columns a usage row is rebuilt from, and the key index's columns.
+# The rated-event columns a usage row is rebuilt from; the identity columns a duplicate compares.
 _RATED_COLUMNS = ["record_id", "source", "service", "served_msisdn", "other_party", "visited_network", "start_time",
                   "raw_units", "service_cycle", "account_id", "input_file", "input_position"]
 _IDENTITY = ["service", "served_msisdn", "other_party", "visited_network", "start_time", "raw_units"]
