@@ -27,7 +27,7 @@ from cdr_schemas import charge_line_schema, invoice_summary_schema
 from cdr_schemas.decoders import detect_format
 
 from pipelines.bill import CHARGES, INVOICES, BillAccounts
-from pipelines.inputs import match_inputs, normal_path
+from pipelines.inputs import match_inputs, normal_path, shown_reference
 from pipelines.options import BatchConfig, auto_shards
 from pipelines.outputs import OutputDirs, WriteOutputs, write_by_cycle
 from pipelines.prior import PriorUsage, accounts_of_inputs, check_same_reference, open_cycles, prepare_prior
@@ -238,7 +238,7 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         files, overwrite = appended(run, prior, totals, paths, config.reference_dir)
         timings["select_s"] = time.monotonic() - started
         started = time.monotonic()
-        totals["run"] = {"inputs": paths, "reference": str(Path(config.reference_dir).resolve()),
+        totals["run"] = {"inputs": paths, "reference": shown_reference(config.reference_dir),
                          "shards": config.shards, "closed_through": closed_through, "fingerprint": fingerprint,
                          "elapsed_s": round(timings["pipeline_s"], 3)}
         committed = run.commit("batch", files, totals, overwrite=overwrite)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
@@ -49,6 +49,11 @@ def match_inputs(glob: str) -> InputFiles:
 def normal_path(path: str) -> str:
     """``path`` as recorded in a store: absolute on local disk, unchanged for ``gs://`` and the like."""
     return path if "://" in path else os.path.abspath(path)
+
+
+def shown_reference(reference: str) -> str:
+    """A reference directory as a run records it: resolved on local disk, a ``s3://``/``gs://`` URI as given."""
+    return reference if "://" in reference else str(Path(reference).resolve())
 
 
 def format_skipped(skipped: list[dict]) -> list[str]:

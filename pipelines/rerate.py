@@ -29,7 +29,7 @@ from cdr_schemas import charge_line_schema, invoice_summary_schema, rated_event_
 from pipelines.bill import CHARGES, INVOICES, BillAccounts
 from pipelines.coders import KeyedBatch
 from pipelines.decode import COUNTS
-from pipelines.inputs import match_inputs, normal_path
+from pipelines.inputs import match_inputs, normal_path, shown_reference
 from pipelines.options import RunConfig, auto_shards
 from pipelines.outputs import REJECTED_STATISTICS_COLUMNS, OutputDirs, WriteOutputs, write_by_cycle
 from pipelines.prior import rejects_in_cycle
@@ -337,7 +337,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
         t0 = time.monotonic()
         result = {"cycle": cycle, "what_if": what_if, "closed": closed, "previous_version": previous.run_number,
                   "version": None, "audit": None, "run_id": run.run_id, "input_files": len(paths),
-                  "reference": str(Path(config.rating_reference).resolve())}
+                  "reference": shown_reference(config.rating_reference)}
         if what_if:
             totals = _control_totals(config, totals_run, diff, closed=closed)
         else:

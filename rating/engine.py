@@ -29,6 +29,7 @@ from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.loader import gc_paused
 from rating.reference.model import ReferenceData
+from rating.reference.remote import is_remote, local_reference
 from rating.state import RatingState
 
 
@@ -38,8 +39,9 @@ _LOADING = threading.Lock()   # one compilation per process and reference, howev
 
 
 def reference_fingerprint(reference_dir: str) -> str:
-    """SHA-256 over the relative path and bytes of every file under ``reference_dir``."""
-    root = Path(reference_dir)
+    """SHA-256 over the relative path and bytes of every file under ``reference_dir`` (a local
+    directory, or ``s3://``/``gs://``: its local copy, ``rating.reference.remote``)."""
+    root = Path(local_reference(reference_dir))
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -66,7 +68,7 @@ class RatingEngine:
         those bytes it is returned without reading the directory again; otherwise the directory is
         read and loaded as it is now.
         """
-        directory = os.path.abspath(reference_dir)
+        directory = str(reference_dir) if is_remote(reference_dir) else os.path.abspath(reference_dir)
         with _LOADING:
             engine = _LOADED.get((directory, fingerprint)) if fingerprint is not None else None
             if engine is not None:

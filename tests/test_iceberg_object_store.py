@@ -151,3 +151,38 @@ def test_the_jobs_run_against_a_store_on_s3(s3_bucket, s3_endpoint, catalog_uri,
     assert main(["export", "--output", remote, "--catalog-uri", catalog_uri, "--table", "charges",
                  "--to", str(tmp_path / "charges.parquet")]) == 0
     assert pq.read_table(tmp_path / "charges.parquet").num_rows == s3_store.read("charges").num_rows
+
+
+def test_reference_data_on_s3_rates_as_the_local_copy_does(s3_bucket, s3_endpoint, tmp_path, monkeypatch, capsys):
+    """--reference s3://...: the submitter and every worker read a local copy made once per content;
+    the run records the URI, and the invoice finds the reference through it."""
+    from pipelines.cli import main
+    from rating.engine import reference_fingerprint
+    from rating.reference.remote import local_reference
+    from tests import store_reads
+    from tests.month_cdrs import month_rows, write_jsonl
+    from tests.paths import DIRECT, REFERENCE_MIN
+
+    monkeypatch.setenv("USAGE_RATING_CACHE_DIR", str(tmp_path / "cache"))
+    s3 = client(s3_endpoint)
+    for path in sorted(p for p in REFERENCE_MIN.rglob("*") if p.is_file()):
+        s3.put_object(Bucket=s3_bucket, Key=f"ref/{path.relative_to(REFERENCE_MIN)}", Body=path.read_bytes())
+    remote = f"s3://{s3_bucket}/ref"
+    write_jsonl(tmp_path / "in" / "a.jsonl", month_rows())
+    for reference, out in ((remote, tmp_path / "remote"), (str(REFERENCE_MIN), tmp_path / "local")):
+        assert main(["batch", "--input", str(tmp_path / "in" / "a.jsonl"), "--reference", reference, "--output",
+                     str(out), "--shards", "2", *DIRECT]) == 0, capsys.readouterr().err
+    for table in ("rated", "charges", "invoices"):
+        assert store_reads.table(tmp_path / "remote", table).sort_by("account_id").equals(
+            store_reads.table(tmp_path / "local", table).sort_by("account_id")), table
+    assert store_reads.latest_totals(tmp_path / "remote")["run"]["reference"] == remote
+    assert reference_fingerprint(remote) == reference_fingerprint(str(REFERENCE_MIN))   # the same content
+    copy = local_reference(remote)
+    assert copy.startswith(str(tmp_path / "cache")) and local_reference(remote) == copy   # one copy per content
+    capsys.readouterr()
+    assert main(["invoice", "--output", str(tmp_path / "remote"), "--account", "ACC000001"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    s3.put_object(Bucket=s3_bucket, Key="ref/operator.yaml", Body=(REFERENCE_MIN / "operator.yaml").read_bytes() + b"\n")
+    assert local_reference(remote) != copy   # a changed object: a new copy
+    with pytest.raises(ValueError, match="no reference data there"):
+        local_reference(f"s3://{s3_bucket}/nothing")

@@ -21,6 +21,7 @@ from rating.reference.issues import IssueLog, ReferenceDataError, ReferenceIssue
 from rating.reference.model import Account, Operator, Plan, ReferenceData
 from rating.reference.operator_yaml import read_operator
 from rating.reference.plan_yaml import PlanContext, read_plan
+from rating.reference.remote import local_reference
 from rating.reference.subscriptions_csv import read_subscriptions
 from rating.reference.yaml_fields import open_yaml
 from rating.reference.zone_tables import read_calendar, read_zone_table
@@ -34,12 +35,12 @@ def check_reference(path: str | Path) -> list[ReferenceIssue]:
     Never raises for bad content: a missing directory or file is an issue like any other.
     """
     with gc_paused():
-        return _read(Path(path))[1]
+        return _read(Path(local_reference(path)))[1]
 
 
 def load_reference(path: str | Path) -> ReferenceData:
     """Load the reference directory ``path``; raises :class:`ReferenceDataError` with ALL issues."""
-    root = Path(path)
+    root = Path(local_reference(path))
     with gc_paused():
         data, issues = _read(root)
     if issues:
@@ -116,7 +117,7 @@ def load_account_terms(path: str | Path, account_id: str) -> tuple[Operator, Acc
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    root = Path(path)
+    root = Path(local_reference(path))
     log = IssueLog()
     operator = _read_operator(root, log)
     try:
