@@ -223,7 +223,8 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         fingerprint = input_fingerprint(paths, config.reference_dir)
         closed_through = effective_closed_through(run.store, config.closed_through)
         config = dataclasses.replace(config, closed_through=closed_through,
-                                     shards=config.shards if config.shards is not None else auto_shards(paths))
+                                     shards=config.shards if config.shards is not None else auto_shards(paths)) \
+            .with_shuffle_for(pipeline_args)
         started = time.monotonic()
         cycles = open_cycles(run.store, closed_through)
         check_same_reference(run.store, cycles, fingerprint["reference"])

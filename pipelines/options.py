@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from cdr_schemas.decoders import detect_format
 
@@ -36,7 +36,7 @@ class RunConfig:
     shards: int | None = None          # None: auto_shards() of the inputs
     batch_size: int = 65_536
     closed_through: str | None = None
-    shuffle: str = "files"
+    shuffle: str | None = None         # None: chosen by the runner (resolve_shuffle)
     catalog_uri: str | None = None     # the store's catalog when not the embedded OUT/catalog.db
 
     def __post_init__(self):
@@ -45,12 +45,48 @@ class RunConfig:
         check_shards(self.shards)
         if not 1 <= self.batch_size <= 10_000_000:
             raise ValueError(f"--batch-size must be between 1 and 10000000, got {self.batch_size}")
-        if self.shuffle not in SHUFFLE_MODES:
+        if self.shuffle is not None and self.shuffle not in SHUFFLE_MODES:
             raise ValueError(f"--shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.shuffle!r}")
 
     def shuffle_dir(self, staging) -> str | None:
         """Where this run spills its shuffles: under ``staging``, or None for the runner's shuffle."""
+        if self.shuffle is None:
+            raise ValueError("shuffle_dir: resolve the shuffle first (resolve_shuffle)")
         return str(Path(staging, SHUFFLE_FOLDER)) if self.shuffle == "files" else None
+
+    def with_shuffle_for(self, pipeline_args: list[str] | None):
+        """This config with ``shuffle`` chosen for the runner of ``pipeline_args`` (``resolve_shuffle``)."""
+        return dataclasses.replace(self, shuffle=resolve_shuffle(self.shuffle, pipeline_args))
+
+
+LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
+
+
+def runs_on_this_machine(pipeline_args: list[str] | None) -> bool:
+    """Whether every worker of the runner ``pipeline_args`` names runs on this machine, sharing its
+    disk: the DirectRunner (the default), and the PortableRunner with its job server embedded and
+    its workers in this process (``--environment_type=LOOPBACK``)."""
+    options = PipelineOptions(pipeline_args or [])
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner.split(".")[-1] in LOCAL_RUNNERS:
+        return True
+    portable = options.view_as(PortableOptions)
+    return runner.split(".")[-1] == "PortableRunner" and portable.job_endpoint == "embed" and \
+        (portable.environment_type or "").upper() == "LOOPBACK"
+
+
+def resolve_shuffle(shuffle: str | None, pipeline_args: list[str] | None) -> str:
+    """``--shuffle`` for a run: ``files`` by default on a runner whose workers run on this machine
+    (bounded memory on the DirectRunner), ``beam`` on any other; ``files`` given for another runner
+    is refused, since its workers cannot read spill files of this machine's scratch folder."""
+    local = runs_on_this_machine(pipeline_args)
+    if shuffle is None:
+        return "files" if local else "beam"
+    if shuffle == "files" and not local:
+        raise ValueError("--shuffle files spills shard data into the run's scratch folder on this machine, which "
+                         "the workers of this runner cannot read: use --shuffle beam (the default for this runner), "
+                         "the runner's own shuffle")
+    return shuffle
 
 
 @dataclasses.dataclass(frozen=True)

@@ -313,6 +313,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     paths = list(inputs.paths)
     if config.shards is None:
         config = dataclasses.replace(config, shards=auto_shards(paths))
+    config = config.with_shuffle_for(pipeline_args)
     what_if = config.what_if_dir is not None
     timings: dict[str, float] = {}
     # Batch runs, re-rates and close-cycle of the store wait for each other (the store's lock); a

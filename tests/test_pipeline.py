@@ -268,3 +268,19 @@ def test_a_full_disk_says_where_and_how_much_the_run_needs(generated_avro, tmp_p
     assert re.search(r"\(\d[\d,.]* [KMG]B free there now\); this run needs roughly \d[\d,.]* [KMG]B free on the disk "
                      r"of .*out \(~[\d,]+ records estimated from the input files' sizes", last), last
     assert not (tmp_path / "out").exists()   # the run would have created the store: nothing is left
+
+
+def test_the_shuffle_follows_the_runner_and_spill_files_are_refused_where_workers_run_elsewhere(
+        generated_avro, tmp_path, capsys):
+    from pipelines.options import resolve_shuffle
+
+    assert resolve_shuffle(None, []) == resolve_shuffle(None, DIRECT_2) == resolve_shuffle(None, PORTABLE) == "files"
+    assert resolve_shuffle(None, ["--runner=FlinkRunner"]) == "beam"
+    assert resolve_shuffle(None, ["--runner=PortableRunner", "--job_endpoint=localhost:8099"]) == "beam"
+    assert resolve_shuffle("beam", DIRECT_1) == "beam"
+    gen_dir, _ = generated_avro
+    status = cli_main(["batch", "--input", str(gen_dir / "cdrs" / "*"), "--reference", str(gen_dir / "reference"),
+                       "--output", str(tmp_path / "out"), "--shuffle", "files", "--runner=FlinkRunner"])
+    assert status == 1
+    assert "--shuffle files spills shard data into the run's scratch folder on this machine" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

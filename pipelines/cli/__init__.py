@@ -257,4 +257,4 @@ def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
         inputs = list(match_inputs(glob).paths) if glob else None
     except ValueError:   # the inputs are gone: no estimate
         inputs = None
-    return disk_full_message(error, folder, inputs=inputs, shuffle=getattr(args, "shuffle", "files"))
+    return disk_full_message(error, folder, inputs=inputs, shuffle=getattr(args, "shuffle", None) or "files")

@@ -41,9 +41,10 @@ def add_job_flags(parser) -> None:
                              "output file names")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=65_536,
                         help="rows per Arrow batch when decoding (default 65536)")
-    parser.add_argument("--shuffle", choices=SHUFFLE_CHOICES, default="files",
-                        help="files: spill shard data to Arrow files in the run's scratch folder (bounded memory on "
-                             "the DirectRunner); beam: the runner's own shuffle (Dataflow, Flink, Spark)")
+    parser.add_argument("--shuffle", choices=SHUFFLE_CHOICES, default=None,
+                        help="files (default on the DirectRunner): spill shard data to Arrow files in the run's "
+                             "scratch folder (bounded memory); beam (default on any other runner): the runner's own "
+                             "shuffle (Dataflow, Flink, Spark, Dask); files is refused where workers run elsewhere")
     parser.add_argument("--closed-through", "--closed_through", dest="closed_through", default=None,
                         help="YYYY-MM: cycles up to it are invoiced; their late usage goes on the next invoice "
                              "(cycles closed in the store with close-cycle count too)")
