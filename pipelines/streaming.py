@@ -21,7 +21,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.gcp.pubsub import ReadFromPubSub, WriteToPubSub
+from apache_beam.io.gcp.pubsub import PROJECT_ID_REGEXP, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -75,8 +75,11 @@ class StreamConfig:
             topic = getattr(self, name)
             if topic is not None and not re.match(r"^projects/[^/]+/topics/[^/]+$", topic):
                 raise ValueError(f"--{name.replace('_', '-')} {topic!r}: expected projects/PROJECT/topics/TOPIC")
+            if topic is not None:
+                _check_project(f"--{name.replace('_', '-')}", topic)
         if not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", self.subscription):
             raise ValueError(f"--subscription {self.subscription!r}: expected projects/PROJECT/subscriptions/NAME")
+        _check_project("--subscription", self.subscription)
         if self.allowed_lateness_s < 0:
             raise ValueError("--allowed-lateness must not be negative")
         if not 1 <= self.shards <= 4096:
@@ -85,6 +88,16 @@ class StreamConfig:
     @property
     def allowed_lateness_us(self) -> int:
         return self.allowed_lateness_s * 1_000_000
+
+
+def _check_project(flag: str, name: str) -> None:
+    """ValueError, before Beam's own one-line refusal deep in the pipeline, when the project id of
+    ``name`` (projects/PROJECT/...) is not one Beam's Pub/Sub connector accepts."""
+    project = name.split("/")[1]
+    if not re.match(PROJECT_ID_REGEXP, project):
+        raise ValueError(f"{flag} {name!r}: project id {project!r} is not one Pub/Sub accepts: 6 to 63 characters, "
+                         f"a lowercase letter first, then lowercase letters, digits, hyphens, dots or colons, and a "
+                         f"letter or digit last (e.g. my-project; with the emulator any such id works)")
 
 
 def _micros(timestamp) -> int:

@@ -31,7 +31,7 @@ def _message(record_id: str, start: str, seconds: int, msisdn="491510000002", ot
 
 def _run(tmp_path, arrivals: list[tuple[str, list[PubsubMessage]]], lateness_s: int = 2 * DAY_S) -> pl.DataFrame:
     """Feed message groups at the given arrival instants; returns every rated row written."""
-    config = StreamConfig(subscription="projects/p/subscriptions/s", reference_dir=REFERENCE,
+    config = StreamConfig(subscription="projects/test-project/subscriptions/s", reference_dir=REFERENCE,
                           output_dir=str(tmp_path / "out"), shards=2, allowed_lateness_s=lateness_s)
     stream = BeamTestStream()
     for arrival, messages in arrivals:
@@ -147,3 +147,14 @@ def test_a_message_without_an_id_is_labelled_alike_in_every_process():
                               cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=True)
         labels.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert labels[0] == labels[1] == [f"pubsub:{hashlib.blake2b(body, digest_size=6).hexdigest()}"]
+
+
+def test_a_project_id_pubsub_refuses_is_named_before_the_job_starts():
+    """Beam refuses a short project id deep in pipeline construction with a bare 'Invalid PubSub
+    project name'; the command says which flag, which id and what Pub/Sub accepts."""
+    with pytest.raises(ValueError, match=r"--subscription 'projects/strm/subscriptions/s': project id 'strm' is not "
+                                         r"one Pub/Sub accepts: 6 to 63 characters"):
+        StreamConfig(subscription="projects/strm/subscriptions/s", reference_dir=REFERENCE, output_dir="o")
+    with pytest.raises(ValueError, match=r"--rated-topic 'projects/Big/topics/t': project id 'Big'"):
+        StreamConfig(subscription="projects/test-project/subscriptions/s", reference_dir=REFERENCE, output_dir="o",
+                     rated_topic="projects/Big/topics/t")
