@@ -28,6 +28,12 @@ setup(
         # moto's server mode: a real S3-compatible server on loopback for the object-storage store
         # tests (tests/object_store_server.py), with boto3 to look inside its buckets.
         "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]>=5.0"],
+        # Inputs on gs:// read by Beam's GCS filesystem, the Dataflow runner (runner_configs/dataflow.flags).
+        "gcp": ["apache-beam[gcp]>=2.60"],
+        # Inputs on s3:// read by Beam's S3 filesystem (the store and the reference use pyarrow's, built in).
+        "aws": ["apache-beam[aws]>=2.60"],
+        # Beam's DaskRunner on a dask.distributed cluster (a prototype runner; issue 14).
+        "dask": ["apache-beam[dask]>=2.60"],
     },
     entry_points={"console_scripts": ["usage-rating=pipelines.cli:main"]},
 )

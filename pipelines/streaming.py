@@ -355,7 +355,16 @@ def build_stream_pipeline(config: StreamConfig, beam_args: list[str]) -> beam.Pi
 
 
 def run_stream(config: StreamConfig, beam_args: list[str]):
-    """Start the job; returns the PipelineResult (call ``wait_until_finish`` or ``cancel``)."""
+    """Start the job; returns the PipelineResult (call ``wait_until_finish`` or ``cancel``).
+
+    The stream keeps its own folder of Parquet parts (docs/streaming.md), not the Iceberg store of
+    the batch jobs: an ``--output`` holding such a store is refused, its files would mix with the
+    store's."""
+    from sinks.iceberg.catalog import CATALOG_FILE
+
+    if Path(config.output_dir, CATALOG_FILE).exists():
+        raise ValueError(f"--output {config.output_dir} is an output store of the batch jobs (Iceberg tables, "
+                         f"{CATALOG_FILE}); the stream does not write that store yet: give it a folder of its own")
     for folder in ("rated", "rejected", "duplicates", "control"):
         Path(config.output_dir, folder).mkdir(parents=True, exist_ok=True)
     return build_stream_pipeline(config, beam_args).run()

@@ -158,3 +158,15 @@ def test_a_project_id_pubsub_refuses_is_named_before_the_job_starts():
     with pytest.raises(ValueError, match=r"--rated-topic 'projects/Big/topics/t': project id 'Big'"):
         StreamConfig(subscription="projects/test-project/subscriptions/s", reference_dir=REFERENCE, output_dir="o",
                      rated_topic="projects/Big/topics/t")
+
+
+def test_the_stream_refuses_an_output_that_holds_the_batch_jobs_store(tmp_path):
+    from pipelines.streaming import run_stream
+    from sinks.iceberg import IcebergStore
+
+    IcebergStore.open(str(tmp_path / "store"), create=True)
+    config = StreamConfig(subscription="projects/test-project/subscriptions/s", reference_dir=REFERENCE,
+                          output_dir=str(tmp_path / "store"))
+    with pytest.raises(ValueError, match="is an output store of the batch jobs .*give it a folder of its own"):
+        run_stream(config, ["--runner=DirectRunner"])
+    assert not (tmp_path / "store" / "rated").exists()
