@@ -29,7 +29,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import polars as pl
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, NotNull
@@ -37,7 +36,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, NotNull
 from cdr_schemas import duplicate_schema, usage_batch_schema
 from pipelines.decode import COUNTS
 from pipelines.dedup import DUPLICATES
-from rating.cycles import month_bounds, month_index, month_label
+from rating.cycles import in_cycle_scope, month_bounds, month_index, month_label
 from rating.partition import RECORD_KEY, hash_columns, split_by_record_key
 from sinks.iceberg import IcebergStore
 from sinks.iceberg.tables import arrow_schema
@@ -72,8 +71,9 @@ class PriorUsage:
 def check_same_reference(store: IcebergStore, cycles: list[str], reference: str) -> None:
     """ValueError when a cycle to re-rate was last rated with other reference data than ``reference``
     (a SHA-256 of ``rating.engine.reference_fingerprint``): continuing it would re-price its events."""
+    runs = store.runs()[::-1]   # newest first, read once
     for cycle in cycles:
-        for run in reversed(store.runs()):
+        for run in runs:
             totals = run.control_totals
             if run.kind not in ("batch", "rerate") or cycle not in totals.get("cycles", {}) | \
                     ({totals["cycle"]: None} if "cycle" in totals else {}):
@@ -180,8 +180,9 @@ def _read_with_runs(store: IcebergStore, table: str, cycle: str):
     schema = pa.schema([arrow_schema(table).field(c) for c in columns])
     for task in store.scan(table, row_filter=where, selected_fields=columns).plan_files():
         data = pq.read_table(task.file.file_path, columns=columns).cast(schema)
-        if table == "rejected":
-            data = pl.from_arrow(data).filter(_polars_filter(cycle)).to_arrow().cast(schema)
+        if table == "rejected":   # the scan's filter prunes files; the rows of a file are filtered here
+            keyed = pc.and_(pc.is_valid(data.column("source")), pc.is_valid(data.column("record_id")))
+            data = data.filter(pc.and_(in_cycle_scope(data.column("start_time"), cycle), keyed))
         match = _RUN_OF_FILE.search(task.file.file_path)
         yield data.append_column("run_id", pa.array([match.group(1) if match else None] * data.num_rows,
                                                     pa.string()))
@@ -192,14 +193,6 @@ def rejects_in_cycle(cycle: str):
     falls in its calendar month (UTC), the rule of ``rating.cycles.in_cycle_scope``."""
     start, end = month_bounds(cycle)
     return And(GreaterThanOrEqual("start_time", start.isoformat()), LessThan("start_time", end.isoformat()))
-
-
-def _polars_filter(cycle: str) -> pl.Expr:
-    """Rejected rows of ``cycle`` with a key: the row filter of ``rejects_in_cycle``, in Polars (a
-    scan's filter prunes files; the rows of a file are filtered here)."""
-    start, end = month_bounds(cycle)
-    return (pl.col("start_time") >= start) & (pl.col("start_time") < end) & \
-        pl.col("source").is_not_null() & pl.col("record_id").is_not_null()
 
 
 def usage_rows(rated: pa.Table) -> pa.Table:

@@ -31,20 +31,14 @@ import pyarrow as pa
 from rating.compile import CompiledReference, timezone_names
 from rating.reference.loader import gc_paused
 from rating.reference.model import Account, Subscription
+from rating.reference.remote import CACHE_ENV, cache_home
 
-CACHE_ENV = "USAGE_RATING_CACHE_DIR"
 KEEP = 8
 _PACKAGES = ("rating", "cdr_schemas")
 
 
 def cache_dir() -> Path | None:
-    configured = os.environ.get(CACHE_ENV)
-    if configured == "off":
-        return None
-    if configured:
-        return Path(configured) / "engines"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "usage-rating" / "engines"
+    return None if os.environ.get(CACHE_ENV) == "off" else cache_home() / "engines"
 
 
 def load(reference_fingerprint: str) -> CompiledReference | None:

@@ -20,18 +20,21 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 REMOTE_SCHEMES = ("s3", "gs")
+CACHE_ENV = "USAGE_RATING_CACHE_DIR"
 
 
 def is_remote(reference: str | os.PathLike) -> bool:
     return urllib.parse.urlparse(str(reference)).scheme in REMOTE_SCHEMES
 
 
-def cache_root() -> Path:
-    configured = os.environ.get("USAGE_RATING_CACHE_DIR")
+def cache_home() -> Path:
+    """The project's cache folder on this machine: ``$USAGE_RATING_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/usage-rating`` or ``~/.cache/usage-rating`` (``off`` turns only the engine
+    cache off, ``rating.engine_cache``; reference copies are needed to read the reference at all)."""
+    configured = os.environ.get(CACHE_ENV)
     if configured and configured != "off":
-        return Path(configured) / "reference"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "usage-rating" / "reference"
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "usage-rating"
 
 
 def local_reference(reference: str | os.PathLike) -> str:
@@ -52,7 +55,7 @@ def local_reference(reference: str | os.PathLike) -> str:
         raise ValueError(f"--reference {reference}: no reference data there (no files); expected operator.yaml, "
                          f"plans/, zones/, accounts.csv, subscriptions.csv and tax_rates.csv")
     key = hashlib.sha256(repr((reference, files)).encode()).hexdigest()[:32]
-    copy = cache_root() / key
+    copy = cache_home() / "reference" / key
     if copy.is_dir():
         return str(copy)
     copy.parent.mkdir(parents=True, exist_ok=True)

@@ -260,8 +260,9 @@ class IcebergStore:
         """The last cycle whose invoices were issued (``close-cycle``), as of the latest run or
         ``as_of``; None when no cycle was closed. Closing is a run of kind ``close`` in the run log,
         its control totals ``{"closed_through": "YYYY-MM"}``."""
-        last = self.run_as_of(as_of).run_number
-        closes = [run for run in self.runs() if run.kind == "close" and run.run_number <= last]
+        runs = self.runs()
+        last = self.run_as_of(as_of).run_number if as_of is not None else runs[-1].run_number
+        closes = [run for run in runs if run.kind == "close" and run.run_number <= last]
         return closes[-1].control_totals["closed_through"] if closes else None
 
     def close_cycles(self, run_id: str, closed_through: str, *, exclusive: bool = False) -> CommitResult:
