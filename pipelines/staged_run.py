@@ -137,7 +137,8 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
     """
     run_id = new_run_id()
     with store_lock(output, f"{what} {run_id}") if write else contextlib.nullcontext():
-        new_folder = create and catalog_uri is None and cat.is_empty_or_missing(cat.output_uri(output))
+        new_folder = create and catalog_uri is None and is_local(output) and \
+            cat.is_empty_or_missing(cat.output_uri(output))
         store = IcebergStore.open(output, catalog_uri, create=create)
         exclusive = write and catalog_uri is None and is_local(output)
         tidied = _tidy(store, exclusive) if write else []

@@ -256,3 +256,9 @@ def test_a_run_another_writer_beat_to_the_commit_is_made_again(inputs, tmp_path,
     assert result["attempts"] == 2 and len(set(calls)) == 2 and result["balanced"]
     assert [r["run_id"] for r in store_reads.rows(tmp_path / "out", "runs")][1:] == [calls[1]]
     assert not any(IcebergStore.open(str(tmp_path / "out"), create=False).orphan_files().values())
+
+
+def test_a_store_on_object_storage_without_a_named_catalog_is_refused_before_anything_runs(inputs, capsys):
+    assert _batch(inputs / "a.jsonl", "s3://no-such-bucket/store") == 1   # no network is reached
+    assert "is on object storage, where a SQLite catalog cannot live: name the catalog with --catalog-uri" in \
+        capsys.readouterr().err
