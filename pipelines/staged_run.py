@@ -77,6 +77,7 @@ class StagedRun:
     dirs: OutputDirs     # where the pipeline writes each output
     tidied: list[str]    # what recovery and the orphan clean-up did before this run (sentences)
     exclusive: bool = False   # the lock keeps every other writer out: embedded catalog in a local folder
+    based_on: str | None = None   # the run log's head when the run began reading the store
     committed: CommitResult | None = dataclasses.field(default=None, init=False)
     _taken: set = dataclasses.field(default_factory=set, init=False, repr=False)
 
@@ -111,7 +112,7 @@ class StagedRun:
                overwrite: Mapping | None = None) -> CommitResult:
         """Commit the run: its ``files`` and ``overwrite`` filters per table, then its run-log row."""
         self.committed = self.store.commit_run(self.run_id, kind, files, totals, overwrite=overwrite,
-                                               exclusive=self.exclusive)
+                                               exclusive=self.exclusive, based_on=self.based_on)
         self._taken = {path for paths in files.values() for path in paths}
         return self.committed
 
@@ -141,7 +142,7 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
             cat.is_empty_or_missing(cat.output_uri(output))
         store = IcebergStore.open(output, catalog_uri, create=create)
         exclusive = write and catalog_uri is None and is_local(output)
-        tidied = _tidy(store, exclusive) if write else []
+        tidied = tidy(store, exclusive) if write else []
         if write:
             scratch = scratch_dir_for(output, run_id)
             folders = {table: store.data_root(table) for table in DATA_TABLES}
@@ -149,7 +150,9 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
             scratch = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
             folders = {table: "file://" + str(scratch.resolve() / table) for table in DATA_TABLES}
         dirs = OutputDirs({**folders, "control": str(scratch / "control")}, run_id)
-        run = StagedRun(run_id, store, scratch, dirs, tidied, exclusive)
+        # What the run reads of the store from here on is as of this run; a commit made by another
+        # writer before this run commits fails it (``ConcurrentCommitError``): it must read again.
+        run = StagedRun(run_id, store, scratch, dirs, tidied, exclusive, store.runs()[-1].run_id)
         try:
             yield run
         finally:
@@ -160,7 +163,7 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
                 shutil.rmtree(local_path(store.uri), ignore_errors=True)
 
 
-def _tidy(store: IcebergStore, exclusive: bool) -> list[str]:
+def tidy(store: IcebergStore, exclusive: bool) -> list[str]:
     """Roll back a crashed run's half commit, delete orphaned data files and old scratch folders."""
     said = [f"rolled {r.table} back from snapshot {r.from_snapshot_id} to {r.to_snapshot_id} (an interrupted "
             f"run's commit)" for r in store.recover(force=exclusive)]

@@ -186,3 +186,49 @@ def test_reference_data_on_s3_rates_as_the_local_copy_does(s3_bucket, s3_endpoin
     assert local_reference(remote) != copy   # a changed object: a new copy
     with pytest.raises(ValueError, match="no reference data there"):
         local_reference(f"s3://{s3_bucket}/nothing")
+
+
+def test_a_run_that_read_the_store_before_another_writer_committed_reads_it_again(s3_bucket, catalog_uri, tmp_path,
+                                                                                 monkeypatch):
+    """Two writers of a store on S3 (no lock): b's run reads the store (duplicates, balances, cycles),
+    then another writer commits a.jsonl again before b commits. b's commit must fail and b run again
+    on the store as it now is: one batch over both files, not b's stale view."""
+    from pipelines.batch import run_batch
+    from pipelines.cli import main
+    from pipelines.options import BatchConfig
+    from pipelines.staged_run import StagedRun
+    from tests.month_cdrs import month_rows, write_jsonl
+    from tests.paths import DIRECT, REFERENCE_MIN
+    from tests.test_store_runs import ORDER
+
+    rows = month_rows()
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows[::2])
+    write_jsonl(tmp_path / "in" / "b.jsonl", rows[1::2])
+    remote = f"s3://{s3_bucket}/store"
+
+    def config(name: str) -> BatchConfig:
+        return BatchConfig(input_glob=str(tmp_path / "in" / name), reference_dir=str(REFERENCE_MIN),
+                           output_dir=remote, catalog_uri=catalog_uri, shards=2)
+
+    assert run_batch(config("a.jsonl"), DIRECT)["balanced"]
+    run_pipeline, cut_in = StagedRun.run_pipeline, []
+
+    def another_writer_first(run, *args, **kwargs):
+        result = run_pipeline(run, *args, **kwargs)
+        if not cut_in:   # while b computes, another writer commits (a.jsonl again: all duplicates)
+            cut_in.append(None)
+            cut_in[0] = run_batch(config("a.jsonl"), DIRECT)
+        return result
+
+    monkeypatch.setattr(StagedRun, "run_pipeline", another_writer_first)
+    result = run_batch(config("b.jsonl"), DIRECT)
+    assert result["attempts"] == 2 and result["balanced"]
+    assert cut_in[0]["duplicates"] == len(rows[::2])
+    assert main(["batch", "--input", str(tmp_path / "in" / "*.jsonl"), "--reference", str(REFERENCE_MIN),
+                 "--output", str(tmp_path / "once"), "--shards", "2", *DIRECT]) == 0
+    shared = IcebergStore.open(remote, catalog_uri=catalog_uri, create=False)
+    once = IcebergStore.open(str(tmp_path / "once"), create=False)
+    for table in ("rated", "charges", "invoices"):
+        keys = [(k, "ascending") for k in ORDER[table]]
+        assert shared.read(table).sort_by(keys).equals(once.read(table).sort_by(keys)), table
+    assert [run.kind for run in shared.runs()] == ["create", "batch", "batch", "batch"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import urllib.parse
 import warnings
 from collections.abc import Mapping, Sequence
@@ -307,7 +308,7 @@ class IcebergStore:
     def commit_run(self, run_id: str, kind: str, files: Mapping[str, Sequence[str]], totals: Mapping,
                    overwrite: Mapping[str, str | BooleanExpression] | None = None,
                    started: dt.datetime | None = None, *, exclusive: bool = False,
-                   replay: bool = False) -> CommitResult:
+                   replay: bool = False, based_on: str | None = None) -> CommitResult:
         """Commit one run: per data table one transaction (delete ``overwrite[table]``'s rows, then
         register ``files[table]``: Parquet files already written under :meth:`data_location`), then
         the run log row naming each table's resulting snapshot. Recovers a crashed run first
@@ -322,6 +323,10 @@ class IcebergStore:
         this run is committed, no run is lost, and run numbers stay unique. The store does not retry
         by itself: what a job writes depends on what it read (duplicates, allowances, the cycles a
         re-rate overwrites), so the job re-reads the store and runs again.
+
+        ``based_on``: the run id of the run log's head when the job read the store (its duplicates,
+        balances, cycles). When another run was committed since, nothing is committed and
+        ``ConcurrentCommitError`` names it: what the job computed may no longer hold.
 
         ``replay``: the run id is the commit's idempotency key (a committer that may be asked to
         commit the same files again, e.g. a retried bundle of a stream, derives it from them): a run
@@ -350,6 +355,9 @@ class IcebergStore:
         for table, paths in files.items():
             self._check_files(table, list(paths))
         base = runs[-1]
+        if based_on is not None and base.run_id != based_on:
+            read = [run for run in runs if run.run_id == based_on]
+            raise self._conflict(run_id, read[0] if read else base, _Conflict(base.run_id, "the run log has a new run"))
         rolled_back = tuple(self._recover(base, force=exclusive))
         in_progress = self._pending(base)
         if in_progress:
@@ -452,7 +460,15 @@ class IcebergStore:
                 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
                 tx.delete(delete_filter, snapshot_properties=properties)
         if paths:
-            tx.add_files(paths, snapshot_properties=properties)
+            # Our writers keep statistics only for the columns readers filter on; pyiceberg logs one
+            # warning per other column and file when it registers them.
+            quiet = logging.getLogger("pyiceberg.io.pyarrow")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                tx.add_files(paths, snapshot_properties=properties)
+            finally:
+                quiet.setLevel(level)
         return tx.commit_transaction()
 
     def _check_files(self, table: str, paths: list[str]) -> None:
