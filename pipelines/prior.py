@@ -75,7 +75,7 @@ def check_same_reference(store: IcebergStore, cycles: list[str], reference: str)
     for cycle in cycles:
         for run in runs:
             totals = run.control_totals
-            if run.kind not in ("batch", "rerate") or cycle not in totals.get("cycles", {}) | \
+            if run.kind not in ("batch", "rerate", "stream") or cycle not in totals.get("cycles", {}) | \
                     ({totals["cycle"]: None} if "cycle" in totals else {}):
                 continue
             rated_with = totals.get("run", {}).get("fingerprint", {}).get("reference")
@@ -235,65 +235,89 @@ class ReadPrior(beam.DoFn):
         yield beam.pvalue.TaggedOutput(COUNTS, {"prior_in": table.num_rows})
 
 
-class DropStored(beam.DoFn):
-    """Usage batch -> its records the store has not rated (main), and the others as duplicates
-    ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
+class StoredKeys:
+    """The key index of records a store holds (``prepare_prior``'s files), with what a duplicate of
+    each reports: its origin and identity columns. The stream adds the records it commits (``add``)."""
 
-    def __init__(self, keys_file: str, details_file: str, shards: int):
-        self._keys_file = keys_file
-        self._details_file = details_file
-        self._shards = shards
-        self._details = None
-        self._hashes = None
-        self._rows = None
+    def __init__(self, hashes: np.ndarray, rows: np.ndarray, details: pa.Table):
+        self._hashes = hashes
+        self._rows = rows
+        self._details = details
 
-    def setup(self):
+    @classmethod
+    def empty(cls) -> "StoredKeys":
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), _DETAILS_SCHEMA.empty_table())
+
+    @classmethod
+    def open(cls, keys_file: str, details_file: str) -> "StoredKeys":
         # Memory-mapped: the index's pages are shared by the workers of a machine and read on demand.
-        keys = ipc.open_file(pa.memory_map(self._keys_file)).read_all().combine_chunks()
-        self._hashes = keys.column("key_hash").to_numpy()
-        self._rows = keys.column("row").to_numpy()
-        self._details = ipc.open_file(pa.memory_map(self._details_file)).read_all()
+        keys = ipc.open_file(pa.memory_map(keys_file)).read_all().combine_chunks()
+        return cls(keys.column("key_hash").to_numpy(), keys.column("row").to_numpy(),
+                   ipc.open_file(pa.memory_map(details_file)).read_all())
 
-    def process(self, batch: pa.RecordBatch):
-        if batch.num_rows == 0 or len(self._hashes) == 0:
-            yield batch
-            return
-        found = self._lookup(batch)
-        stored = found >= 0
-        if not stored.any():
-            yield batch
-            return
-        yield batch.filter(pa.array(~stored))
-        dups = batch.filter(pa.array(stored))
-        yield from (beam.pvalue.TaggedOutput(DUPLICATES, pair)
-                    for pair in split_by_record_key(self._duplicates(dups, found[stored]), self._shards))
+    def __len__(self) -> int:
+        return len(self._hashes)
 
-    def _lookup(self, batch: pa.RecordBatch) -> np.ndarray:
+    def add(self, stored: pa.Table, run_id: str) -> None:
+        """Index rows just committed by run ``run_id`` (rated events, or rejects with a key)."""
+        if stored.num_rows == 0:
+            return
+        details = _details(stored.append_column("run_id", pa.array([run_id] * stored.num_rows, pa.string()))
+                           if "run_id" not in stored.column_names else stored)
+        details = details.filter(pc.and_(pc.is_valid(details.column("source")), pc.is_valid(details.column("record_id"))))
+        if details.num_rows == 0:
+            return
+        h = hash_columns(details.combine_chunks().to_batches()[0], list(RECORD_KEY))
+        order = np.argsort(h, kind="stable")
+        at = np.searchsorted(self._hashes, h[order], side="right")
+        self._hashes = np.insert(self._hashes, at, h[order])
+        self._rows = np.insert(self._rows, at, order + self._details.num_rows)
+        self._details = pa.concat_tables([self._details, details])
+        if self._details.column(0).num_chunks > 64:
+            self._details = self._details.combine_chunks()
+
+    def lookup(self, batch: pa.RecordBatch) -> np.ndarray:
         """Per row of ``batch``, the row in the details of the stored record with its key, or -1.
 
         Vectorised: each row's first index entry with its hash is compared by its strings; the rare
         rows whose hash also belongs to other keys (a 64-bit collision) try the other entries."""
+        found = np.full(batch.num_rows, -1, np.int64)
+        if batch.num_rows == 0 or len(self._hashes) == 0:
+            return found
         h = hash_columns(batch, list(RECORD_KEY))
         at = np.searchsorted(self._hashes, h)
         inside = at < len(self._hashes)
         hit = np.zeros(batch.num_rows, np.bool_)
         hit[inside] = self._hashes[at[inside]] == h[inside]
-        found = np.full(batch.num_rows, -1, np.int64)
         rows = np.flatnonzero(hit)
         if len(rows) == 0:
             return found
         candidates = self._rows[at[rows]]
+        same = self._same_key(batch, rows, candidates)
+        found[rows[same]] = candidates[same]
+        for row in rows[~same]:   # a hash shared with another key: the next entries with it
+            entry = int(at[row]) + 1
+            while entry < len(self._hashes) and self._hashes[entry] == h[row]:
+                candidate = np.array([self._rows[entry]])
+                if self._same_key(batch, np.array([row]), candidate)[0]:
+                    found[row] = candidate[0]
+                    break
+                entry += 1
+        return found
+
+    def _same_key(self, batch: pa.RecordBatch, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         take = pa.array(candidates)
         same = pc.and_(pc.equal(self._details.column("source").take(take), batch.column("source").take(pa.array(rows))),
                        pc.equal(self._details.column("record_id").take(take),
                                 batch.column("record_id").take(pa.array(rows))))
-        same = same.to_numpy(zero_copy_only=False)
-        found[rows[same]] = candidates[same]
-        for row in rows[~same]:   # a hash shared with another key: the next entries with it
-            found[row] = self._match(batch, int(row), int(at[row]) + 1, h[row])
-        return found
+        return same.to_numpy(zero_copy_only=False)
 
-    def _duplicates(self, dups: pa.RecordBatch, originals: np.ndarray) -> pa.RecordBatch:
+    def origins(self, found: np.ndarray) -> pa.Table:
+        """``input_file`` and ``input_position`` of the stored records at ``found`` (rows of ``lookup``)."""
+        return self._details.select(["input_file", "input_position"]).take(pa.array(found))
+
+    def duplicates(self, dups: pa.RecordBatch, originals: np.ndarray) -> pa.RecordBatch:
+        """Duplicate rows (``duplicate_schema()``) of ``dups``, whose stored originals are at ``originals``."""
         original = self._details.take(pa.array(originals))
         rebuilt = usage_rows_identity(dups)
         identical = np.ones(dups.num_rows, np.bool_)
@@ -310,6 +334,31 @@ class DropStored(beam.DoFn):
                    "original_run_id": original.column("run_id").combine_chunks()}
         schema = duplicate_schema()
         return pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+class DropStored(beam.DoFn):
+    """Usage batch -> its records the store has not rated (main), and the others as duplicates
+    ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
+
+    def __init__(self, keys_file: str, details_file: str, shards: int):
+        self._keys_file = keys_file
+        self._details_file = details_file
+        self._shards = shards
+        self._keys = None
+
+    def setup(self):
+        self._keys = StoredKeys.open(self._keys_file, self._details_file)
+
+    def process(self, batch: pa.RecordBatch):
+        found = self._keys.lookup(batch)
+        stored = found >= 0
+        if not stored.any():
+            yield batch
+            return
+        yield batch.filter(pa.array(~stored))
+        dups = batch.filter(pa.array(stored))
+        yield from (beam.pvalue.TaggedOutput(DUPLICATES, pair)
+                    for pair in split_by_record_key(self._keys.duplicates(dups, found[stored]), self._shards))
 
 
 def usage_rows_identity(batch: pa.RecordBatch) -> dict:
