@@ -26,6 +26,8 @@ class Reason(enum.IntEnum):
     NO_RATE = 31                # the plan version has no rate for (service, zone, band)
     OVERFLOW = 32               # the event's charge does not fit the int64 micro-unit range
 
+    CYCLE_CLOSED = 40           # the event's service cycle is closed (invoiced): a re-rate bills it
+
 
 DESCRIPTIONS = {
     Reason.MALFORMED_RECORD: "record could not be parsed in its container format",
@@ -38,6 +40,7 @@ DESCRIPTIONS = {
     Reason.NO_ZONE: "no zone matches the destination or visited network",
     Reason.NO_RATE: "the plan version has no rate for the service, zone and band",
     Reason.OVERFLOW: "the charge does not fit in int64 micro-units",
+    Reason.CYCLE_CLOSED: "the event's service cycle is closed (its invoices are issued): re-rate the cycle to bill it",
 }
 
 

@@ -27,10 +27,6 @@ class RatingState:
     allowances: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     tiers: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def exhaust(self, key: int, n_names: int) -> None:
-        """Mark an allowance slot as having nothing left (e.g. usage of an expired cycle)."""
-        self.allowances[key] = np.zeros(n_names, np.int64)
-
     def drop_cycles_before(self, cycle_month: int) -> None:
         """Forget balances of cycles before ``cycle_month`` (they can no longer change)."""
         self.allowances = {k: v for k, v in self.allowances.items() if k % MONTH_KEY >= cycle_month}

@@ -1,4 +1,4 @@
-"""Streaming rating of one account shard: the state a streaming job keeps per key, Beam-free.
+"""Streaming rating of the accounts a stream has met: the state it keeps between micro-batches, Beam-free.
 
 Batch rating sees a whole cycle at once and consumes allowances and tiers in event-time order.
 A stream sees records as they arrive, possibly out of order. ``ShardState.add`` keeps both
@@ -8,13 +8,13 @@ guarantees:
   usual case): the new records are rated from the carried balances (``RatingState``).
 * **Out of order** (a record sorts before an already rated one of its account and cycle): that
   account's cycle is re-rated from scratch over its stored records, exactly as batch does, and
-  every record whose rating changed is emitted again with ``revision + 1``. The latest revision of
-  each record is therefore what ``usage-rating batch`` gives for the same records.
-* **Late beyond the allowed lateness** (its cycle ended more than the allowed lateness before the
-  record arrived): rated at once from the balances left (an allowance whose balance is no longer
-  kept counts as used up), never re-ordered, and billed on the next cycle.
+  every record whose rating changed is emitted again with ``revision + 1`` (the stream's commit
+  replaces the stored row with it). The latest revision of each record is therefore what
+  ``usage-rating batch`` gives for the same records.
 
-Rated records of open cycles are kept until their cycle end plus the allowed lateness (``expire``).
+``seed`` takes over what the store already holds of an account (``pipelines.streaming``): the
+store is the source of truth, this state a cache of it. Usage of closed cycles never reaches it
+(the stream rejects it: ``CYCLE_CLOSED``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from cdr_schemas import rated_event_schema, rejected_schema, usage_batch_schema
 from rating.arrow_utils import column, int_column
 from rating.changes import RATING_COLUMNS, allowance_list_length, rating_changed
-from rating.cycles import month_index, month_label, next_month_label
+from rating.cycles import month_index
 from rating.dedup import table_to_batch
 from rating.engine import RatingEngine
 from rating.state import MONTH_KEY, RatingState, slot_key
@@ -41,7 +41,6 @@ _KEEP_RATING_STATE_MONTHS = 3
 class StreamResult:
     rated: pa.Table       # new records (revision 0) and corrections (revision > 0)
     rejected: pa.Table
-    late_records: int
     corrections: int
     totals: dict          # (account_id, billing_cycle) -> running totals, for the pairs that changed
 
@@ -60,27 +59,20 @@ class ShardState:
     totals: dict = dataclasses.field(default_factory=dict)      # (account_id, billing_cycle) -> dict
     newest_month: int = -1
 
-    def add(self, engine: RatingEngine, batch: pa.RecordBatch, arrival_us: int,
-            allowed_lateness_us: int) -> StreamResult:
-        """Rate ``batch`` (validated, deduplicated usage rows) that arrived at ``arrival_us``."""
-        subs, accounts, months, ends = engine.cycle_keys(batch)
-        expired = (accounts >= 0) & (ends + allowed_lateness_us < arrival_us)
+    def add(self, engine: RatingEngine, batch: pa.RecordBatch) -> StreamResult:
+        """Rate ``batch`` (validated, deduplicated usage rows of open cycles)."""
+        _, accounts, months, ends = engine.cycle_keys(batch)
         starts = int_column(column(batch, "start_time"))
         sources = column(batch, "source").to_pylist()
         records = column(batch, "record_id").to_pylist()
         slow_groups: set[tuple[int, int]] = set()
-        for i in np.flatnonzero((accounts >= 0) & ~expired):
+        for i in np.flatnonzero(accounts >= 0):
             group = (int(accounts[i]), int(months[i]))
             last = self.last_key.get(group)
             if last is not None and (int(starts[i]), sources[i], records[i]) < last:
                 slow_groups.add(group)
         group_key = slot_key(accounts, months)
         in_slow = np.isin(group_key, [int(slot_key(a, m)) for a, m in slow_groups]) & (accounts >= 0)
-        n_names = max(len(engine.compiled.allowance_names), 1)
-        for i in np.flatnonzero(expired):  # a late record must not get a fresh grant of a forgotten cycle
-            key = int(slot_key(int(subs[i]), int(months[i])))
-            if key not in self.rating_state.allowances:
-                self.rating_state.exhaust(key, n_names)
 
         outputs, rejected = [], []
         fast_rows = np.flatnonzero(~in_slow)
@@ -89,9 +81,7 @@ class ShardState:
             fast_rated, fast_rejected = engine.rate(fast, self.rating_state)
             outputs.append(pa.Table.from_batches([fast_rated]))
             rejected.append(pa.Table.from_batches([fast_rejected]))
-            kept = np.flatnonzero(~expired[fast_rows])
-            self._store(fast.take(pa.array(kept, pa.int64())), accounts[fast_rows][kept], months[fast_rows][kept],
-                        ends[fast_rows][kept], rated=fast_rated)
+            self._store(fast, accounts[fast_rows], months[fast_rows], ends[fast_rows], rated=fast_rated)
         corrections = 0
         if slow_groups:
             slow_rows = np.flatnonzero(in_slow)
@@ -102,14 +92,39 @@ class ShardState:
             rejected.append(pa.Table.from_batches([slow_rejected]))
         rated = pa.concat_tables(outputs) if outputs else rated_event_schema().empty_table()
         self._advance_last_keys(rated.filter(pc.equal(rated.column("revision"), 0)), engine)
-        totals = self._update_totals(rated, self._expired_labels(engine, accounts, months, expired))
-        self._upsert_emitted(rated)
+        totals = self._update_totals(rated)
+        if len(fast_rows):   # records never rated before: appended as they are
+            self._upsert_emitted(outputs[0], new_only=True)
+        if slow_groups:
+            self._upsert_emitted(outputs[-1])
         if (months >= 0).any():
             self.newest_month = max(self.newest_month, int(months[months >= 0].max()))
             self.rating_state.drop_cycles_before(self.newest_month - _KEEP_RATING_STATE_MONTHS)
         return StreamResult(rated=rated,
                             rejected=pa.concat_tables(rejected) if rejected else rejected_schema().empty_table(),
-                            late_records=int(expired.sum()), corrections=corrections, totals=totals)
+                            corrections=corrections, totals=totals)
+
+    def seed(self, engine: RatingEngine, stored: pa.Table, usage: pa.Table) -> None:
+        """Take over what a store holds of some accounts' open cycles: ``stored``, their rated events
+        as the store keeps them, and ``usage``, the same events as usage rows. The balances are
+        rebuilt by rating the events again from nothing, in event-time order, as the batch job does;
+        the stored ratings stay what later corrections are compared with."""
+        if stored.num_rows == 0:
+            return
+        batch = _usage_batch(usage)
+        _, accounts, months, ends = engine.cycle_keys(batch)
+        fresh = RatingState()
+        rerated, _ = engine.rate(batch, fresh)
+        self.rating_state.allowances.update(fresh.allowances)
+        self.rating_state.tiers.update(fresh.tiers)
+        self._store(batch, accounts, months, ends, rated=rerated)
+        stored = stored.select(rated_event_schema().names).cast(rated_event_schema())
+        self._advance_last_keys(stored, engine)
+        self._update_totals(stored.set_column(stored.schema.get_field_index("revision"), "revision",
+                                              pa.array(np.zeros(stored.num_rows, np.int32))))
+        self._upsert_emitted(stored)
+        if (months >= 0).any():
+            self.newest_month = max(self.newest_month, int(months[months >= 0].max()))
 
     # --- out of order ---------------------------------------------------------------------------
 
@@ -170,7 +185,7 @@ class ShardState:
         table = pl.from_arrow(table).join(rated_keys, on=["source", "record_id"], how="semi").to_arrow()
         table = table.cast(pa.schema(list(usage_batch_schema()) + [pa.field(n, pa.int64()) for n in
                                                                    ("_account", "_month", "_end")]))
-        self.stored = table if self.stored is None else pa.concat_tables([self.stored, table]).combine_chunks()
+        self.stored = table if self.stored is None else _compact(pa.concat_tables([self.stored, table]))
 
     def _advance_last_keys(self, rated: pa.Table, engine: RatingEngine) -> None:
         if rated.num_rows == 0:
@@ -188,69 +203,52 @@ class ShardState:
             key = (start, source, record)
             self.last_key[group] = key if previous is None else max(previous, key)
 
-    @staticmethod
-    def _expired_labels(engine, accounts, months, expired) -> set:
-        return {(engine.compiled.account_ids[int(a)], month_label(int(m)))
-                for a, m in zip(accounts[expired], months[expired])}
-
-    def _update_totals(self, rated: pa.Table, expired_cycles: set) -> dict:
-        """Running totals per (account, billing cycle); a correction replaces what it revises."""
-        changed = {}
+    def _update_totals(self, rated: pa.Table) -> dict:
+        """Running totals per (account, service cycle); a correction replaces what it revises."""
         if rated.num_rows == 0:
-            return changed
-        previous = {}
-        if self.emitted is not None and pc.any(pc.greater(rated.column("revision"), 0)).as_py():
-            old = self.emitted.select(["source", "record_id", "charge_micros", "free_units"]).to_pylist()
-            previous = {(r["source"], r["record_id"]): (r["charge_micros"], r["free_units"]) for r in old}
-        for row in rated.select(["account_id", "service_cycle", "currency", "source", "record_id", "charge_micros",
-                                 "free_units", "revision"]).to_pylist():
-            cycle = row["service_cycle"]
-            if (row["account_id"], cycle) in expired_cycles:
-                cycle = next_month_label(cycle)
-            key = (row["account_id"], cycle)
-            entry = self.totals.setdefault(key, {"account_id": row["account_id"], "billing_cycle": cycle,
-                                                 "currency": row["currency"], "rated_events": 0,
-                                                 "late_events": 0, "charge_micros": 0, "free_units": 0})
-            if row["revision"] > 0:
-                old_charge, old_free = previous.get((row["source"], row["record_id"]), (0, 0))
-                entry["charge_micros"] -= old_charge
-                entry["free_units"] -= old_free
-            else:
-                entry["rated_events"] += 1
-                entry["late_events"] += int(cycle != row["service_cycle"])
-            entry["charge_micros"] += row["charge_micros"]
-            entry["free_units"] += row["free_units"]
-            changed[key] = dict(entry)
+            return {}
+        frame = pl.from_arrow(rated.select(["account_id", "service_cycle", "currency", "source", "record_id",
+                                            "charge_micros", "free_units", "revision"]))
+        corrected = frame.filter(pl.col("revision") > 0).select(["source", "record_id"])
+        if corrected.height and self.emitted is not None:
+            old = pl.from_arrow(self.emitted.select(["source", "record_id", "charge_micros", "free_units"])) \
+                .join(corrected, on=["source", "record_id"], how="semi") \
+                .rename({"charge_micros": "old_charge", "free_units": "old_free"})
+            frame = frame.join(old, on=["source", "record_id"], how="left").with_columns(
+                pl.col("old_charge").fill_null(0), pl.col("old_free").fill_null(0))
+        else:
+            frame = frame.with_columns(pl.lit(0, pl.Int64).alias("old_charge"), pl.lit(0, pl.Int64).alias("old_free"))
+        groups = frame.group_by(["account_id", "service_cycle"]).agg(
+            pl.col("currency").first(), (pl.col("revision") == 0).sum().alias("events"),
+            (pl.col("charge_micros") - pl.col("old_charge")).sum().alias("charge"),
+            (pl.col("free_units") - pl.col("old_free")).sum().alias("free"))
+        changed = {}
+        for account, cycle, currency, events, charge, free in groups.sort(["account_id", "service_cycle"]).iter_rows():
+            entry = self.totals.setdefault((account, cycle), {
+                "account_id": account, "billing_cycle": cycle, "currency": currency, "rated_events": 0,
+                "charge_micros": 0, "free_units": 0})
+            entry["rated_events"] += int(events)
+            entry["charge_micros"] += int(charge)
+            entry["free_units"] += int(free)
+            changed[(account, cycle)] = dict(entry)
         return changed
 
-    def _upsert_emitted(self, rated: pa.Table) -> None:
+    def _upsert_emitted(self, rated: pa.Table, *, new_only: bool = False) -> None:
+        """Keep ``rated`` as the latest rating of its records (``new_only``: none was emitted before)."""
         if rated.num_rows == 0:
             return
+        rated = rated.cast(rated_event_schema())
         if self.emitted is None:
-            self.emitted = rated.combine_chunks()
+            self.emitted = rated
             return
-        keys = pl.from_arrow(rated.select(["source", "record_id"]))
-        old = pl.from_arrow(self.emitted).join(keys, on=["source", "record_id"], how="anti")
-        self.emitted = pa.concat_tables([old.to_arrow().cast(rated_event_schema()), rated]).combine_chunks()
+        old = self.emitted
+        if not new_only:
+            keys = pl.from_arrow(rated.select(["source", "record_id"]))
+            old = pl.from_arrow(self.emitted).join(keys, on=["source", "record_id"], how="anti").to_arrow() \
+                .cast(rated_event_schema())
+        self.emitted = _compact(pa.concat_tables([old, rated]))
 
-    def expire(self, now_us: int, allowed_lateness_us: int) -> int:
-        """Forget stored and emitted rows of cycles that ended before ``now_us - allowed_lateness``."""
-        if self.stored is None or self.stored.num_rows == 0:
-            return 0
-        live = pc.greater(self.stored.column("_end"), now_us - allowed_lateness_us)
-        gone = self.stored.filter(pc.invert(live))
-        if gone.num_rows == 0:
-            return 0
-        self.stored = self.stored.filter(live)
-        if self.emitted is not None:
-            gone_keys = pl.from_arrow(gone.select(["source", "record_id"]))
-            self.emitted = pl.from_arrow(self.emitted).join(gone_keys, on=["source", "record_id"], how="anti") \
-                .to_arrow().cast(rated_event_schema())
-        for group in set(zip(gone.column("_account").to_pylist(), gone.column("_month").to_pylist())):
-            self.last_key.pop(group, None)
-        return gone.num_rows
 
-    def next_expiry_us(self, allowed_lateness_us: int) -> int | None:
-        if self.stored is None or self.stored.num_rows == 0:
-            return None
-        return int(pc.min(self.stored.column("_end")).as_py()) + allowed_lateness_us
+def _compact(table: pa.Table) -> pa.Table:
+    """``table`` in few chunks: appending a micro-batch adds chunks, merged once they are many."""
+    return table.combine_chunks() if table.num_columns and table.column(0).num_chunks > 64 else table

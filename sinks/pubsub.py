@@ -1,43 +1,63 @@
-"""Pub/Sub message builders for the streaming job's outputs (the publishing itself is Beam's
-``WriteToPubSub``): rated events, running charges and dead letters."""
+"""The streaming job's output topics: rated events, running charges and dead letters.
+
+Messages are published after the micro-batch that holds them is committed, and before its input
+messages are acknowledged: a stop between the two publishes them again when the inputs come back
+(at least once); a kill between the commit and the publishing loses that micro-batch's topic
+messages (the store has them: the topics are a live feed, the store is the record).
+"""
 
 from __future__ import annotations
 
 import json
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.gcp.pubsub import PubsubMessage
 
 from cdr_schemas.messages import AVRO_CONTAINER, rated_message
 
 
-class RatedEventMessages(beam.DoFn):
-    """A table of rated events -> one Avro-container message per (account, service cycle)."""
-
-    def process(self, table: pa.Table):
-        for group in table.group_by(["account_id", "service_cycle"]).aggregate([]).to_pylist():
-            part = table.filter(pc.and_(pc.equal(table.column("account_id"), group["account_id"]),
-                                        pc.equal(table.column("service_cycle"), group["service_cycle"])))
-            yield PubsubMessage(rated_message(part), {
-                "content-type": AVRO_CONTAINER, "schema": "rated_event_v1", "account": group["account_id"],
-                "cycle": group["service_cycle"], "records": str(part.num_rows)})
+def rated_messages(table: pa.Table):
+    """A table of rated events -> (payload, attributes): one Avro container per (account, service cycle)."""
+    for group in table.group_by(["account_id", "service_cycle"]).aggregate([]).to_pylist():
+        part = table.filter(pc.and_(pc.equal(table.column("account_id"), group["account_id"]),
+                                    pc.equal(table.column("service_cycle"), group["service_cycle"])))
+        yield rated_message(part), {
+            "content-type": AVRO_CONTAINER, "schema": "rated_event_v1", "account": group["account_id"],
+            "cycle": group["service_cycle"], "records": str(part.num_rows)}
 
 
-class ChargeTotalsMessages(beam.DoFn):
-    """Running totals of one (account, billing cycle) -> a JSON message."""
-
-    def process(self, totals: dict):
-        yield PubsubMessage(json.dumps(totals, sort_keys=True).encode(), {
-            "content-type": "application/json", "account": totals["account_id"], "cycle": totals["billing_cycle"]})
+def charge_totals_message(totals: dict):
+    """Running totals of one (account, billing cycle) -> (JSON payload, attributes)."""
+    return json.dumps(totals, sort_keys=True).encode(), {
+        "content-type": "application/json", "account": totals["account_id"], "cycle": totals["billing_cycle"]}
 
 
-class DeadLetterMessages(beam.DoFn):
-    """Rejected records -> one message each: the raw record, with the reason in attributes."""
+def dead_letter_messages(rejected: pa.Table):
+    """Rejected records -> one (raw record, attributes) each, the reason in the attributes."""
+    for row in rejected.to_pylist():
+        yield row["raw"], {"reason": row["reason"], "detail": row["detail"][:1000], "input_file": row["input_file"],
+                           "input_position": str(row["input_position"])}
 
-    def process(self, rejected: pa.Table | pa.RecordBatch):
-        for row in rejected.to_pylist():
-            yield PubsubMessage(row["raw"], {
-                "reason": row["reason"], "detail": row["detail"][:1000], "input_file": row["input_file"],
-                "input_position": str(row["input_position"])})
+
+class Publisher:
+    """Publishes a committed micro-batch to the topics a stream names, and waits until Pub/Sub has them."""
+
+    def __init__(self, client=None):
+        from google.cloud import pubsub_v1
+
+        self._client = client or pubsub_v1.PublisherClient()
+
+    def publish(self, config, batch) -> None:
+        futures = []
+        if config.rated_topic and batch.rated.num_rows:
+            futures += [self._client.publish(config.rated_topic, data, **attrs)
+                        for data, attrs in rated_messages(batch.rated)]
+        if config.charges_topic:
+            for key in sorted(batch.charge_totals):
+                data, attrs = charge_totals_message(batch.charge_totals[key])
+                futures.append(self._client.publish(config.charges_topic, data, **attrs))
+        if config.dead_letter_topic and batch.rejected.num_rows:
+            futures += [self._client.publish(config.dead_letter_topic, data, **attrs)
+                        for data, attrs in dead_letter_messages(batch.rejected)]
+        for future in futures:
+            future.result(timeout=60)

@@ -50,7 +50,8 @@ def test_every_reason_code_is_reached(tmp_path):
         for row in rated.to_pylist():
             reasons["RATED"] = row["record_id"]
 
-    assert set(reasons) == {r.name for r in Reason}
+    # CYCLE_CLOSED is the stream's, against a store with closed cycles: tests/test_stream_store.py reaches it.
+    assert set(reasons) == {r.name for r in Reason} - {"CYCLE_CLOSED"}
     for reason, record in reasons.items():
         if reason not in ("MALFORMED_RECORD", "MISSING_FIELD"):
             assert record == reason  # each failure came from the record built for it

@@ -10,15 +10,10 @@ import pytest
 
 from rating.engine import RatingEngine
 from rating.reference import load_reference
-from rating.stream_dedup import SeenKeys
 from rating.stream_rater import ShardState
 from tests.usage_rows import mixed_events
-from tests.usage_rows import instant_us, usage_batch
+from tests.usage_rows import usage_batch
 from tests.paths import REFERENCE_EXAMPLES
-
-DAY_US = 86_400 * 1_000_000
-NOW = instant_us("2026-01-20T00:00:00Z")
-
 
 @pytest.fixture(scope="module")
 def engine():
@@ -42,7 +37,7 @@ def test_shuffled_arrival_converges_to_the_batch_rating(engine, seed):
     state = ShardState()
     outputs, corrections = [], 0
     for i in range(0, len(rows), 23):
-        result = state.add(engine, usage_batch(rows[i:i + 23]), NOW, 10 * DAY_US)
+        result = state.add(engine, usage_batch(rows[i:i + 23]))
         outputs.append(result.rated)
         corrections += result.corrections
     latest = _latest(outputs).select(COLUMNS).sort(["source", "record_id"])
@@ -59,42 +54,27 @@ def test_shuffled_arrival_converges_to_the_batch_rating(engine, seed):
 def test_in_order_arrival_emits_each_record_once(engine):
     rows = mixed_events()
     state = ShardState()
-    outputs = [state.add(engine, usage_batch(rows[i:i + 50]), NOW, 10 * DAY_US) for i in range(0, len(rows), 50)]
+    outputs = [state.add(engine, usage_batch(rows[i:i + 50])) for i in range(0, len(rows), 50)]
     assert sum(r.corrections for r in outputs) == 0
     assert sum(r.rated.num_rows + r.rejected.num_rows for r in outputs) == len(rows)
     assert sum(r.rejected.num_rows for r in outputs) > 0  # 491510000003 is subscribed only from 17 Jan
 
 
-def test_late_records_beyond_the_lateness_are_rated_and_billed_on_the_next_cycle(engine):
-    rows = [r for r in mixed_events()[:60] if r["served_msisdn"] != "491510000003"]  # January usage, all rateable
+def test_a_state_seeded_from_stored_events_goes_on_as_one_rating_of_everything(engine):
+    """What a restarted stream does: the events the store holds seed a fresh state (balances rebuilt
+    by rating them again); later records, in order or not, then rate as one batch over all would."""
+    from pipelines.prior import usage_rows
+
+    rows = mixed_events()
+    expected, _ = engine.rate(usage_batch(rows))
+    stored, _ = engine.rate(usage_batch(rows[:150]))          # what an earlier run committed
+    stored = pa.Table.from_batches([stored])
     state = ShardState()
-    late_arrival = instant_us("2026-03-15T00:00:00Z")  # January closed + 10 days long before
-    result = state.add(engine, usage_batch(rows), late_arrival, 10 * DAY_US)
-    assert result.late_records == len(rows)
-    assert result.rated.num_rows == len(rows)
-    assert {key[1] for key in result.totals} == {"2026-02"}
-    assert sum(e["late_events"] for e in result.totals.values()) == len(rows)
-    assert state.stored is None or state.stored.num_rows == 0  # nothing kept for a closed cycle
-
-
-def test_expiry_forgets_closed_cycles(engine):
-    rows = [r for r in mixed_events()[:60] if r["served_msisdn"] != "491510000003"]
-    state = ShardState()
-    state.add(engine, usage_batch(rows), NOW, DAY_US)
-    assert state.stored.num_rows == len(rows)
-    assert state.expire(instant_us("2026-02-01T00:00:00Z"), DAY_US) == 0
-    assert state.expire(instant_us("2026-02-03T00:00:00Z"), DAY_US) == len(rows)
-    assert state.next_expiry_us(DAY_US) is None
-
-
-def test_seen_keys_drop_redeliveries_and_resends():
-    rows = mixed_events()[:30]
-    seen = SeenKeys()
-    first, dups = seen.filter(usage_batch(rows + rows[:5]), 0)
-    assert first.num_rows == 30 and dups.num_rows == 5 and all(dups.column("identical").to_pylist())
-    again, dups = seen.filter(usage_batch(rows[10:20]), 0)
-    assert again.num_rows == 0 and dups.num_rows == 10
-    changed = dict(rows[0], duration_s=rows[0]["duration_s"] + 1)
-    _, dups = seen.filter(usage_batch([changed]), 0)
-    assert dups.column("identical").to_pylist() == [False]
-    assert seen.expire(instant_us("2030-01-01T00:00:00Z")) == 30 and len(seen) == 0
+    state.seed(engine, stored, usage_rows(stored))
+    rest = rows[150:]
+    random.Random(4).shuffle(rest)
+    outputs = [stored] + [state.add(engine, usage_batch(rest[i:i + 30])).rated for i in range(0, len(rest), 30)]
+    latest = _latest(outputs).select(COLUMNS).sort(["source", "record_id"])
+    assert latest.equals(pl.from_arrow(expected).select(COLUMNS).sort(["source", "record_id"]))
+    late = usage_batch([dict(rows[10], record_id="early", start_time=rows[0]["start_time"] - 1)])
+    assert state.add(engine, late).corrections > 0             # a record before stored ones corrects them

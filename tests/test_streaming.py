@@ -1,11 +1,17 @@
-"""The streaming job against a real Pub/Sub emulator: same answers as the batch job."""
+"""The streaming job against a real Pub/Sub emulator, as its own process: kill -9, Ctrl-C and SIGTERM
+at random points lose nothing and charge nothing twice; the store equals the batch answer."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,44 +22,38 @@ import pytest
 
 from cdr_schemas.registry import load_schema
 from pipelines.batch import run_batch
-from synth import GeneratorConfig, generate
 from pipelines.options import BatchConfig
-from pipelines.streaming import StreamConfig, run_stream
-from tests import store_reads
+from sinks.iceberg import IcebergStore
+from synth import GeneratorConfig, generate
 
 PROJECT = "usage-rating-test"
 DIRECT = ["--runner=DirectRunner"]
+ROOT = Path(__file__).resolve().parent.parent
+ACK_DEADLINE_S = 10   # what a killed job held comes back after this
 
 
-def _admin(host):
+def _admin():
     from google.cloud import pubsub_v1
     return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
 
 
 def _topic_and_subscription(name: str):
-    publisher, subscriber = _admin(None)
+    publisher, subscriber = _admin()
     topic = publisher.topic_path(PROJECT, name)
     subscription = subscriber.subscription_path(PROJECT, f"{name}-sub")
     publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=ACK_DEADLINE_S)
     return topic, subscription
 
 
-# The stream judges lateness by arrival (wall-clock) time. The usage is generated for two days ago
-# and every stream here allows a week of lateness: a cycle ends after its usage, so no cycle ended
-# more than about two and a half days (two days plus a timezone offset) before the records arrive,
-# and no record is late whatever the date and time of day the tests run (with the default two days
-# of lateness, records were late from 06:00 UTC on some days).
-LATENESS_S = 7 * 86400
-
-
 @pytest.fixture(scope="module")
-def day_of_usage(tmp_path_factory):
-    """A generated day of usage (two days ago, so the cycles are open) as JSON lines, rated by batch."""
+def usage(tmp_path_factory):
+    """Four days of January 2026 usage (fixed dates: the stream's answer does not depend on when the
+    test runs) as JSON lines with duplicates and malformed records, and the batch job's store of it."""
     root = tmp_path_factory.mktemp("stream")
-    start = dt.date.today() - dt.timedelta(days=2)
-    manifest = generate(GeneratorConfig(out_dir=root / "gen", subscribers=150, records=2_500, days=1, files=2,
-                                        fmt="jsonl", seed=21, start=start, duplicate_rate=0.01, malformed_rate=0.01))
+    manifest = generate(GeneratorConfig(out_dir=root / "gen", subscribers=60, records=5_000, days=4, files=2,
+                                        fmt="jsonl", seed=21, start=dt.date(2026, 1, 5), duplicate_rate=0.01,
+                                        malformed_rate=0.01))
     batch_out = root / "batch"
     run_batch(BatchConfig(input_glob=str(root / "gen" / "cdrs" / "*"), reference_dir=str(root / "gen" / "reference"),
                           output_dir=str(batch_out), shards=4), DIRECT)
@@ -83,7 +83,7 @@ def _avro_row(line: bytes) -> dict | None:
         return None
 
 
-def _messages(lines: list[bytes], seed: int) -> list[tuple[bytes, dict]]:
+def _messages(lines: list[bytes], seed: int, per_container: int = 250) -> list[tuple[bytes, dict]]:
     """The lines in shuffled order as a mix of Avro containers, Avro datums and JSON messages."""
     rnd = random.Random(seed)
     lines = lines[:]
@@ -101,7 +101,7 @@ def _messages(lines: list[bytes], seed: int) -> list[tuple[bytes, dict]]:
             messages.append((buffer.getvalue(), {"content-type": "application/avro-datum", "schema": "usage_record_v1"}))
         else:
             container.append(row)
-            if len(container) == 250:
+            if len(container) == per_container:
                 messages.append((_avro_container(container), {"content-type": "application/avro"}))
                 container = []
     if container:
@@ -111,102 +111,135 @@ def _messages(lines: list[bytes], seed: int) -> list[tuple[bytes, dict]]:
 
 
 def _publish(topic: str, messages: list[tuple[bytes, dict]]) -> None:
-    publisher, _ = _admin(None)
+    publisher, _ = _admin()
     futures = [publisher.publish(topic, data, **attributes) for data, attributes in messages]
     for future in futures:
         future.result(timeout=60)
 
 
-def _wait_for(output: Path, records: int, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    totals = {}
-    while time.monotonic() < deadline:
-        path = output / "control" / "totals.json"
-        if path.exists():
-            totals = json.loads(path.read_text())
-            done = totals["rated"] + totals.get("rejected_total", 0) + totals["duplicates"]
-            if totals["records_in"] >= records and done >= totals["records_in"]:
-                time.sleep(3)  # let the last running totals and files land
-                return json.loads(path.read_text())
-        time.sleep(1)
-    raise AssertionError(f"the streaming job did not account for {records} records in {timeout_s} s: {totals}")
+class _Stream:
+    """``usage-rating stream`` as a process of its own."""
 
+    def __init__(self, root: Path, subscription: str, output: Path, *extra: str):
+        self.output = output
+        self.log = open(output.parent / f"{output.name}-stream.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "stream", "--subscription", subscription,
+             "--reference", str(root / "gen" / "reference"), "--output", str(output), "--commit-interval", "0.5",
+             "--ack-deadline", str(ACK_DEADLINE_S), *extra],
+            cwd=ROOT, env=dict(os.environ), stdout=self.log, stderr=self.log)
 
-def _latest_rated(output: Path) -> pl.DataFrame:
-    frame = pl.read_parquet(sorted((output / "rated").rglob("*.parquet")), hive_partitioning=False)
-    return frame.sort("revision").group_by(["source", "record_id"], maintain_order=True).last()
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until the job has read the store and written its first totals."""
+        deadline = time.monotonic() + timeout_s
+        totals = self.output / "control" / "totals.json"
+        started = totals.stat().st_mtime if totals.exists() else 0
+        while not (totals.exists() and totals.stat().st_mtime > started):
+            assert self.process.poll() is None, self._tail()
+            assert time.monotonic() < deadline, "the stream did not start"
+            time.sleep(0.1)
+
+    def wait_for(self, records: int, timeout_s: float = 240) -> dict:
+        deadline = time.monotonic() + timeout_s
+        totals = {}
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self._tail()
+            path = self.output / "control" / "totals.json"
+            if path.exists():
+                totals = json.loads(path.read_text())
+                if totals["records_in"] >= records:
+                    return totals
+            time.sleep(0.5)
+        raise AssertionError(f"the stream did not account for {records} records in {timeout_s} s: {totals}")
+
+    def stop(self, how: signal.Signals) -> int:
+        self.process.send_signal(how)
+        code = self.process.wait(timeout=120)
+        self.log.close()
+        return code
+
+    def _tail(self) -> str:
+        self.log.flush()
+        return (self.output.parent / f"{self.output.name}-stream.log").read_text()[-3000:]
 
 
 COMPARED = ["source", "record_id", "account_id", "service_cycle", "zone", "band", "tier", "charged_units",
-            "free_units", "charge_micros"]
+            "free_units", "charge_micros", "input_position"]
 
 
-def _read(folder: Path) -> pl.DataFrame:
-    files = sorted(folder.rglob("*.parquet"))
-    return pl.read_parquet(files) if files else pl.DataFrame()
+def _frame(store: Path, table: str) -> pl.DataFrame:
+    return pl.from_arrow(IcebergStore.open(str(store), create=False).read(table))
 
 
-def test_stream_gives_the_batch_answers(pubsub_host, day_of_usage, tmp_path):
-    root, manifest, lines, batch_out = day_of_usage
-    topic, subscription = _topic_and_subscription("usage-a")
-    rated_topic, rated_sub = _topic_and_subscription("rated-a")
-    charges_topic, charges_sub = _topic_and_subscription("charges-a")
-    dead_topic, dead_sub = _topic_and_subscription("dead-a")
-    output = tmp_path / "stream"
-    config = StreamConfig(subscription=subscription, reference_dir=str(root / "gen" / "reference"),
-                          output_dir=str(output), rated_topic=rated_topic, charges_topic=charges_topic,
-                          dead_letter_topic=dead_topic, shards=4, totals_interval_s=1.0, control_interval_s=1.0,
-                          allowed_lateness_s=LATENESS_S)
-    result = run_stream(config, DIRECT)
-    try:
-        garbage = [(b"not a record", {"content-type": "text/plain"})]
-        _publish(topic, _messages(lines, seed=1) + garbage)
-        totals = _wait_for(output, manifest["records_written"] + 1)
-    finally:
-        result.cancel()
+def test_kill_9_ctrl_c_and_sigterm_at_random_points_lose_nothing_and_charge_nothing_twice(pubsub_host, usage,
+                                                                                         tmp_path):
+    root, manifest, lines, batch_out = usage
+    topic, subscription = _topic_and_subscription("usage-kill")
+    messages = _messages(lines, seed=1, per_container=20)
+    rnd = random.Random(7)
+    output = tmp_path / "store"
+    # Mediation publishes all along (about 20 s); the job is killed, stopped and restarted meanwhile.
+    feed = threading.Thread(target=lambda: [(_publish(topic, messages[k:k + 10]), time.sleep(0.4))
+                                            for k in range(0, len(messages), 10)])
+    feed.start()
+    for how in (signal.SIGKILL, signal.SIGKILL, signal.SIGINT, signal.SIGKILL, signal.SIGTERM):
+        stream = _Stream(root, subscription, output)
+        stream.wait_ready()
+        time.sleep(rnd.uniform(0.5, 3.0))
+        code = stream.stop(how)
+        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 0), stream._tail()
+    feed.join()
+    stream = _Stream(root, subscription, output)     # picks up the rest, and what the kills left unacknowledged
+    stream.wait_ready()
+    stream.wait_for(len(lines))
+    assert stream.stop(signal.SIGTERM) == 0
+    totals = json.loads((output / "control" / "totals.json").read_text())   # as written on stop
 
-    assert totals["records_in"] == manifest["records_written"] + 1
-    assert totals["records_balanced"]
-    batch_rated = pl.from_arrow(store_reads.table(batch_out, "rated")).select(COMPARED).sort(["source", "record_id"])
-    stream_rated = _latest_rated(output).select(COMPARED).sort(["source", "record_id"])
-    assert stream_rated.equals(batch_rated)
-    batch_rejects = Counter(zip(*pl.from_arrow(store_reads.table(batch_out, "rejected")).select(["reason", "raw"])
-                                .to_dict(as_series=False).values()))
-    stream_rejects = Counter(zip(*_read(output / "rejected").select(["reason", "raw"]).to_dict(as_series=False).values()))
-    assert stream_rejects - batch_rejects == Counter({("MALFORMED_RECORD", b"not a record"): 1})
-    assert batch_rejects - stream_rejects == Counter()
-    batch_dups = set(pl.from_arrow(store_reads.table(batch_out, "duplicates")).select(["source", "record_id"])
-                     .iter_rows())
-    stream_dups = set(_read(output / "duplicates").select(["source", "record_id"]).iter_rows())
-    assert stream_dups == batch_dups and len(batch_dups) == sum(manifest["duplicates_injected"].values())
+    assert totals["records_in"] == len(lines) and totals["records_balanced"]
+    assert totals["rated"] + totals["rejected_total"] + totals["duplicates"] == len(lines)
+    assert totals["money_checked"] is False and totals["money_balanced"] is None   # no charges yet: billed at close
+    batch_rated = _frame(batch_out, "rated")
+    stream_rated = _frame(output, "rated")
+    assert stream_rated.height == stream_rated.select(["source", "record_id"]).unique().height   # each record once
+    by_message = stream_rated.select(["source", "record_id", "input_file"])
+    assert by_message["input_file"].str.starts_with("pubsub:").all()
+    keys = ["source", "record_id"]
+    assert stream_rated.select(COMPARED[:-1]).sort(keys).equals(batch_rated.select(COMPARED[:-1]).sort(keys))
+    # Allowances ran out mid-stream: some subscription-cycle has free and then paid calls.
+    voice = batch_rated.filter(pl.col("service") == "VOICE").group_by(["served_msisdn", "service_cycle"]).agg(
+        (pl.col("free_units") > 0).any().alias("free"), ((pl.col("free_units") == 0) & (pl.col("charge_micros") > 0))
+        .any().alias("paid"))
+    assert voice.filter(pl.col("free") & pl.col("paid")).height > 0
+    batch_rejects = Counter(_frame(batch_out, "rejected").select(["reason", "raw"]).iter_rows())
+    assert Counter(_frame(output, "rejected").select(["reason", "raw"]).iter_rows()) == batch_rejects
+    batch_dups = set(_frame(batch_out, "duplicates").select(keys).iter_rows())
+    stream_dups = _frame(output, "duplicates").select(keys)
+    assert set(stream_dups.iter_rows()) == batch_dups and stream_dups.height == len(batch_dups)
+    runs = IcebergStore.open(str(output), create=False).runs()
+    assert {run.kind for run in runs[1:]} == {"stream"} and all(r.control_totals["records_balanced"] for r in runs[1:])
 
-    _, subscriber = _admin(None)
-    rated_messages = subscriber.pull(subscription=rated_sub, max_messages=50, timeout=30).received_messages
-    assert rated_messages, "rated events reach the rated topic"
-    message = rated_messages[0].message
-    records = list(fastavro.reader(io.BytesIO(message.data)))
-    assert records and all(r["account_id"] == message.attributes["account"] for r in records)
-    charges = subscriber.pull(subscription=charges_sub, max_messages=50, timeout=30).received_messages
-    assert charges and "charge_micros" in json.loads(charges[0].message.data)
+
+def test_the_topics_get_what_was_committed(pubsub_host, usage, tmp_path):
+    root, manifest, lines, batch_out = usage
+    topic, subscription = _topic_and_subscription("usage-topics")
+    rated_topic, rated_sub = _topic_and_subscription("rated-topics")
+    charges_topic, charges_sub = _topic_and_subscription("charges-topics")
+    dead_topic, dead_sub = _topic_and_subscription("dead-topics")
+    output = tmp_path / "store"
+    stream = _Stream(root, subscription, output, "--rated-topic", rated_topic, "--charges-topic", charges_topic,
+                     "--dead-letter-topic", dead_topic)
+    stream.wait_ready()
+    good = [line for line in lines[:200] if _avro_row(line) is not None][:20]
+    _publish(topic, [(line, {"content-type": "application/json"}) for line in good] +
+             [(b"not a record", {"content-type": "text/plain"})])
+    totals = stream.wait_for(len(good) + 1)
+    assert stream.stop(signal.SIGTERM) == 0
+    _, subscriber = _admin()
+    rated = subscriber.pull(subscription=rated_sub, max_messages=100, timeout=30).received_messages
+    records = [r for m in rated for r in fastavro.reader(io.BytesIO(m.message.data))]
+    assert {r["record_id"] for r in records} == set(_frame(output, "rated")["record_id"].to_list())
+    assert all(m.message.attributes["account"] for m in rated)
+    charges = subscriber.pull(subscription=charges_sub, max_messages=100, timeout=30).received_messages
+    assert charges and all("charge_micros" in json.loads(m.message.data) for m in charges)
     dead = subscriber.pull(subscription=dead_sub, max_messages=100, timeout=30).received_messages
-    assert any(m.message.data == b"not a record" for m in dead)
-
-
-def test_redelivered_messages_are_not_charged_twice(pubsub_host, day_of_usage, tmp_path):
-    root, manifest, lines, batch_out = day_of_usage
-    topic, subscription = _topic_and_subscription("usage-b")
-    output = tmp_path / "stream"
-    config = StreamConfig(subscription=subscription, reference_dir=str(root / "gen" / "reference"),
-                          output_dir=str(output), shards=4, control_interval_s=1.0, allowed_lateness_s=LATENESS_S)
-    result = run_stream(config, DIRECT)
-    try:
-        messages = _messages(lines[:600], seed=2)
-        _publish(topic, messages)
-        _publish(topic, messages)  # the whole feed again, as after a redelivery storm
-        totals = _wait_for(output, 1200)
-    finally:
-        result.cancel()
-    assert totals["records_balanced"] and totals["records_in"] == 1200
-    rated = _read(output / "rated")
-    assert rated.filter(pl.col("revision") == 0).height == rated.select(["source", "record_id"]).unique().height
-    assert totals["duplicates"] >= 600 - totals["rejected_total"] // 2
+    assert b"not a record" in [m.message.data for m in dead] and len(dead) == totals["rejected_total"]

@@ -44,7 +44,7 @@ from cdr_schemas.reasons import Reason
 
 _READ_BYTES = 8 << 20
 _BLANK = b" \t\r"
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _SEGMENT_LINES = 2048           # lines per pyarrow.json call: about as fast as bigger ones, cheaper to retry
 _SLOW_SEGMENT_LINES = 8          # segments this small go line by line
 _INT_RANGES = {pa.int64(): (-(1 << 63), (1 << 63) - 1), pa.int32(): (-(1 << 31), (1 << 31) - 1)}
@@ -227,7 +227,7 @@ def _line_chunks(path: str, stream: BinaryIO, max_lines: int) -> Iterator[_Chunk
         except STREAM_ERRORS as error:
             raise InputFileError(path, f"read failed: {type(error).__name__}: {error}") from error
         if at_start:
-            block = block[len(_BOM):] if block.startswith(_BOM) else block
+            block = block[len(BOM):] if block.startswith(BOM) else block
             at_start = False
         if block:
             found = np.flatnonzero(np.frombuffer(block, np.uint8) == 0x0A) + len(buffer)

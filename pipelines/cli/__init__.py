@@ -5,7 +5,7 @@
     usage-rating validate-reference DIR
     usage-rating batch --input GLOB --reference DIR --output OUT [--closed-through YYYY-MM] [--catalog-uri URI]
                        [Beam flags]
-    usage-rating close-cycle --output OUT --cycle YYYY-MM [--catalog-uri URI]
+    usage-rating close-cycle --output OUT --cycle YYYY-MM [--reference DIR] [--catalog-uri URI]
     usage-rating invoice --output OUT --account ID [--cycle YYYY-MM] [--as-of RUN_ID|TIMESTAMP] [--format text|html]
                          [--out FILE] [--catalog-uri URI]
     usage-rating stream --subscription projects/P/subscriptions/S --reference DIR --output OUT [...]
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pipelines.cli import cgrates as cgrates_cli, rerate as rerate_cli, store_commands
 from pipelines.cli.args import (EXIT_ERROR, EXIT_OK, add_batch_flags, add_catalog_flag, add_command, check_beam_args,
-                                default_runner, exit_status)
+                                default_runner, exit_status, unknown_flags_message)
 
 
 def cmd_generate(args) -> int:
@@ -81,20 +81,28 @@ def cmd_batch(args, beam_args: list[str]) -> int:
 
 
 def cmd_close_cycle(args) -> int:
-    from pipelines.staged_run import new_run_id
+    from pipelines.bill_store import bill_cycles, stream_fed_cycles
+    from pipelines.staged_run import staged_run
     from rating.cycles import month_index
-    from sinks.iceberg import IcebergStore
-    from sinks.lock import is_local, store_lock
 
     month_index(args.cycle)
-    run_id = new_run_id()
-    with store_lock(args.output, f"close-cycle {args.cycle} {run_id}"):   # a batch run cannot commit meanwhile
-        store = IcebergStore.open(args.output, args.catalog_uri, create=False)
-        current = store.closed_through()
+    with staged_run(args.output, args.catalog_uri, f"close-cycle {args.cycle}", create=False) as run:
+        current = run.store.closed_through()
         if current is not None and month_index(current) > month_index(args.cycle):
             raise ValueError(f"cycles through {current} are already closed; closing is final, it cannot move back "
                              f"to {args.cycle}")
-        store.close_cycles(run_id, args.cycle, exclusive=args.catalog_uri is None and is_local(args.output))
+        fed = stream_fed_cycles(run.store, args.cycle, current)
+        if fed and args.reference is None:
+            raise ValueError(f"the stream fed cycle(s) {', '.join(fed)} of {args.output}: closing bills them from the "
+                             f"store's rated events (every account, plan fees included), which needs the reference "
+                             f"data: add --reference DIR. Nothing was closed")
+        billed, overwrite = bill_cycles(run, fed, args.reference, current) if fed else ({}, {})
+        run.commit("close", run.written(), {"closed_through": args.cycle, "billed": billed}, overwrite=overwrite)
+    if billed:
+        print(f"billed {', '.join(billed)} from the store's rated events (the stream fed them)")
+        if not all(entry["money_balanced"] for entry in billed.values()):
+            print("money does not balance: rated events and usage lines differ (see the run's totals)", file=sys.stderr)
+            return exit_status(False)
     print(f"{args.output}: cycles through {args.cycle} are closed; later runs bill their late usage on the next cycle")
     return EXIT_OK
 
@@ -118,22 +126,42 @@ def cmd_invoice(args) -> int:
     return EXIT_OK
 
 
-def cmd_stream(args, beam_args: list[str]) -> int:
-    from pipelines.streaming import StreamConfig, parse_duration_s, run_stream
+def cmd_stream(args) -> int:
+    """Run the stream until Ctrl-C or SIGTERM: then finish the micro-batch in hand (commit, ack,
+    totals) and exit 0. A second Ctrl-C or SIGTERM stops at once, acknowledging nothing more."""
+    import os
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def on_signal(number, _frame):
+        if stop.is_set():
+            print(f"{signal.Signals(number).name} again: stopping at once; unacknowledged messages come back",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+        print(f"{signal.Signals(number).name}: finishing the micro-batch in hand (commit, acknowledge), "
+              f"then stopping; press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)    # first thing: a stop while the job starts is a clean one too
+    signal.signal(signal.SIGTERM, on_signal)
+    from pipelines.streaming import StreamConfig, StreamJob
 
     config = StreamConfig(subscription=args.subscription, reference_dir=args.reference, output_dir=args.output,
-                          rated_topic=args.rated_topic, charges_topic=args.charges_topic,
-                          dead_letter_topic=args.dead_letter_topic,
-                          allowed_lateness_s=parse_duration_s(args.allowed_lateness), shards=args.shards,
-                          timestamp_attribute=args.timestamp_attribute)
-    result = run_stream(config, beam_args)
-    print(f"streaming from {config.subscription}; outputs under {config.output_dir}; Ctrl-C stops", file=sys.stderr)
-    try:
-        result.wait_until_finish()
-    except KeyboardInterrupt:
-        print("stopping ...", file=sys.stderr)
-        result.cancel()
-    return EXIT_OK
+                          catalog_uri=args.catalog_uri, rated_topic=args.rated_topic,
+                          charges_topic=args.charges_topic, dead_letter_topic=args.dead_letter_topic,
+                          commit_interval_s=args.commit_interval, max_messages=args.max_messages,
+                          max_batch_mb=args.max_batch_mb,
+                          ack_deadline_s=args.ack_deadline)
+    print(f"streaming from {config.subscription} into the store {config.output_dir}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    totals = StreamJob(config).run(stop)
+    print(f"stopped: {totals['records_in']:,} records in, {totals['rated']:,} rated, "
+          f"{totals['rejected_total']:,} rejected, {totals['duplicates']:,} duplicates, "
+          f"{totals['redelivered']:,} redelivered ({totals['commits']:,} commits, all runs of the store)",
+          file=sys.stderr)
+    return exit_status(totals["records_balanced"])
 
 
 def cmd_demo(args, beam_args: list[str]) -> int:
@@ -178,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mark cycles up to YYYY-MM as invoiced in an output store")
     close.add_argument("--output", required=True)
     close.add_argument("--cycle", required=True, help="YYYY-MM")
+    close.add_argument("--reference", default=None,
+                       help="reference-data directory: needed to bill the cycles the stream fed, when they close")
     add_catalog_flag(close)
 
     invoice = add_command(sub, "invoice", cmd_invoice,
@@ -191,24 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a run id, or an ISO timestamp: the invoice as the store stood after that run")
     add_catalog_flag(invoice)
 
-    stream = add_command(sub, "stream", cmd_stream, beam_flags=True,
-                         help="rate usage from Pub/Sub until stopped (Ctrl-C); extra flags go to Beam")
+    stream = add_command(sub, "stream", cmd_stream,
+                         help="rate usage from Pub/Sub into the output store until stopped (Ctrl-C, SIGTERM)")
     stream.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
     stream.add_argument("--reference", required=True, help="reference-data directory")
-    stream.add_argument("--output", required=True, help="output directory (rated, rejected, duplicates, control)")
+    stream.add_argument("--output", required=True, help="the output store (created when missing)")
+    add_catalog_flag(stream)
     stream.add_argument("--rated-topic", default=None, help="projects/P/topics/T for rated events (Avro)")
     stream.add_argument("--charges-topic", default=None, help="projects/P/topics/T for running totals (JSON)")
     stream.add_argument("--dead-letter-topic", default=None, help="projects/P/topics/T for rejected records")
-    stream.add_argument("--allowed-lateness", default="2d", help="e.g. 6h, 2d: how long after a cycle ends its "
-                                                                 "usage is still re-ordered (default 2d)")
-    stream.add_argument("--timestamp-attribute", default=None,
-                        help="message attribute holding the arrival time (default: the publish time)")
-    # Not the job flags of batch and rerate: a stream has no input files to size its shards by (a
-    # number, no 'auto'), and its shard data always goes through the runner's shuffle.
-    stream.add_argument("--shards", type=int, default=16)
-    stream.add_argument("--shuffle", choices=("beam",), default="beam",
-                        help="always the runner's own shuffle; accepted so that runner_configs/ flag files serve "
-                             "stream as well as batch")
+    stream.add_argument("--commit-interval", type=float, default=2.0,
+                        help="seconds of messages per micro-batch: each is one commit (default 2)")
+    stream.add_argument("--max-messages", type=int, default=50_000,
+                        help="messages per micro-batch at most (default 50000)")
+    stream.add_argument("--max-batch-mb", type=float, default=4.0,
+                        help="megabytes of messages per micro-batch at most: a backlog is taken in steps (default 4)")
+    stream.add_argument("--ack-deadline", type=int, default=60,
+                        help="seconds: the lease of a pulled message, extended until its commit (default 60)")
 
     cgrates_cli.add_parsers(sub)
     rerate_cli.add_parser(sub)
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         parser.exit(2, f"{parser.prog}: error: name a command\n")
     if beam_args and not args.beam_flags:
-        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        args.command_parser.error(unknown_flags_message(beam_args, args.command_parser))
     try:
         if not args.beam_flags:
             return args.run(args)

@@ -117,6 +117,19 @@ def check_beam_args(beam_args: list[str], command: argparse.ArgumentParser) -> N
                      f"nothing was run (see {command.prog} --help)")
 
 
+def unknown_flags_message(unknown: list[str], command: argparse.ArgumentParser) -> str:
+    """What a command that takes no Beam flags says of ``unknown`` arguments: each flag with the
+    closest flag of the command."""
+    known = [option for action in command._actions for option in action.option_strings if option.startswith("--")]
+    problems = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("-") else []
+        problems.append(f"unknown {'flag' if flag.startswith('-') else 'argument'} {flag}"
+                        + (f" (did you mean {close[0]}?)" if close else ""))
+    return "; ".join(problems)
+
+
 def _beam_parser() -> argparse.ArgumentParser:
     """Beam's own pipeline options in one parser that raises ValueError instead of exiting."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
