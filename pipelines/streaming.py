@@ -60,6 +60,7 @@ from sinks.lock import is_local, store_lock
 
 STREAM = "stream"
 COMMIT_ATTEMPTS = 3
+PULL_MARGIN_S = 2.0
 # Accounts loaded from the store by a filter naming them, up to this many; beyond it the open
 # cycles are read whole and filtered here (pyiceberg binds a filter's literals once per data file).
 ACCOUNTS_LOADED_BY_NAME = 1_000
@@ -76,7 +77,7 @@ class StreamConfig:
     dead_letter_topic: str | None = None
     commit_interval_s: float = 2.0
     max_messages: int = 50_000          # per micro-batch
-    max_batch_mb: float = 4.0           # message bytes per micro-batch: a backlog is taken in bounded steps
+    max_batch_mb: float = 2.0           # message bytes per micro-batch: a backlog is taken in bounded steps
     ack_deadline_s: int = 60
 
     def __post_init__(self):
@@ -402,7 +403,10 @@ class StreamJob:
             wanted = c.max_messages - len(messages)
             # As many more as fit the size limit at the mean size so far (a first pull of unknown sizes: 100).
             wanted = min(wanted, max(1, int((max_size - size) * len(messages) / size)) if messages else 100)
-            pulled = puller.pull(wanted, timeout_s=min(left, 1.0))
+            # The server answers (empty when it has nothing) before the deadline it is given: a pull the
+            # client abandons at its own deadline may have leased messages it never sees, which then come
+            # back only when their ack deadline passes. So the deadline is the time left plus a margin.
+            pulled = puller.pull(wanted, timeout_s=left + PULL_MARGIN_S)
             messages += pulled
             size += sum(len(m.data) for m in pulled)
         return messages

@@ -11,6 +11,7 @@ any worker starts:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import threading
@@ -110,6 +111,11 @@ class RatingEngine:
         find_subscriptions(subscriber, int_column(column(batch, "start_time")), c.sub_first, c.sub_count,
                            c.sub_from_us, c.sub_to_us, rows, reason)
         return rows
+
+    @functools.cached_property
+    def account_row_of(self) -> dict[str, int]:
+        """Account id -> its row in the compiled reference."""
+        return {account: row for row, account in enumerate(self.compiled.account_ids)}
 
     def account_rows(self, batch: pa.RecordBatch) -> np.ndarray:
         """Account row of each record's subscription at its start time, -1 when there is none."""

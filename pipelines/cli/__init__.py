@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of messages per micro-batch: each is one commit (default 2)")
     stream.add_argument("--max-messages", type=int, default=50_000,
                         help="messages per micro-batch at most (default 50000)")
-    stream.add_argument("--max-batch-mb", type=float, default=4.0,
-                        help="megabytes of messages per micro-batch at most: a backlog is taken in steps (default 4)")
+    stream.add_argument("--max-batch-mb", type=float, default=2.0,
+                        help="megabytes of messages per micro-batch at most: a backlog is taken in steps (default 2)")
     stream.add_argument("--ack-deadline", type=int, default=60,
                         help="seconds: the lease of a pulled message, extended until its commit (default 60)")
 
