@@ -358,7 +358,7 @@ class StreamJob:
         engine = RatingEngine.load(c.reference_dir)   # bad reference data fails before anything is pulled
         reference = reference_fingerprint(c.reference_dir)
         job_id = new_run_id()
-        with store_lock(c.output_dir, f"stream {job_id}") if c.catalog_uri is None else _no_lock():
+        with store_lock(c.output_dir, f"stream {job_id}"):   # a local store: held while the stream runs
             store = IcebergStore.open(c.output_dir, c.catalog_uri, create=True)
             exclusive = c.catalog_uri is None and is_local(c.output_dir)
             for said in tidy(store, exclusive):
@@ -468,14 +468,6 @@ class StreamJob:
         totals = finish_stream_totals(self.totals)
         totals["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(Path(local, "control", "totals.json"), totals)
-
-
-class _no_lock:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write(dirs: OutputDirs, batch: MicroBatch) -> dict[str, list[str]]:

@@ -279,3 +279,34 @@ def test_json_messages_decoded_together_give_what_each_alone_gives():
     order = [("input_file", "ascending")]
     assert rejected.sort_by(order).equals(pa.concat_tables(alone_rejected).sort_by(order))
     assert usage.column("record_id").to_pylist() == ["r1", "r2", "r3", "r6"]
+
+
+def test_a_batch_run_committed_while_the_stream_rates_makes_it_read_the_store_again(s3_bucket, tmp_path):
+    """A store on S3 (no lock): a batch run commits after the stream read the store and before its
+    next commit. That commit must fail and the stream rate the same messages again from the store as
+    it now is: resends of the batch's records are duplicates, not charged twice."""
+    rows = month_rows()
+    random.Random(5).shuffle(rows)
+    third = len(rows) // 3
+    first, middle, last = rows[:third], rows[third:2 * third], rows[2 * third:]
+    write_jsonl(tmp_path / "middle.jsonl", middle)
+    remote, catalog = f"s3://{s3_bucket}/store", f"sqlite:///{tmp_path}/catalog.db"
+
+    class _CutIn(_Feed):
+        def pull(self, max_messages, timeout_s=1.0):
+            if len(self._groups) == 1 and not self._waiting:   # before the second group: another writer
+                assert main(["batch", "--input", str(tmp_path / "middle.jsonl"), "--reference", str(REFERENCE_MIN),
+                             "--output", remote, "--catalog-uri", catalog, "--shards", "2", *DIRECT]) == 0
+            return super().pull(max_messages, timeout_s)
+
+    stop = threading.Event()
+    groups = [_month_messages(first), _month_messages(last + middle[:5], 1000)]
+    feed = _CutIn(groups, stop)
+    config = StreamConfig(SUBSCRIPTION, str(REFERENCE_MIN), remote, catalog_uri=catalog, commit_interval_s=0.05)
+    said = []
+    totals = StreamJob(config, puller=feed, log=said.append).run(stop)
+    assert totals["duplicates"] == 5 and totals["records_balanced"]
+    store = IcebergStore.open(remote, catalog, create=False)
+    assert [run.kind for run in store.runs()] == ["create", "stream", "batch", "stream"]
+    once = _batch_store(tmp_path, rows)
+    assert pl.from_arrow(store.read("rated")).select(COMPARED).sort(["source", "record_id"]).equals(_rated(once))
