@@ -80,8 +80,9 @@ REJECTED_STATISTICS_COLUMNS = ["reason", "record_id", "source", "input_file", "i
 
 def write_by_cycle(dirs: OutputDirs, folder: str, shard: int, table: pa.Table, column: str, **options) -> None:
     """One file of ``shard`` per value of ``column`` (a cycle), in that value's partition folder."""
-    for cycle in sorted(pc.unique(table.column(column)).to_pylist()):
-        part = table.filter(pc.equal(table.column(column), cycle))
+    cycles = sorted(pc.unique(table.column(column)).to_pylist())
+    for cycle in cycles:
+        part = table if len(cycles) == 1 else table.filter(pc.equal(table.column(column), cycle))
         write_parquet(dirs.path(folder, shard, f"{column}={cycle}"), part, **options)
 
 

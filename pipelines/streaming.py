@@ -234,7 +234,8 @@ class StoreState:
         """Index what ``run_id`` committed: its new events and keyed rejects, and the positions of its
         rejects and duplicates (a redelivery of them is then recognised)."""
         self.based_on = run_id
-        new = batch.rated.filter(pc.equal(batch.rated.column("revision"), 0))
+        new = batch.rated.filter(pc.equal(batch.rated.column("revision"), 0)) if batch.counters["rated_revisions"] \
+            else batch.rated
         self.keys.add(new, run_id)
         self.keys.add(batch.rejected, run_id)
         for table in (batch.rejected, batch.duplicates):
