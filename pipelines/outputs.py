@@ -96,19 +96,31 @@ class _WriteRated(beam.DoFn):
         write_by_cycle(self._dirs, "rated", shard, table, "service_cycle",
                         dictionary=RATED_DICTIONARY_COLUMNS, statistics=RATED_STATISTICS_COLUMNS,
                         row_group_size=RATED_ROW_GROUP_ROWS)
-        # Exact sums (Python ints): an int64 sum could wrap and still look balanced.
-        frame = pl.from_arrow(table.select(["service_cycle", "service", "raw_units", "charge_micros"]))
-        groups = frame.group_by(["service_cycle", "service"]).agg(
-            exact_sum("raw_units"), exact_sum("charge_micros"), pl.len().alias("events"))
-        cycles, units = {}, {"VOICE": 0, "SMS": 0, "DATA": 0}
-        for row in groups.sort(["service_cycle", "service"]).iter_rows(named=True):
-            entry = cycles.setdefault(row["service_cycle"], {"rated_micros": 0, "events": {}})
-            entry["rated_micros"] += row["charge_micros"]
-            entry["events"][row["service"]] = row["events"]
-            units[row["service"]] += row["raw_units"]
-        yield {"rated": table.num_rows, "rated_seconds": units["VOICE"], "rated_messages": units["SMS"],
-               "rated_bytes": units["DATA"], "charge_micros": sum(e["rated_micros"] for e in cycles.values()),
-               "cycles": cycles}
+        yield rated_counters(table)
+
+
+def rated_counters(table: pa.Table) -> dict:
+    """Control counters of rated events: how many, units per service, money, and per service cycle
+    its events per service and rated micros. Exact sums (Python ints): an int64 sum could wrap and
+    still look balanced."""
+    frame = pl.from_arrow(table.select(["service_cycle", "service", "raw_units", "charge_micros"]))
+    groups = frame.group_by(["service_cycle", "service"]).agg(
+        exact_sum("raw_units"), exact_sum("charge_micros"), pl.len().alias("events"))
+    cycles, units = {}, {"VOICE": 0, "SMS": 0, "DATA": 0}
+    for row in groups.sort(["service_cycle", "service"]).iter_rows(named=True):
+        entry = cycles.setdefault(row["service_cycle"], {"rated_micros": 0, "events": {}})
+        entry["rated_micros"] += row["charge_micros"]
+        entry["events"][row["service"]] = row["events"]
+        units[row["service"]] += row["raw_units"]
+    return {"rated": table.num_rows, "rated_seconds": units["VOICE"], "rated_messages": units["SMS"],
+            "rated_bytes": units["DATA"], "charge_micros": sum(e["rated_micros"] for e in cycles.values()),
+            "cycles": cycles}
+
+
+def reason_counts(rejected: pa.Table) -> dict:
+    """Rejected rows per reason code."""
+    reasons, counts = np.unique(np.asarray(rejected.column("reason").to_pylist(), dtype=object), return_counts=True)
+    return {str(r): int(c) for r, c in zip(reasons, counts)}
 
 
 class _WriteCharges(beam.DoFn):
@@ -177,9 +189,7 @@ class _WriteSortedShard(beam.DoFn):
         table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in self._sort_keys]))
         write_parquet(self._dirs.path(self._folder, shard), table, statistics=self._statistics)
         if self._counter == "rejected":
-            reasons, counts = np.unique(np.asarray(table.column("reason").to_pylist(), dtype=object),
-                                        return_counts=True)
-            yield {"rejected": {str(r): int(c) for r, c in zip(reasons, counts)}}
+            yield {"rejected": reason_counts(table)}
         else:
             yield {self._counter: table.num_rows}
 

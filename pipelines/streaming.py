@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import shutil
 import sys
@@ -45,7 +44,8 @@ from cdr_schemas.reasons import Reason
 from cdr_schemas.validate import validate_usage
 from pipelines.counters import add_counters, empty_totals, finish_totals
 from pipelines.outputs import (RATED_DICTIONARY_COLUMNS, RATED_ROW_GROUP_ROWS, RATED_STATISTICS_COLUMNS,
-                               REJECTED_STATISTICS_COLUMNS, OutputDirs, write_by_cycle)
+                               REJECTED_STATISTICS_COLUMNS, OutputDirs, rated_counters, reason_counts,
+                               write_by_cycle)
 from pipelines.prior import StoredKeys, check_same_reference, open_cycles, prepare_prior, usage_rows
 from pipelines.staged_run import local_path, tidy, new_run_id, scratch_dir_for
 from rating.cycles import month_index
@@ -168,6 +168,7 @@ class StoreState:
         self._engine = engine
         self._reference = reference
         self._scratch = scratch
+        self._resets = 0
         self.reset()
 
     def reset(self) -> None:
@@ -177,7 +178,7 @@ class StoreState:
         self.closed_through = store.closed_through()
         self.cycles = open_cycles(store, self.closed_through)
         check_same_reference(store, self.cycles, self._reference)
-        self._resets = getattr(self, "_resets", 0) + 1   # a fresh folder: the last index may still be mapped
+        self._resets += 1   # a fresh folder: the last index may still be mapped
         prior = prepare_prior(store, self.cycles, set(), self._scratch / f"index-{self._resets}")
         self.keys = StoredKeys.open(prior.keys_file, prior.details_file) if prior.keys_file else StoredKeys.empty()
         self.positions = _committed_positions(store)
@@ -201,14 +202,12 @@ class StoreState:
         in_batch = pa.Table.from_batches([in_batch])
         found = self.keys.lookup(unique)
         stored = found >= 0
-        duplicate_rows = stored
         duplicates = [in_batch]
-        if duplicate_rows.any():
+        if stored.any():
             duplicates.append(pa.Table.from_batches([self.keys.duplicates(
-                unique.filter(pa.array(duplicate_rows)), found[duplicate_rows])]))
+                unique.filter(pa.array(stored)), found[stored])]))
         fresh = unique.filter(pa.array(~stored))
-        # The redelivered copies of this micro-batch's in-batch duplicates count once, as redelivered.
-        counters["records_in"] -= counters["redelivered"]
+        counters["records_in"] -= counters["redelivered"]   # records of this micro-batch that are new to the store
 
         _, accounts, months, _ = engine.cycle_keys(fresh)
         closed = (accounts >= 0) & (months >= 0) & (months <= _month(self.closed_through))
@@ -225,9 +224,9 @@ class StoreState:
         all_rejects = pa.concat_tables([r.cast(rejected_schema()) for r in rejects])
         duplicates = pa.concat_tables([d.cast(duplicate_schema()) for d in duplicates])
         revision = rated.column("revision").to_numpy()
-        counters.update(rated=int((revision == 0).sum()), rated_revisions=int((revision > 0).sum()),
-                        corrections=result.corrections, duplicates=duplicates.num_rows,
-                        rejected=_reasons(all_rejects))
+        counters.update(rated_counters(rated.filter(pa.array(revision == 0))),
+                        rated_revisions=int((revision > 0).sum()), corrections=result.corrections,
+                        duplicates=duplicates.num_rows, rejected=reason_counts(all_rejects))
         return MicroBatch(rated, all_rejects, duplicates, counters, result.totals)
 
     def committed(self, batch: MicroBatch, run_id: str) -> None:
@@ -288,13 +287,6 @@ class StoreState:
 
 def _month(cycle: str | None) -> int:
     return month_index(cycle) if cycle is not None else -1
-
-
-def _reasons(rejected: pa.Table) -> dict:
-    counts: dict = {}
-    for reason in rejected.column("reason").to_pylist():
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
 
 
 def _committed_positions(store: IcebergStore) -> set:
@@ -430,8 +422,7 @@ class StreamJob:
                 files = _write(dirs, batch)
                 timings["write_s"] = time.monotonic() - at
                 counters = dict(batch.counters, commits=1)
-                totals = finish_stream_totals(add_counters(stream_totals({}), counters))
-                totals["cycles"] = _cycles(batch.rated)
+                totals = finish_stream_totals(stream_totals(counters))
                 totals["run"] = {"subscription": self.config.subscription, "messages": len(messages),
                                  "fingerprint": {"reference": reference}}
                 at = time.monotonic()
@@ -494,19 +485,3 @@ def _discard(dirs: OutputDirs) -> None:
     for table in ("rated", "rejected", "duplicates"):
         for uri in dirs.files(table):
             cat.delete_file(uri)
-
-
-def _cycles(rated: pa.Table) -> dict:
-    """Per service cycle: the events this micro-batch added (revision 0) per service, and their money."""
-    cycles: dict = {}
-    new = rated.filter(pc.equal(rated.column("revision"), 0))
-    for row in new.group_by(["service_cycle", "service"]).aggregate([("charge_micros", "sum"), ("service", "count")]) \
-            .to_pylist():
-        entry = cycles.setdefault(row["service_cycle"], {"events": {}, "rated_micros": 0})
-        entry["events"][row["service"]] = row["service_count"]
-        entry["rated_micros"] += row["charge_micros_sum"]
-    return cycles
-
-
-def charge_totals_json(totals: dict) -> bytes:
-    return json.dumps(totals, sort_keys=True).encode()
