@@ -33,7 +33,7 @@ from cdr_schemas.decoders import InputFileError
 from pipelines.inputs import InputFiles
 from pipelines.options import SHUFFLE_FOLDER
 from pipelines.outputs import OutputDirs
-from pipelines.worker_errors import worker_error_message
+from pipelines.worker_errors import quiet_worker_errors, worker_error_message
 from rating.cycles import month_index
 from sinks.iceberg import DATA_TABLES, CommitResult, IcebergStore
 from sinks.iceberg import catalog as cat
@@ -91,7 +91,8 @@ class StagedRun:
         """
         started = time.monotonic()
         try:
-            with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+            with quiet_worker_errors(InputFileError), beam.Pipeline(options=PipelineOptions(pipeline_args or [])) \
+                    as pipeline:
                 _ = pipeline | "Inputs" >> beam.Create(list(inputs.paths)) | label >> transform
         except BaseException as error:
             message = worker_error_message(error, InputFileError)  # Beam wraps it; keep the file's own message

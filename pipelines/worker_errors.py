@@ -11,6 +11,8 @@ raised the exception class named in full (``cdr_schemas.decoders.common.InputFil
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Iterator, TypeVar
 
 E = TypeVar("E", bound=BaseException)
@@ -48,3 +50,21 @@ def worker_error_message(error: BaseException, kind: type[BaseException]) -> str
         if name in line:
             return line.split(name, 1)[1].split(_STEP_SUFFIX, 1)[0]
     return None
+
+
+@contextlib.contextmanager
+def quiet_worker_errors(kind: type[BaseException]) -> Iterator[None]:
+    """While the block runs, drop Beam's ERROR log records (with their traceback) of a DoFn that
+    raised ``kind``: the caller reports that error itself, in one line (``worker_error_message``).
+    Records of any other error are logged as Beam logs them."""
+    name = f"{kind.__module__}.{kind.__qualname__}: "
+
+    def keep(record: logging.LogRecord) -> bool:
+        return name not in record.getMessage()
+
+    logger = logging.getLogger("apache_beam.runners.common")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)

@@ -87,7 +87,7 @@ def test_close_cycle_is_kept_in_the_store_and_late_usage_goes_on_the_next_cycle(
     assert store_reads.latest_totals(tmp_path / "late")["balanced"]
 
 
-def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
+def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys, caplog):
     bad = tmp_path / "cdrs.csv"
     bad.write_text("not a cdr file\n")
     assert main(["batch", "--input", str(bad), "--reference", str(REFERENCE_EXAMPLES),
@@ -100,6 +100,8 @@ def test_batch_on_an_unreadable_file_exits_1_naming_it(tmp_path, capsys):
                  "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "broken.avro" in err and "unreadable Avro header" in err
+    # One line, not Beam's worker traceback as well
+    assert not [r for r in caplog.records if "InputFileError" in r.getMessage()]
     assert not (tmp_path / "out").exists()
 
 
