@@ -27,7 +27,9 @@ setup(
     extras_require={
         # moto's server mode: a real S3-compatible server on loopback for the object-storage store
         # tests (tests/object_store_server.py), with boto3 to look inside its buckets.
-        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]>=5.0"],
+        # Beam's DaskRunner and S3 filesystem: tests/test_distributed.py runs batch and rerate on a
+        # dask.distributed cluster with inputs on S3.
+        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]>=5.0", "apache-beam[dask,aws]>=2.60"],
         # Inputs on gs:// read by Beam's GCS filesystem, the Dataflow runner (runner_configs/dataflow.flags).
         "gcp": ["apache-beam[gcp]>=2.60"],
         # Inputs on s3:// read by Beam's S3 filesystem (the store and the reference use pyarrow's, built in).

@@ -40,6 +40,7 @@ from rating.engine import RatingEngine, reference_fingerprint
 from sinks.files import write_parquet
 from sinks.iceberg import ConcurrentCommitError
 from sinks.iceberg.catalog import delete_file
+from sinks.object_storage import ObjectStorage
 
 COMMIT_ATTEMPTS = 3
 # An append replaces the rows of at most this many accounts by a row filter naming them; beyond it,
@@ -61,9 +62,10 @@ class RateUsageFiles(beam.PTransform):
     def expand(self, paths):
         c = self._config
         shuffle_dir = c.shuffle_dir(self._scratch)
-        usage = paths | "RateUsage" >> RateUsage(reference_dir=c.reference_dir, shards=c.shards,
-                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir, prior=self._prior)
-        bills = usage[RATED] | "Bill" >> BillAccounts(c.reference_dir, c.shards, c.closed_through, shuffle_dir)
+        storage = self._dirs.storage
+        usage = paths | "RateUsage" >> RateUsage(reference_dir=c.reference_dir, shards=c.shards, batch_size=c.batch_size,
+                                                 shuffle_dir=shuffle_dir, prior=self._prior, storage=storage)
+        bills = usage[RATED] | "Bill" >> BillAccounts(c.reference_dir, c.shards, c.closed_through, shuffle_dir, storage)
         return {**usage, CHARGES: bills[CHARGES], INVOICES: bills[INVOICES]} \
             | "Write" >> WriteOutputs(self._dirs, c.shards)
 
@@ -202,6 +204,9 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     when another writer commits first (``ConcurrentCommitError``), the run is made again from the
     start, ``COMMIT_ATTEMPTS`` times at most (``attempts`` in the result).
     """
+    storage = ObjectStorage.of(pipeline_args)
+    storage.activate()   # here, and on every worker (``OutputDirs.storage``)
+    pipeline_args = storage.with_beam_args(pipeline_args)
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts (and is kept)
     inputs = match_inputs(config.input_glob)
     paths = list(inputs.paths)
@@ -209,7 +214,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
         detect_format(path)  # an unknown extension fails here, before the pipeline, naming the file
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            return {**_run_once(config, inputs, pipeline_args), "attempts": attempt}
+            return {**_run_once(config, inputs, pipeline_args, storage), "attempts": attempt}
         except ConcurrentCommitError:
             # Another writer of a shared catalog committed first: nothing of this run was committed,
             # and what it read (held cycles, duplicates, allowances) may have changed: run it again.
@@ -217,9 +222,9 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
                 raise
 
 
-def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> dict:
+def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None, storage: ObjectStorage) -> dict:
     paths = list(inputs.paths)
-    with staged_run(config.output_dir, config.catalog_uri, "batch run", create=True) as run:
+    with staged_run(config.output_dir, config.catalog_uri, "batch run", create=True, storage=storage) as run:
         fingerprint = input_fingerprint(paths, config.reference_dir)
         closed_through = effective_closed_through(run.store, config.closed_through)
         config = dataclasses.replace(config, closed_through=closed_through,
@@ -231,7 +236,7 @@ def _run_once(config: BatchConfig, inputs, pipeline_args: list[str] | None) -> d
         accounts = accounts_of_inputs(RatingEngine.load(config.reference_dir), paths) if cycles else set()
         if len(accounts) > ACCOUNTS_REPLACED_ONE_BY_ONE:
             accounts = None   # so many: replace their cycles whole (one partition each, no row filter)
-        prior = prepare_prior(run.store, cycles, accounts, run.scratch)
+        prior = prepare_prior(run.store, cycles, accounts, run.scratch).shared_at(run.shared)
         timings = {"prior_s": time.monotonic() - started}
         totals, timings["pipeline_s"] = run.run_pipeline(RateUsageFiles(config, run.dirs, str(run.scratch), prior),
                                                          "RateUsageFiles", inputs, pipeline_args)

@@ -2,21 +2,29 @@
 
 Rated events go through one more shuffle, by account shard (the rating shards: every event of an
 account is already in one), with only the columns billing reads. Every shard is billed, with or
-without usage: an account with no usage still pays its plan fees.
+without usage: an account with no usage still pays its plan fees, for every cycle the run has
+usage of. Those cycles reach each shard through the same shuffle (a ``CoGroupByKey``), not as a
+side input: the DaskRunner computes a side input again inside every task that reads it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 
 from cdr_schemas import rated_event_schema
 from pipelines.shuffle import ShardShuffle, SpillByShard
+from pipelines.tagged import Tagged
 from rating.billing import BILLING_COLUMNS, BillingPeriod, bill_accounts
 from rating.engine import EngineRef
+from sinks.object_storage import ObjectStorage
 
 CHARGES = "charges"
 INVOICES = "invoices"
+_RATED = "rated"      # what each shard's group holds: its payloads of rated events,
+_CYCLES = "cycles"    # and the run's usage cycles (one list)
 
 
 def billing_schema() -> pa.Schema:
@@ -48,16 +56,17 @@ class _BillShard(beam.DoFn):
     def setup(self):
         self._engine = self._engine_ref.load()
 
-    def process(self, element, usage_cycles):
-        shard, payloads = element
-        rated = self._shuffle.read(payloads, billing_schema())
+    def process(self, element):
+        shard, grouped = element
+        rated = self._shuffle.read(grouped[_RATED], billing_schema())
+        usage_cycles = [cycle for cycles in grouped[_CYCLES] for cycle in cycles]
         period = BillingPeriod.from_usage_cycles(usage_cycles, self._closed_through)
         lines, summary = bill_accounts(self._engine.compiled, self._engine.accounts_of_shard(shard, self._shards),
                                        rated, period)
         if lines.num_rows:
-            yield beam.pvalue.TaggedOutput(CHARGES, (shard, lines))
+            yield CHARGES, (shard, lines)
         if summary.num_rows:
-            yield beam.pvalue.TaggedOutput(INVOICES, (shard, summary))
+            yield INVOICES, (shard, summary)
 
 
 class BillAccounts(beam.PTransform):
@@ -70,31 +79,35 @@ class BillAccounts(beam.PTransform):
     """
 
     def __init__(self, reference_dir: str, shards: int, closed_through: str | None = None,
-                 shuffle_dir: str | None = None):
+                 shuffle_dir: str | None = None, storage: ObjectStorage | None = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be positive, got {shards}")
-        self._engine = EngineRef.of(reference_dir)
+        self._engine = EngineRef.of(reference_dir, storage)
         self._shards = shards
         self._closed_through = closed_through
         self._shuffle = ShardShuffle(shuffle_dir)
 
     def expand(self, rated):
-        usage_cycles = (
-            rated
-            | "UsageCycles" >> beam.FlatMap(lambda kv: kv[1].column("service_cycle").unique().to_pylist())
-            | "DistinctCycles" >> beam.Distinct()
+        shards = self._shards
+        usage_cycles = (   # keyed by shard number: the DaskRunner's shuffle places a str or None key by its
+            rated          # hash, which differs between processes (every int key hashes alike)
+            | "UsageCycles" >> beam.FlatMap(lambda kv: [(0, c) for c in kv[1].column("service_cycle").unique().to_pylist()])
+            | "DistinctCycles" >> beam.CombinePerKey(beam.combiners.ToSetCombineFn())
+            | "ToEveryShard" >> beam.FlatMap(lambda kv: [(s, sorted(kv[1])) for s in range(shards)])
         )
         shuffle = self._shuffle
         no_usage = shuffle.empty_payload(billing_schema())
         fillers = rated.pipeline | "EveryShard" >> beam.Create(
             [(s, no_usage) for s in range(self._shards)]).with_output_types(shuffle.element_type)
-        return (
+        payloads = (
             (rated | "RatedForBilling" >> beam.ParDo(_RatedForBilling(shuffle)).with_output_types(shuffle.element_type),
              fillers)
             | "AllShards" >> beam.Flatten()
-            | "GroupForBilling" >> beam.GroupByKey()
-            | "BillShard" >> beam.ParDo(
-                _BillShard(self._engine, self._shards, self._closed_through, shuffle),
-                usage_cycles=beam.pvalue.AsList(usage_cycles)).with_outputs(CHARGES, INVOICES)
+        )
+        return (
+            {_RATED: payloads, _CYCLES: usage_cycles}
+            | "GroupForBilling" >> beam.CoGroupByKey()
+            | "BillShard" >> Tagged(beam.ParDo(_BillShard(self._engine, self._shards, self._closed_through, shuffle)),
+                                    {CHARGES: Any, INVOICES: Any})
         )

@@ -11,33 +11,38 @@ from cdr_schemas.decoders import avro as avro_decoder
 from cdr_schemas.decoders import decode_file
 from cdr_schemas.validate import validate_usage
 from pipelines import coders  # noqa: F401  (registers the RecordBatch coder)
+from pipelines.tagged import Tagged
+from sinks.object_storage import ObjectStorage
 
 USAGE = "usage"
 REJECTED = "rejected"
 COUNTS = "counts"
 
 
-def validated_outputs(decoded_batches) -> Iterator:
-    """Usage batches (main), rejected batches and the record count of decoded batches, validated."""
+def validated_outputs(decoded_batches) -> Iterator[tuple[str, object]]:
+    """``(tag, element)`` pairs (``pipelines.tagged``) of decoded batches, validated: usage
+    batches, rejected batches and the record count."""
     records = 0
     for decoded in decoded_batches:
         records += decoded.usage.num_rows + decoded.rejected.num_rows
         if decoded.rejected.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTED, decoded.rejected)
+            yield REJECTED, decoded.rejected
         if decoded.usage.num_rows:
             valid, rejected = validate_usage(decoded.usage)
             if rejected.num_rows:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+                yield REJECTED, rejected
             if valid.num_rows:
-                yield valid
-    yield beam.pvalue.TaggedOutput(COUNTS, {"records_in": records})
+                yield USAGE, valid
+    yield COUNTS, {"records_in": records}
 
 
 class _DecodeFile(beam.DoFn):
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, storage: ObjectStorage):
         self._batch_size = batch_size
+        self._storage = storage
 
     def setup(self):
+        self._storage.activate()   # the input files may be on object storage
         avro_decoder.warm_up()  # load the compiled Avro kernel before the first file
 
     def process(self, path: str) -> Iterator:
@@ -51,16 +56,17 @@ class DecodeUsage(beam.PTransform):
     fails the pipeline with its path and the reason (``InputFileError``): nothing is skipped.
     """
 
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, storage: ObjectStorage = ObjectStorage()):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self._batch_size = batch_size
+        self._storage = storage
 
     def expand(self, paths):
         return (
             paths
             | "Spread" >> beam.Reshuffle()
-            | "DecodeAndValidate" >> beam.ParDo(_DecodeFile(self._batch_size)).with_output_types(pa.RecordBatch)
-            .with_outputs(REJECTED, COUNTS, main=USAGE)
+            | "DecodeAndValidate" >> Tagged(beam.ParDo(_DecodeFile(self._batch_size, self._storage)),
+                                            {USAGE: pa.RecordBatch, REJECTED: pa.RecordBatch, COUNTS: dict})
         )

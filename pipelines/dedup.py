@@ -7,7 +7,9 @@ import apache_beam as beam
 import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
+from pipelines.coders import KeyedBatch
 from pipelines.shuffle import ShardShuffle, SpillByShard
+from pipelines.tagged import Tagged
 from rating.dedup import deduplicate
 from rating.partition import split_by_record_key
 
@@ -35,9 +37,9 @@ class _DedupShard(beam.DoFn):
         table = self._shuffle.read(payloads, usage_batch_schema())
         unique, duplicates = deduplicate(table.to_batches())
         if unique.num_rows:
-            yield unique
+            yield UNIQUE, unique
         if duplicates.num_rows:
-            yield beam.pvalue.TaggedOutput(DUPLICATES, (shard, duplicates))
+            yield DUPLICATES, (shard, duplicates)
 
 
 class DeduplicateUsage(beam.PTransform):
@@ -68,6 +70,6 @@ class DeduplicateUsage(beam.PTransform):
         return (
             keyed[0]
             | "GroupByRecordId" >> beam.GroupByKey()
-            | "DropDuplicates" >> beam.ParDo(_DedupShard(self._shuffle)).with_output_types(pa.RecordBatch)
-            .with_outputs(DUPLICATES, main=UNIQUE)
+            | "DropDuplicates" >> Tagged(beam.ParDo(_DedupShard(self._shuffle)),
+                                         {UNIQUE: pa.RecordBatch, DUPLICATES: KeyedBatch})
         )

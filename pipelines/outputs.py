@@ -35,6 +35,7 @@ from rating.money import exact_sum
 from rating.partition import split_by_input_file
 from sinks.files import write_json, write_parquet
 from sinks.iceberg.catalog import join, list_files
+from sinks.object_storage import ObjectStorage
 
 OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "control")
 
@@ -42,11 +43,12 @@ OUTPUT_FOLDERS = ("rated", "charges", "invoices", "rejected", "duplicates", "con
 @dataclasses.dataclass(frozen=True)
 class OutputDirs:
     """Where each output goes (``OUTPUT_FOLDERS``): a URI per data table (``file://``, ``s3://``,
-    ``gs://``: the store's table data folders) and a local folder for ``control``; ``prefix`` is
+    ``gs://``: the store's table data folders) and a folder or URI for ``control``; ``prefix`` is
     the run id every file name starts with. ``under(root, prefix)``: every output in a local
     folder of its name under ``root``."""
     folders: dict
     prefix: str
+    storage: ObjectStorage = ObjectStorage()   # how the writers reach object storage (on every worker)
 
     @classmethod
     def under(cls, root: str | Path, prefix: str) -> "OutputDirs":
@@ -86,9 +88,17 @@ def write_by_cycle(dirs: OutputDirs, folder: str, shard: int, table: pa.Table, c
         write_parquet(dirs.path(folder, shard, f"{column}={cycle}"), part, **options)
 
 
-class _WriteRated(beam.DoFn):
+class _Writer(beam.DoFn):
+    """Base of the DoFns that write into ``dirs``: the job's storage settings reach their worker."""
+
     def __init__(self, dirs: OutputDirs):
         self._dirs = dirs
+
+    def setup(self):
+        self._dirs.storage.activate()
+
+
+class _WriteRated(_Writer):
 
     def process(self, element):
         shard, batch = element
@@ -123,11 +133,8 @@ def reason_counts(rejected: pa.Table) -> dict:
     return {str(r): int(c) for r, c in zip(reasons, counts)}
 
 
-class _WriteCharges(beam.DoFn):
+class _WriteCharges(_Writer):
     """(shard, charge lines) -> a ``charges`` file per billing cycle; per-cycle money, to check against the rated events."""
-
-    def __init__(self, dirs: OutputDirs):
-        self._dirs = dirs
 
     def process(self, element):
         shard, lines = element
@@ -147,11 +154,8 @@ class _WriteCharges(beam.DoFn):
         yield {"cycles": cycles}
 
 
-class _WriteInvoices(beam.DoFn):
+class _WriteInvoices(_Writer):
     """(shard, invoice summaries) -> an ``invoices`` file per billing cycle; invoice totals per cycle and currency."""
-
-    def __init__(self, dirs: OutputDirs):
-        self._dirs = dirs
 
     def process(self, element):
         shard, summary = element
@@ -172,12 +176,12 @@ class _SplitRejects(beam.DoFn):
         yield from split_by_input_file(batch, self._shards)
 
 
-class _WriteSortedShard(beam.DoFn):
+class _WriteSortedShard(_Writer):
     """Concatenate a shard's batches, sort them, write one part file, count rows (or reasons)."""
 
     def __init__(self, dirs: OutputDirs, folder: str, sort_keys: list[str], counter: str,
                  statistics: bool | list[str] = True):
-        self._dirs = dirs
+        super().__init__(dirs)
         self._statistics = statistics
         self._folder = folder
         self._sort_keys = sort_keys
@@ -194,12 +198,11 @@ class _WriteSortedShard(beam.DoFn):
             yield {self._counter: table.num_rows}
 
 
-class _WriteTotals(beam.DoFn):
-    def __init__(self, dirs: OutputDirs):
-        self._dirs = dirs
+class _WriteTotals(_Writer):
 
-    def process(self, totals: dict):
-        write_json(Path(self._dirs.folders["control"], "totals.json"), totals)
+    def process(self, element: tuple[int, dict]):
+        _, totals = element
+        write_json(join(self._dirs.folders["control"], "totals.json"), totals)
         yield totals
 
 
@@ -237,6 +240,7 @@ class WriteOutputs(beam.PTransform):
         return (
             (pcolls[COUNTS], rated_counts, charge_counts, invoice_counts, reject_counts, duplicate_counts)
             | "AllCounts" >> beam.Flatten()
-            | "SumCounts" >> beam.CombineGlobally(SumCounters())
+            | "OneKey" >> beam.Map(lambda counters: (0, counters))   # not CombineGlobally's None key: see bill.py
+            | "SumCounts" >> beam.CombinePerKey(SumCounters())
             | "WriteTotals" >> beam.ParDo(_WriteTotals(self._dirs))
         )

@@ -34,11 +34,14 @@ import pyarrow.parquet as pq
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, NotNull
 
 from cdr_schemas import duplicate_schema, usage_batch_schema
-from pipelines.decode import COUNTS
-from pipelines.dedup import DUPLICATES
+from pipelines.decode import COUNTS, USAGE
+from pipelines.dedup import DUPLICATES, UNIQUE
 from rating.cycles import in_cycle_scope, month_bounds, month_index, month_label
 from rating.partition import RECORD_KEY, hash_columns, split_by_record_key
+from sinks.files import is_remote, local_copy, upload
 from sinks.iceberg import IcebergStore
+from sinks.iceberg.catalog import join
+from sinks.object_storage import ObjectStorage
 from sinks.iceberg.tables import arrow_schema
 
 PRIOR_FOLDER = "prior"
@@ -66,6 +69,19 @@ class PriorUsage:
     @classmethod
     def none(cls) -> "PriorUsage":
         return cls((), (), (), {}, None, None)
+
+    def shared_at(self, folder: str) -> "PriorUsage":
+        """These files as the workers reach them: copied to ``folder`` when it is on object storage
+        (the run's shared scratch folder, ``StagedRun.shared``); as they are otherwise."""
+        if self.keys_file is None or not is_remote(folder):
+            return self
+
+        def copied(path: str) -> str:
+            uri = join(folder, PRIOR_FOLDER, Path(path).name)
+            upload(path, uri)
+            return uri
+        return dataclasses.replace(self, usage_files=tuple(copied(p) for p in self.usage_files),
+                                   keys_file=copied(self.keys_file), details_file=copied(self.details_file))
 
 
 def check_same_reference(store: IcebergStore, cycles: list[str], reference: str) -> None:
@@ -226,13 +242,19 @@ def usage_rows(rated: pa.Table) -> pa.Table:
 
 
 class ReadPrior(beam.DoFn):
-    """A prior usage file -> its usage batches, and ``{"prior_in": rows}`` to the counts."""
+    """A prior usage file (a path or URI) -> its usage batches, and ``{"prior_in": rows}`` to the counts."""
+
+    def __init__(self, storage: ObjectStorage):
+        self._storage = storage
+
+    def setup(self):
+        self._storage.activate()
 
     def process(self, path: str):
         table = pq.read_table(path).cast(usage_batch_schema())
         for batch in table.to_batches(max_chunksize=65_536):
-            yield batch
-        yield beam.pvalue.TaggedOutput(COUNTS, {"prior_in": table.num_rows})
+            yield USAGE, batch
+        yield COUNTS, {"prior_in": table.num_rows}
 
 
 class StoredKeys:
@@ -340,24 +362,26 @@ class DropStored(beam.DoFn):
     """Usage batch -> its records the store has not rated (main), and the others as duplicates
     ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
 
-    def __init__(self, keys_file: str, details_file: str, shards: int):
+    def __init__(self, keys_file: str, details_file: str, shards: int, storage: ObjectStorage):
         self._keys_file = keys_file
         self._details_file = details_file
         self._shards = shards
+        self._storage = storage
         self._keys = None
 
     def setup(self):
-        self._keys = StoredKeys.open(self._keys_file, self._details_file)
+        self._storage.activate()
+        self._keys = StoredKeys.open(local_copy(self._keys_file), local_copy(self._details_file))
 
     def process(self, batch: pa.RecordBatch):
         found = self._keys.lookup(batch)
         stored = found >= 0
         if not stored.any():
-            yield batch
+            yield UNIQUE, batch
             return
-        yield batch.filter(pa.array(~stored))
+        yield UNIQUE, batch.filter(pa.array(~stored))
         dups = batch.filter(pa.array(stored))
-        yield from (beam.pvalue.TaggedOutput(DUPLICATES, pair)
+        yield from ((DUPLICATES, pair)
                     for pair in split_by_record_key(self._keys.duplicates(dups, found[stored]), self._shards))
 
 

@@ -8,8 +8,10 @@ import pyarrow as pa
 from cdr_schemas import usage_batch_schema
 from pipelines.coders import KeyedBatch
 from pipelines.shuffle import ShardShuffle, SpillByShard
+from pipelines.tagged import Tagged
 from rating.dedup import table_to_batch
 from rating.engine import EngineRef
+from sinks.object_storage import ObjectStorage
 
 RATED = "rated"
 REJECTED = "rejected"
@@ -45,9 +47,9 @@ class _RateShard(beam.DoFn):
         batch = table_to_batch(self._shuffle.read(payloads, usage_batch_schema()))
         rated, rejected = self._engine.rate(batch)
         if rated.num_rows:
-            yield (shard, rated)
+            yield RATED, (shard, rated)
         if rejected.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            yield REJECTED, rejected
 
 
 class RateByAccount(beam.PTransform):
@@ -57,11 +59,12 @@ class RateByAccount(beam.PTransform):
     order whatever the input order or batching. ``shuffle_dir``: see ``DeduplicateUsage``.
     """
 
-    def __init__(self, reference_dir: str, shards: int, shuffle_dir: str | None = None):
+    def __init__(self, reference_dir: str, shards: int, shuffle_dir: str | None = None,
+                 storage: ObjectStorage | None = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be positive, got {shards}")
-        self._engine = EngineRef.of(reference_dir)
+        self._engine = EngineRef.of(reference_dir, storage)
         self._shards = shards
         self._shuffle = ShardShuffle(shuffle_dir)
 
@@ -71,6 +74,6 @@ class RateByAccount(beam.PTransform):
             | "KeyByAccount" >> beam.ParDo(KeyByAccount(self._engine, self._shards, self._shuffle))
             .with_output_types(self._shuffle.element_type)
             | "GroupByAccount" >> beam.GroupByKey()
-            | "RateShard" >> beam.ParDo(_RateShard(self._engine, self._shuffle))
-            .with_output_types(KeyedBatch).with_outputs(REJECTED, main=RATED)
+            | "RateShard" >> Tagged(beam.ParDo(_RateShard(self._engine, self._shuffle)),
+                                    {RATED: KeyedBatch, REJECTED: pa.RecordBatch})
         )

@@ -13,11 +13,15 @@ then bills and writes), so a fix to rating files reaches both.
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow as pa
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
+from pipelines.coders import KeyedBatch
 from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
 from pipelines.prior import DropStored, PriorUsage, ReadPrior
 from pipelines.rate import RATED, RateByAccount
+from pipelines.tagged import Tagged
+from sinks.object_storage import ObjectStorage
 
 
 class RateUsage(beam.PTransform):
@@ -30,11 +34,12 @@ class RateUsage(beam.PTransform):
     """
 
     def __init__(self, *, reference_dir: str, shards: int, batch_size: int, shuffle_dir: str | None = None,
-                 prior: PriorUsage | None = None):
+                 prior: PriorUsage | None = None, storage: ObjectStorage = ObjectStorage()):
         super().__init__()
-        self._decode = DecodeUsage(batch_size)
+        self._decode = DecodeUsage(batch_size, storage)
         self._deduplicate = DeduplicateUsage(shards, shuffle_dir)
-        self._rate = RateByAccount(reference_dir, shards, shuffle_dir)
+        self._rate = RateByAccount(reference_dir, shards, shuffle_dir, storage)
+        self._storage = storage
         self._prior = prior or PriorUsage.none()
         self._shards = shards
 
@@ -44,10 +49,11 @@ class RateUsage(beam.PTransform):
             deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
             duplicates, counts = deduped[DUPLICATES], decoded[COUNTS]
         else:   # continue the store: drop what it rated, re-rate its open cycles with the new records
-            fresh = decoded[USAGE] | "DropStored" >> beam.ParDo(DropStored(self._prior.keys_file, self._prior.details_file, self._shards)) \
-                .with_outputs(DUPLICATES, main=UNIQUE)
+            fresh = decoded[USAGE] | "DropStored" >> Tagged(
+                beam.ParDo(DropStored(self._prior.keys_file, self._prior.details_file, self._shards, self._storage)),
+                {UNIQUE: pa.RecordBatch, DUPLICATES: KeyedBatch})
             prior = paths.pipeline | "PriorFiles" >> beam.Create(list(self._prior.usage_files)) \
-                | "ReadPrior" >> beam.ParDo(ReadPrior()).with_outputs(COUNTS, main=USAGE)
+                | "ReadPrior" >> Tagged(beam.ParDo(ReadPrior(self._storage)), {USAGE: pa.RecordBatch, COUNTS: dict})
             deduped = (fresh[UNIQUE], prior[USAGE]) | "Deduplicate" >> self._deduplicate
             duplicates = (fresh[DUPLICATES], deduped[DUPLICATES]) | "AllDuplicates" >> beam.Flatten()
             counts = (decoded[COUNTS], prior[COUNTS]) | "AllCounts" >> beam.Flatten()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from pathlib import Path
 
 import apache_beam as beam
 import polars as pl
@@ -35,6 +34,7 @@ from pipelines.outputs import REJECTED_STATISTICS_COLUMNS, OutputDirs, WriteOutp
 from pipelines.prior import rejects_in_cycle
 from pipelines.rate import RATED
 from pipelines.rate_usage import RateUsage
+from pipelines.tagged import Tagged
 from pipelines.staged_run import StagedRun, effective_closed_through, local_path, staged_run
 from rating.billing import finish_lines, summarise_invoices
 from rating.cycles import cycle_bounds_of, in_cycle_scope, month_index, month_label
@@ -44,6 +44,7 @@ from rating.rerate import (RATED_COLUMNS, RecordDiff, adjustment_lines, compare_
 from sinks.files import write_json, write_parquet
 from sinks.iceberg import IcebergStore
 from sinks.iceberg import catalog as cat
+from sinks.object_storage import ObjectStorage
 
 _KEPT = "kept"
 _SCOPE = "_scope"   # scratch only: keys of this run's rated events of other cycles
@@ -74,25 +75,29 @@ class RerateConfig(RunConfig):
 
 
 class _KeepCycle(beam.DoFn):
-    """(shard, rated batch) -> the events of ``cycle``; keys of the others go to ``staging/_scope``."""
+    """(shard, rated batch) -> the events of ``cycle``; keys of the others go to ``shared/_scope`` (the run's shared scratch folder)."""
 
-    def __init__(self, cycle: str, scratch: str):
+    def __init__(self, cycle: str, shared: str, storage: ObjectStorage):
         self._cycle = cycle
-        self._scratch = scratch
+        self._shared = shared
+        self._storage = storage
+
+    def setup(self):
+        self._storage.activate()
 
     def process(self, element):
         shard, batch = element
         inside = pc.equal(batch.column("service_cycle"), self._cycle)
         outside = batch.filter(pc.invert(inside)).select(["source", "record_id", "service_cycle"])
         if outside.num_rows:
-            write_parquet(Path(self._scratch, _SCOPE, f"part-{shard:05d}-{uuid.uuid4().hex[:8]}.parquet"), outside)
+            write_parquet(cat.join(self._shared, _SCOPE, f"part-{shard:05d}-{uuid.uuid4().hex[:8]}.parquet"), outside)
             per_cycle = pa.table(outside).group_by("service_cycle").aggregate([("record_id", "count")])
-            yield beam.pvalue.TaggedOutput(COUNTS, {"out_of_scope": {"rated": {
+            yield COUNTS, {"out_of_scope": {"rated": {
                 c: n for c, n in zip(per_cycle.column("service_cycle").to_pylist(),
-                                     per_cycle.column("record_id_count").to_pylist())}}})
+                                     per_cycle.column("record_id_count").to_pylist())}}}
         kept = batch.filter(inside)
         if kept.num_rows:
-            yield shard, kept
+            yield _KEPT, (shard, kept)
 
 
 class RerateCycle(beam.PTransform):
@@ -102,24 +107,26 @@ class RerateCycle(beam.PTransform):
     core (``RateUsage``: all events of an account together, in event-time order). Events of
     ``config.cycle`` are billed and written like a batch output (rated events, charges and
     invoices as if the cycle were open, every reject of the run, duplicates, control totals); the
-    keys of events of other cycles go to ``scratch/_scope`` and their counts to the totals
+    keys of events of other cycles go to ``shared/_scope`` and their counts to the totals
     (``out_of_scope``).
     """
 
-    def __init__(self, config: RerateConfig, dirs: OutputDirs, scratch: str):
+    def __init__(self, config: RerateConfig, dirs: OutputDirs, scratch: str, shared: str):
         super().__init__()
         self._config = config
         self._dirs = dirs
         self._scratch = str(scratch)
+        self._shared = shared
 
     def expand(self, paths):
         c = self._config
         shuffle_dir = c.shuffle_dir(self._scratch)
+        storage = self._dirs.storage
         usage = paths | "RateUsage" >> RateUsage(reference_dir=c.rating_reference, shards=c.shards,
-                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir)
-        kept = usage[RATED] | "KeepCycle" >> beam.ParDo(_KeepCycle(c.cycle, self._scratch)) \
-            .with_output_types(KeyedBatch).with_outputs(COUNTS, main=_KEPT)
-        bills = kept[_KEPT] | "Bill" >> BillAccounts(c.rating_reference, c.shards, None, shuffle_dir)
+                                                 batch_size=c.batch_size, shuffle_dir=shuffle_dir, storage=storage)
+        kept = usage[RATED] | "KeepCycle" >> Tagged(beam.ParDo(_KeepCycle(c.cycle, self._shared, storage)),
+                                                    {_KEPT: KeyedBatch, COUNTS: dict})
+        bills = kept[_KEPT] | "Bill" >> BillAccounts(c.rating_reference, c.shards, None, shuffle_dir, storage)
         counts = (usage[COUNTS], kept[COUNTS]) | "AllCounts" >> beam.Flatten()
         return {**usage, RATED: kept[_KEPT], COUNTS: counts, CHARGES: bills[CHARGES], INVOICES: bills[INVOICES]} \
             | "Write" >> WriteOutputs(self._dirs, c.shards)
@@ -182,7 +189,7 @@ def _compare(config: RerateConfig, run: StagedRun) -> RecordDiff:
         prior_rejects=pl.from_arrow(store.read("rejected", selected_fields=["source", "record_id", "reason"])).lazy(),
         other_rated=pl.from_arrow(store.read("rated", row_filter=NotEqualTo("service_cycle", cycle),
                                              selected_fields=["source", "record_id", "service_cycle"])).lazy(),
-        out_of_scope=_frame(sorted(str(p) for p in (run.scratch / _SCOPE).glob("*.parquet")),
+        out_of_scope=_frame(cat.list_files(cat.join(run.shared, _SCOPE)),
                             ["source", "record_id", "service_cycle"]),
     )
 
@@ -306,6 +313,9 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     """
     started = time.monotonic()
     cycle = config.cycle
+    storage = ObjectStorage.of(pipeline_args)
+    storage.activate()   # here, and on every worker (``OutputDirs.storage``)
+    pipeline_args = storage.with_beam_args(pipeline_args)
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts
     if config.what_if_dir:
         RatingEngine.load(config.what_if_dir)
@@ -319,14 +329,14 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     # Batch runs, re-rates and close-cycle of the store wait for each other (the store's lock); a
     # what-if does not write the store, and takes no lock.
     with staged_run(config.output_dir, config.catalog_uri, f"rerate {cycle}", create=False,
-                    write=not what_if) as run:
+                    write=not what_if, storage=storage) as run:
         store = run.store
         closed_through = effective_closed_through(store, config.closed_through)
         closed = closed_through is not None and month_index(cycle) <= month_index(closed_through)
         billing_cycle = month_label(month_index(closed_through) + 1) if closed else cycle
         previous = store.runs()[-1]
         check_inputs_cover(store, cycle, paths)
-        totals_run, timings["pipeline_s"] = run.run_pipeline(RerateCycle(config, run.dirs, str(run.scratch)),
+        totals_run, timings["pipeline_s"] = run.run_pipeline(RerateCycle(config, run.dirs, str(run.scratch), run.shared),
                                                              "RerateCycle", inputs, pipeline_args)
 
         t0 = time.monotonic()

@@ -6,7 +6,10 @@
         run.commit("batch", run.written(), totals)
 
 The pipeline's workers write every data file straight into its table's data folder, each file named
-after the run (``OutputDirs``); control totals and shuffle spills go to the run's scratch folder.
+after the run (``OutputDirs``). The run has two scratch folders: ``scratch`` on this machine (shuffle
+spills of a local runner, files only this process reads) and ``shared``, which every worker reaches
+(control totals, the store's usage a run continues, a re-rate's out-of-scope keys): the same folder
+for a store on local disk, a folder beside the store's tables for a store on object storage.
 Nothing is visible until ``commit`` registers the files, one transaction per table and the run log
 last (``IcebergStore.commit_run``). A run that fails, or ends without committing, removes its files;
 files a killed run left are removed by the next run (``IcebergStore.orphan_files``).
@@ -37,7 +40,9 @@ from pipelines.worker_errors import quiet_worker_errors, worker_error_message
 from rating.cycles import month_index
 from sinks.iceberg import DATA_TABLES, CommitResult, IcebergStore
 from sinks.iceberg import catalog as cat
+from sinks.files import read_bytes
 from sinks.lock import is_local, store_lock
+from sinks.object_storage import ObjectStorage
 
 SCRATCH_PREFIX = "scratch-"   # a run's scratch folder: OUT/.scratch-RUNID beside the store's tables
 
@@ -60,12 +65,21 @@ def local_path(uri: str) -> str | None:
 
 
 def scratch_dir_for(output: str, run_id: str) -> Path:
-    """A run's scratch folder (control totals, shuffle spills): hidden, inside a local ``output``;
-    a temporary folder of this machine for a store on object storage."""
+    """A run's scratch folder on this machine: hidden, inside a local ``output``; a temporary
+    folder of this machine for a store on object storage."""
     local = local_path(cat.output_uri(output))
     if local is None:
         return Path(tempfile.gettempdir()) / f"usage-rating-{SCRATCH_PREFIX}{run_id}"
     return Path(local) / f".{SCRATCH_PREFIX}{run_id}"
+
+
+def shared_dir_for(output: str, scratch: Path, run_id: str) -> str:
+    """The URI of a run's scratch folder that every worker reaches: ``scratch`` itself for a local
+    ``output`` (workers of a cluster mount it at the same path); for a store on object storage, the
+    hidden folder ``OUT/.scratch-RUNID`` beside its tables."""
+    uri = cat.output_uri(output)
+    return "file://" + str(scratch.resolve()) if local_path(uri) is not None else \
+        cat.join(uri, f".{SCRATCH_PREFIX}{run_id}")
 
 
 @dataclasses.dataclass
@@ -73,7 +87,8 @@ class StagedRun:
     """One run (``staged_run`` makes it): its id, the store, where its files go, what was tidied."""
     run_id: str
     store: IcebergStore
-    scratch: Path        # control totals and shuffle spills; removed when the run ends
+    scratch: Path        # on this machine: shuffle spills, files the submitter makes; removed when the run ends
+    shared: str          # a folder or URI every worker reaches (``shared_dir_for``); removed when the run ends
     dirs: OutputDirs     # where the pipeline writes each output
     tidied: list[str]    # what recovery and the orphan clean-up did before this run (sentences)
     exclusive: bool = False   # the lock keeps every other writer out: embedded catalog in a local folder
@@ -101,7 +116,7 @@ class StagedRun:
             raise
         elapsed_s = time.monotonic() - started
         shutil.rmtree(self.scratch / SHUFFLE_FOLDER, ignore_errors=True)
-        totals = json.loads((Path(self.dirs.folders["control"]) / "totals.json").read_text())
+        totals = json.loads(read_bytes(cat.join(self.dirs.folders["control"], "totals.json")))
         totals["skipped_inputs"] = inputs.skipped_json()
         return totals, elapsed_s
 
@@ -127,10 +142,11 @@ class StagedRun:
 
 @contextlib.contextmanager
 def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
-               write: bool = True) -> Iterator[StagedRun]:
+               write: bool = True, storage: ObjectStorage = ObjectStorage()) -> Iterator[StagedRun]:
     """A new run of ``what`` (e.g. "batch run", "rerate 2026-01") against the store at ``output``.
 
-    ``create``: create the store when there is none (a batch run). With ``write`` (every run that
+    ``create``: create the store when there is none (a batch run). ``storage``: how the run's
+    workers reach object storage (``OutputDirs.storage``). With ``write`` (every run that
     commits) the block holds the store's lock (``sinks.lock.store_lock``: a second writer fails at
     once, naming this run), rolls back what a crashed run half-committed and deletes the data files
     no snapshot references (``StagedRun.tidied``). Without ``write`` (a what-if) the run writes its
@@ -146,20 +162,24 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
         tidied = tidy(store, exclusive) if write else []
         if write:
             scratch = scratch_dir_for(output, run_id)
+            shared = shared_dir_for(output, scratch, run_id)
             folders = {table: store.data_root(table) for table in DATA_TABLES}
         else:
             scratch = Path(tempfile.mkdtemp(prefix="usage-rating-what-if-"))
+            shared = "file://" + str(scratch.resolve())
             folders = {table: "file://" + str(scratch.resolve() / table) for table in DATA_TABLES}
-        dirs = OutputDirs({**folders, "control": str(scratch / "control")}, run_id)
+        dirs = OutputDirs({**folders, "control": cat.join(shared, "control")}, run_id, storage)
         # What the run reads of the store from here on is as of this run; a commit made by another
         # writer before this run commits fails it (``ConcurrentCommitError``): it must read again.
-        run = StagedRun(run_id, store, scratch, dirs, tidied, exclusive, store.runs()[-1].run_id)
+        run = StagedRun(run_id, store, scratch, shared, dirs, tidied, exclusive, store.runs()[-1].run_id)
         try:
             yield run
         finally:
             if write:
                 run.discard_files()
             shutil.rmtree(scratch, ignore_errors=True)
+            if local_path(shared) is None:
+                cat.delete_dir(shared)
             if new_folder and run.committed is None:   # a first run that failed leaves no empty store behind
                 shutil.rmtree(local_path(store.uri), ignore_errors=True)
 

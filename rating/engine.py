@@ -163,13 +163,16 @@ class EngineRef:
     """
     reference_dir: str
     fingerprint: str
+    storage: object = None   # the job's sinks.object_storage.ObjectStorage, for a reference on object storage
 
     @classmethod
-    def of(cls, reference_dir: str) -> "EngineRef":
-        return cls(str(reference_dir), reference_fingerprint(reference_dir))
+    def of(cls, reference_dir: str, storage=None) -> "EngineRef":
+        return cls(str(reference_dir), reference_fingerprint(reference_dir), storage)
 
     def load(self) -> RatingEngine:
         """The engine of this reference in this process, its kernels compiled (``warm_up``)."""
+        if self.storage is not None:
+            self.storage.activate()
         engine = RatingEngine.load(self.reference_dir, self.fingerprint)
         engine.warm_up()
         return engine

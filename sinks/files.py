@@ -6,8 +6,11 @@ The output store (Iceberg tables) is ``sinks.iceberg``; its lock is ``sinks.lock
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -66,6 +69,53 @@ def write_json(path: str | os.PathLike, document: dict) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of the file at ``path`` (a local path or a URI)."""
+    if isinstance(path, str) and "://" in path:
+        fs, path = filesystem(path)
+        with fs.open_input_stream(path) as source:
+            return source.readall()
+    return Path(path).read_bytes()
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URI of object storage (not a local path nor ``file://``)."""
+    return isinstance(path, str) and "://" in path and not isinstance(filesystem(path)[0], pafs.LocalFileSystem)
+
+
+def upload(local: str | os.PathLike, uri: str) -> None:
+    """Copy the local file ``local`` to ``uri`` (object storage), whole."""
+    fs, path = filesystem(uri)
+    with open(local, "rb") as source, fs.open_output_stream(path) as out:
+        while chunk := source.read(8 << 20):
+            out.write(chunk)
+
+
+_LOCAL_COPIES: dict[str, str] = {}   # URI -> this process's copy (``local_copy``)
+
+
+def local_copy(path: str) -> str:
+    """A local path holding the file at ``path``: ``path`` itself on local disk; for object storage,
+    a copy in this machine's temporary folder, made once per process (a run's scratch files, which
+    do not change under a URI once written, memory-mapped by each worker)."""
+    if not is_remote(path):
+        return path.removeprefix("file://") if isinstance(path, str) else str(path)
+    if path not in _LOCAL_COPIES:
+        fs, remote = filesystem(path)
+        fd, copy = tempfile.mkstemp(prefix="usage-rating-", suffix="-" + Path(remote).name)
+        with os.fdopen(fd, "wb") as out, fs.open_input_stream(remote) as source:
+            while chunk := source.read(8 << 20):
+                out.write(chunk)
+        _LOCAL_COPIES[path] = copy
+        atexit.register(_remove, copy)
+    return _LOCAL_COPIES[path]
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def write_part(folder: str | os.PathLike, table: pa.Table, *, partition: str | None = None) -> list[Path]:

@@ -96,3 +96,7 @@ def s3_bucket(s3_endpoint, monkeypatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", object_store_server.ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", object_store_server.SECRET_ACCESS_KEY)
     return bucket
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a minute (CI runs it; -m 'not slow' leaves it out)")

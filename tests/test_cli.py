@@ -157,8 +157,8 @@ def test_every_runner_config_flag_file_is_accepted_by_the_pipeline_commands(comm
     lines = (RUNNER_CONFIGS / flags).read_text().splitlines()
     if command == ["demo"] and "--shuffle=beam" in lines:
         pytest.skip("demo rates on the DirectRunner; the cluster flag files are for batch and rerate")
-    args, beam_args = build_parser().parse_known_args(command + [line for line in lines
-                                                                 if line and not line.startswith("#")])
+    words = [word for line in lines if line and not line.startswith("#") for word in line.split()]  # as $(grep ...)
+    args, beam_args = build_parser().parse_known_args(command + words)
     check_beam_args(beam_args, args.command_parser)  # raises on anything unknown
 
 

@@ -109,3 +109,15 @@ def test_fuzz_smoke(tmp_path, capsys):
     assert status == (1 if figures["failures"] or figures["harness_errors"] else 0)
     printed = capsys.readouterr().out
     assert "avro_block_count" in printed and "records_accounted" in printed and "result:" in printed
+
+
+def test_bench_distributed_smoke(tmp_path):
+    """perf/bench_distributed.py runs the DirectRunner and a two-worker Dask cluster once, tiny,
+    checks their stores are byte-identical, and writes its figures."""
+    bench = _load("bench_distributed")
+    out = tmp_path / "distributed.json"
+    results = bench.main(["--records", "3000", "--workdir", str(tmp_path), "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert [r["runner"] for r in results] == ["DirectRunner, 2 processes", "DaskRunner, 2 workers, 2 partitions",
+                                              "DaskRunner, 2 workers, 4 partitions"]
+    assert all(r["records"] == 3000 and r["balanced"] and r["records_per_s"] > 0 for r in results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 
 EXIT_OK = 0          # done (``rate-one``: also for a rejected event, a rejection is an answer)
 EXIT_ERROR = 1       # bad configuration or input (one line says what and the fix); nothing was published
@@ -84,10 +85,22 @@ def shards_arg(text: str) -> int | None:
 
 
 def default_runner(beam_args: list[str]) -> list[str]:
-    """Pick the DirectRunner unless a runner is named (Beam's default may try Prism, which needs a download)."""
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return beam_args
-    return ["--runner=DirectRunner", *beam_args]
+    """Pick the DirectRunner unless a runner is named (Beam's default may try Prism, which needs a
+    download); a runner Beam knows only by its module's path (``DaskRunner``) named by that path."""
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return ["--runner=DirectRunner", *beam_args]
+    out = []
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--runner=") and arg.split("=", 1)[1] in RUNNER_OPTION_MODULES:
+            arg = "--runner=" + _runner_path(arg.split("=", 1)[1])
+        elif i and beam_args[i - 1] == "--runner" and arg in RUNNER_OPTION_MODULES:
+            arg = _runner_path(arg)
+        out.append(arg)
+    return out
+
+
+def _runner_path(runner: str) -> str:
+    return f"{RUNNER_OPTION_MODULES[runner][0]}.{runner}"
 
 
 def check_beam_args(beam_args: list[str], command: argparse.ArgumentParser) -> None:
@@ -99,6 +112,7 @@ def check_beam_args(beam_args: list[str], command: argparse.ArgumentParser) -> N
     of a Beam option (``--direct_num_workers=two``) is refused here too. ValueError names each
     unknown flag and the closest known one.
     """
+    import_runner_options(beam_args)
     parser = _beam_parser()
     _, unknown = parser.parse_known_args(beam_args)
     if not unknown:
@@ -115,6 +129,26 @@ def check_beam_args(beam_args: list[str], command: argparse.ArgumentParser) -> N
         problems.append(f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
     raise ValueError(f"{'; '.join(problems)}: neither a flag of {command.prog} nor a Beam pipeline option; "
                      f"nothing was run (see {command.prog} --help)")
+
+
+# Runners whose options Beam declares in a module it does not import until the runner runs: their
+# flags (``--dask_client_address``) are valid only once the module is imported.
+RUNNER_OPTION_MODULES = {"DaskRunner": ("apache_beam.runners.dask.dask_runner", "dask")}
+
+
+def import_runner_options(beam_args: list[str]) -> None:
+    """Import the options of the runner ``beam_args`` names when Beam declares them with the runner
+    (``RUNNER_OPTION_MODULES``); ValueError naming the extra to install when that runner is missing."""
+    named = [a.split("=", 1)[1] if "=" in a else beam_args[i + 1] if i + 1 < len(beam_args) else ""
+             for i, a in enumerate(beam_args) if a == "--runner" or a.startswith("--runner=")]
+    for runner in named:
+        module, extra = RUNNER_OPTION_MODULES.get(runner.split(".")[-1], (None, None))
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"--runner {runner} needs {error.name}: pip install 'usage-rating[{extra}]'") from None
 
 
 def unknown_flags_message(unknown: list[str], command: argparse.ArgumentParser) -> str:

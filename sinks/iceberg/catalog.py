@@ -84,6 +84,13 @@ def delete_file(uri: str) -> None:
     fs.delete_file(path)
 
 
+def delete_dir(uri: str) -> None:
+    """Delete the folder at ``uri`` and everything under it; nothing when it does not exist."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
 def has_min_max(uri: str, column: str) -> bool:
     """Whether the Parquet file at ``uri`` has min/max statistics for ``column`` in every row group
     (read from its footer only)."""

@@ -35,12 +35,11 @@ class Decoded:
     def of(cls, decoded_batches: Iterable[DecodedBatch]) -> "Decoded":
         """Decode and validate (through the pipeline's own ``validated_outputs``)."""
         usage, rejected, records = [], [], 0
-        for output in validated_outputs(decoded_batches):
-            tag = getattr(output, "tag", None)
+        for tag, output in validated_outputs(decoded_batches):
             if tag == REJECTED:
-                rejected.append(output.value)
+                rejected.append(output)
             elif tag == COUNTS:
-                records += output.value["records_in"]
+                records += output["records_in"]
             else:
                 usage.append(output)
         return cls(tuple(usage), tuple(rejected), records)
