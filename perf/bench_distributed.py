@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from time import time as wall_clock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,6 +68,23 @@ def _digests(out: Path) -> dict[str, str]:
             for p in sorted(warehouse.rglob("*.parquet")) if "/runs/" not in str(p)}
 
 
+def _task_profile(tasks: list[dict]) -> dict:
+    """Seconds the workers spent per kind of task (dask's task stream: compute, transfer between
+    workers, (de)serialising), and how many tasks: what the cluster did with the run's time."""
+    profile = {"tasks": len(tasks), "compute_s": {}, "transfer_s": 0.0, "serialize_s": 0.0}
+    for task in tasks:
+        kind = re.sub(r"-[0-9a-f]{32}$", "", task["key"][0] if isinstance(task["key"], tuple) else task["key"])
+        for phase in task["startstops"]:
+            seconds = phase["stop"] - phase["start"]
+            if phase["action"] == "compute":
+                profile["compute_s"][kind] = profile["compute_s"].get(kind, 0.0) + seconds
+            elif phase["action"] == "transfer":
+                profile["transfer_s"] += seconds
+            else:
+                profile["serialize_s"] += seconds
+    return profile
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -89,14 +107,20 @@ def main(argv=None) -> list[dict]:
     hidden = work / "dask-own"   # the workers' own folder (not isolated here: they share this disk)
     hidden.mkdir(exist_ok=True)
     with dask_cluster(hidden, work / "dask-logs", workers=args.workers) as address:
-        for partitions in (args.workers, 2 * args.workers):
-            out = work / f"out-dask-{partitions}"
-            shutil.rmtree(out, ignore_errors=True)
-            figures = _batch(gen, out, ["--runner=DaskRunner", f"--dask_client_address={address}",
-                                        f"--dask_npartitions={partitions}"])
-            if _digests(out) != expected:
-                raise AssertionError(f"the Dask store ({partitions} partitions) differs from the DirectRunner's")
-            results.append({"runner": f"DaskRunner, {args.workers} workers, {partitions} partitions", **figures})
+        from distributed import Client
+        with Client(address) as client:
+            for partitions in (args.workers, 2 * args.workers):
+                out = work / f"out-dask-{partitions}"
+                shutil.rmtree(out, ignore_errors=True)
+                started = wall_clock()
+                client.get_task_stream(start=started)   # starts the scheduler's task recording
+                figures = _batch(gen, out, ["--runner=DaskRunner", f"--dask_client_address={address}",
+                                            f"--dask_npartitions={partitions}"])
+                tasks = client.get_task_stream(start=started)
+                if _digests(out) != expected:
+                    raise AssertionError(f"the Dask store ({partitions} partitions) differs from the DirectRunner's")
+                results.append({"runner": f"DaskRunner, {args.workers} workers, {partitions} partitions", **figures,
+                                "tasks": _task_profile(tasks)})
 
     base = results[0]["records"] / results[0]["seconds"]
     print(f"{results[0]['records']:,} records ({results[0]['shards']} shards); stores byte-identical across runners")
@@ -108,6 +132,14 @@ def main(argv=None) -> list[dict]:
         t = r["timings"]
         print(f"{r['runner']:42} {rate:>10,.0f} {rate / base:>9.2f} {r['seconds']:>8.1f} {t['prior_s']:>8.1f} "
               f"{t['pipeline_s']:>11.1f} {t['commit_s']:>9.1f}")
+    for r in results[1:]:
+        p = r["tasks"]
+        busy = sum(p["compute_s"].values())
+        print(f"{r['runner']}: {p['tasks']} tasks, {busy:.1f} s computing on the workers "
+              f"({busy / r['timings']['pipeline_s'] / args.workers:.0%} of {args.workers} workers' pipeline time), "
+              f"{p['transfer_s']:.1f} s transfers, {p['serialize_s']:.1f} s (de)serialising")
+        for kind, seconds in sorted(p["compute_s"].items(), key=lambda kv: -kv[1])[:5]:
+            print(f"    {seconds:>7.1f} s  {kind}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")
     return results

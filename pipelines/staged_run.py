@@ -116,7 +116,15 @@ class StagedRun:
             raise
         elapsed_s = time.monotonic() - started
         shutil.rmtree(self.scratch / SHUFFLE_FOLDER, ignore_errors=True)
-        totals = json.loads(read_bytes(cat.join(self.dirs.folders["control"], "totals.json")))
+        written = cat.join(self.dirs.folders["control"], "totals.json")
+        try:
+            totals = json.loads(read_bytes(written))
+        except FileNotFoundError:
+            # Workers on other machines wrote it on their own disks: the run cannot see its outputs.
+            raise ValueError(f"the pipeline ran but its control totals are not at {written}: its workers "
+                             f"wrote where this machine cannot read. With a runner whose workers run on other "
+                             f"machines, put --output on object storage (s3://, gs://, with --catalog-uri) or on "
+                             f"a filesystem mounted at the same path on every worker; nothing was committed") from None
         totals["skipped_inputs"] = inputs.skipped_json()
         return totals, elapsed_s
 

@@ -57,13 +57,15 @@ def _job(s3_endpoint: str, bucket: str, runner: str, catalog: Path, *command: st
             f"--s3_access_key_id={ACCESS_KEY_ID}", f"--s3_secret_access_key={SECRET_ACCESS_KEY}"]
 
 
-def _usage_rating(args: list[str], cwd: Path) -> str:
-    """Run ``usage-rating`` as its own process, with no AWS_* variable in its environment."""
+def _usage_rating(args: list[str], cwd: Path, expect: int = 0) -> str:
+    """Run ``usage-rating`` as its own process, with no AWS_* variable in its environment; its
+    output (stdout, or stderr when it is expected to fail)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=900)
-    assert done.returncode == 0, f"usage-rating {' '.join(args[:1])} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    assert done.returncode == expect, f"usage-rating {' '.join(args[:1])}: exit {done.returncode}:\n" \
+                                      f"{done.stdout}\n{done.stderr}"
+    return done.stdout if expect == 0 else done.stderr
 
 
 def _store_digests(s3_endpoint: str, bucket: str, runner: str) -> dict[str, str]:
@@ -115,11 +117,18 @@ def test_distributed_dask_cluster_with_isolated_workers_matches_the_direct_runne
     marker = workdir / "submitter-only"
     marker.write_text("a file of the submitting machine")
     with cluster.dask_cluster(hidden, workdir / "logs") as address:
+        dask = ["--runner=DaskRunner", f"--dask_client_address={address}", "--dask_npartitions=2"]
         if cluster.can_isolate():
             assert cluster.dask_workers_see(address, marker) == [False, False]
-        outputs = _batch_then_rerate(s3_endpoint, bucket, "dask", workdir,
-                                     ["--runner=DaskRunner", f"--dask_client_address={address}",
-                                      "--dask_npartitions=2"])
+            # A local --output: each worker writes on its own disk. The run says so and commits nothing.
+            local = _job(s3_endpoint, bucket, "local", workdir / "local.db", "batch")
+            local[local.index("--output") + 1] = str(workdir / "local-store")
+            local.remove("--catalog-uri")
+            local.remove(f"sqlite:///{workdir / 'local.db'}")
+            failed = _usage_rating(local + dask, workdir, expect=1)
+            assert "its workers wrote where this machine cannot read" in failed
+            assert "put --output on object storage" in failed
+        outputs = _batch_then_rerate(s3_endpoint, bucket, "dask", workdir, dask)
     _check_same(direct, outputs)
 
 
