@@ -159,7 +159,8 @@ class _Stream:
         return code
 
     def _tail(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.output.parent / f"{self.output.name}-stream.log").read_text()[-3000:]
 
 
@@ -187,7 +188,7 @@ def test_kill_9_ctrl_c_and_sigterm_at_random_points_lose_nothing_and_charge_noth
         stream.wait_ready()
         time.sleep(rnd.uniform(0.5, 3.0))
         code = stream.stop(how)
-        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 0), stream._tail()
+        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 0), f"{how.name}: exit {code}\n{stream._tail()}"
     feed.join()
     stream = _Stream(root, subscription, output)     # picks up the rest, and what the kills left unacknowledged
     stream.wait_ready()
