@@ -442,7 +442,10 @@ class StreamJob:
             break
         committed = time.monotonic()
         state.committed(batch, run_id)
-        puller.ack([m.ack_id for m in messages])
+        unacked = puller.ack([m.ack_id for m in messages])
+        if unacked:
+            self._log(f"{unacked:,} messages of {run_id} could not be acknowledged (Pub/Sub failed or timed out): "
+                      f"they will come back and be recognised as committed (redelivered)")
         self._log(f"committed {run_id}: {len(messages):,} messages, {records:,} records "
                   f"({counters['rated']:,} rated, {counters['rated_revisions']:,} corrected, "
                   f"{counters['redelivered']:,} redelivered) in {committed - started:.2f} s "

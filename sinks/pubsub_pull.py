@@ -61,11 +61,19 @@ class Puller:
             self._held.update(r.ack_id for r in received)
         return received
 
-    def ack(self, ack_ids: list[str]) -> None:
-        """Acknowledge (after their commit): Pub/Sub will not deliver them again."""
+    def ack(self, ack_ids: list[str]) -> int:
+        """Acknowledge (after their commit): Pub/Sub will not deliver them again. Returns how many
+        could not be acknowledged (the service failed or timed out): those messages come back, and
+        the job recognises what it committed of them (``redelivered``), so a failed ack loses
+        nothing and must not stop the job."""
         self._forget(ack_ids)
+        failed = 0
         for chunk in _chunks(ack_ids):
-            self._client.acknowledge(request={"subscription": self._subscription, "ack_ids": chunk})
+            try:
+                self._client.acknowledge(request={"subscription": self._subscription, "ack_ids": chunk})
+            except gexc.GoogleAPICallError:
+                failed += len(chunk)
+        return failed
 
     def release(self, ack_ids: list[str]) -> None:
         """Give messages back unprocessed: Pub/Sub redelivers them at once."""

@@ -63,14 +63,37 @@ class _Feed:
         self._waiting = {m.ack_id for m in group}
         return group
 
-    def ack(self, ack_ids: list[str]) -> None:
+    def ack(self, ack_ids: list[str]) -> int:
         self.acked += ack_ids
         self._waiting -= set(ack_ids)
+        return 0
 
 
-def _stream(out: Path, groups: list[list[_Message]], reference: Path = REFERENCE_MIN) -> dict:
+class _FirstAckFails(_Feed):
+    """A feed whose first acknowledgement fails (Pub/Sub timed out): those messages come again next."""
+
+    def __init__(self, groups: list[list[_Message]], stop: threading.Event):
+        super().__init__(groups, stop)
+        self._served: list[_Message] = []
+        self.failed = False
+
+    def pull(self, max_messages: int, timeout_s: float = 1.0) -> list:
+        group = super().pull(max_messages, timeout_s)
+        self._served = group or self._served
+        return group
+
+    def ack(self, ack_ids: list[str]) -> int:
+        if self.failed:
+            return super().ack(ack_ids)
+        self.failed = True
+        self._waiting.clear()
+        self._groups.insert(0, self._served)   # redelivered, as Pub/Sub does once the deadline passes
+        return len(ack_ids)
+
+
+def _stream(out: Path, groups: list[list[_Message]], reference: Path = REFERENCE_MIN, feed_class=None) -> dict:
     stop = threading.Event()
-    feed = _Feed(groups, stop)
+    feed = (feed_class or _Feed)(groups, stop)
     config = StreamConfig(SUBSCRIPTION, str(reference), str(out), commit_interval_s=0.05)
     totals = StreamJob(config, puller=feed, log=lambda text: None).run(stop)
     assert sorted(feed.acked) == sorted(m.ack_id for g in groups for m in g)   # every message acknowledged
@@ -310,3 +333,35 @@ def test_a_batch_run_committed_while_the_stream_rates_makes_it_read_the_store_ag
     assert [run.kind for run in store.runs()] == ["create", "stream", "batch", "stream"]
     once = _batch_store(tmp_path, rows)
     assert pl.from_arrow(store.read("rated")).select(COMPARED).sort(["source", "record_id"]).equals(_rated(once))
+
+
+def test_a_failed_acknowledgement_stops_nothing_and_counts_nothing_twice(tmp_path):
+    """Pub/Sub failing an acknowledgement after the commit: the job goes on, the messages come back
+    and are recognised as committed (redelivered), and the store is as if the ack had worked."""
+    rows = mixed_events()[:60]
+    groups = [[_json(i, _record(r)) for i, r in enumerate(rows)][k:k + 20] for k in range(0, 60, 20)]
+    totals = _stream(tmp_path / "failed-ack", groups, REFERENCE_EXAMPLES, feed_class=_FirstAckFails)
+    assert totals["redelivered"] == 20 and totals["records_in"] == 60 and totals["balanced"]
+    _stream(tmp_path / "acked", groups, REFERENCE_EXAMPLES)
+    columns = ["record_id", "charge_micros", "free_units", "charged_units", "revision"]
+    assert _table(tmp_path / "failed-ack", "rated").sort("record_id").select(columns).equals(
+        _table(tmp_path / "acked", "rated").sort("record_id").select(columns))
+
+
+def test_the_puller_reports_acknowledgements_pub_sub_failed_instead_of_raising():
+    from google.api_core import exceptions as gexc
+
+    from sinks.pubsub_pull import Puller
+
+    class TimingOut:
+        def acknowledge(self, request):
+            raise gexc.DeadlineExceeded("the emulator is busy")
+
+        def modify_ack_deadline(self, request):
+            pass
+
+    puller = Puller(SUBSCRIPTION, client=TimingOut())
+    try:
+        assert puller.ack([f"ack-{i}" for i in range(1500)]) == 1500   # two requests, both failed
+    finally:
+        puller.close()
