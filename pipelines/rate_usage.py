@@ -1,6 +1,6 @@
 """The core the batch job and the re-rate share: CDR files in, rated usage and everything else out.
 
-    decode + validate -> deduplicate (by record key) -> rate (per account, in event-time order)
+    decode + validate -> by account: deduplicate, rate in event-time order (one shuffle: pipelines.rate)
 
 With ``prior`` (a batch run continuing the store: ``pipelines.prior``), new records the store
 already rated become duplicates first, and the store's open cycles join the new records before
@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from pipelines.decode import COUNTS, REJECTED, USAGE, DecodeUsage
 from pipelines.coders import KeyedBatch
-from pipelines.dedup import DUPLICATES, UNIQUE, DeduplicateUsage
+from pipelines.dedup import DUPLICATES, UNIQUE
 from pipelines.prior import DropStored, PriorUsage, ReadPrior
-from pipelines.rate import RATED, RateByAccount
+from pipelines.rate import RATED, DeduplicateAndRate
 from pipelines.tagged import Tagged
 from sinks.object_storage import ObjectStorage
 
@@ -37,8 +37,7 @@ class RateUsage(beam.PTransform):
                  prior: PriorUsage | None = None, storage: ObjectStorage = ObjectStorage()):
         super().__init__()
         self._decode = DecodeUsage(batch_size, storage)
-        self._deduplicate = DeduplicateUsage(shards, shuffle_dir)
-        self._rate = RateByAccount(reference_dir, shards, shuffle_dir, storage)
+        self._rate = DeduplicateAndRate(reference_dir, shards, shuffle_dir, storage)
         self._storage = storage
         self._prior = prior or PriorUsage.none()
         self._shards = shards
@@ -46,17 +45,16 @@ class RateUsage(beam.PTransform):
     def expand(self, paths):
         decoded = paths | "Decode" >> self._decode
         if self._prior.keys_file is None:
-            deduped = decoded[USAGE] | "Deduplicate" >> self._deduplicate
-            duplicates, counts = deduped[DUPLICATES], decoded[COUNTS]
+            rated = decoded[USAGE] | "Rate" >> self._rate
+            duplicates, counts = rated[DUPLICATES], decoded[COUNTS]
         else:   # continue the store: drop what it rated, re-rate its open cycles with the new records
             fresh = decoded[USAGE] | "DropStored" >> Tagged(
                 beam.ParDo(DropStored(self._prior.keys_file, self._prior.details_file, self._shards, self._storage)),
                 {UNIQUE: pa.RecordBatch, DUPLICATES: KeyedBatch})
             prior = paths.pipeline | "PriorFiles" >> beam.Create(list(self._prior.usage_files)) \
                 | "ReadPrior" >> Tagged(beam.ParDo(ReadPrior(self._storage)), {USAGE: pa.RecordBatch, COUNTS: dict})
-            deduped = (fresh[UNIQUE], prior[USAGE]) | "Deduplicate" >> self._deduplicate
-            duplicates = (fresh[DUPLICATES], deduped[DUPLICATES]) | "AllDuplicates" >> beam.Flatten()
+            rated = (fresh[UNIQUE], prior[USAGE]) | "Rate" >> self._rate
+            duplicates = (fresh[DUPLICATES], rated[DUPLICATES]) | "AllDuplicates" >> beam.Flatten()
             counts = (decoded[COUNTS], prior[COUNTS]) | "AllCounts" >> beam.Flatten()
-        rated = deduped[UNIQUE] | "Rate" >> self._rate
         rejected = (decoded[REJECTED], rated[REJECTED]) | "AllRejects" >> beam.Flatten()
         return {RATED: rated[RATED], REJECTED: rejected, DUPLICATES: duplicates, COUNTS: counts}

@@ -25,7 +25,7 @@ from rating import engine_cache
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
 from rating.kernels.enrich import assign_cycles, find_subscriptions
-from rating.partition import account_ranks, accounts_of_shard, split_by_account
+from rating.partition import account_ranks, account_shards, accounts_of_shard, split_by_account
 from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.loader import gc_paused
@@ -142,6 +142,10 @@ class RatingEngine:
     def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
         """Account rows whose events ``split_by_account`` sends to ``shard`` (``rating.partition``)."""
         return accounts_of_shard(self._account_rank, shard, shards)
+
+    def account_shards(self, batch: pa.RecordBatch, shards: int) -> np.ndarray:
+        """Each event's shard of ``split_by_account``."""
+        return account_shards(batch, self.account_rows(batch), self._account_rank, shards)
 
     def split_by_account(self, batch: pa.RecordBatch, shards: int) -> list[tuple[int, pa.RecordBatch]]:
         """(shard, sub-batch) pairs: all events of an account in one shard; unknown subscribers by MSISDN."""

@@ -70,10 +70,15 @@ def split_by_account(batch: pa.RecordBatch, account_rows: np.ndarray, account_ra
     ``account_rows``: each event's account row (-1: no subscription, sharded by the hash of
     ``served_msisdn``); ``account_rank``: ``account_ranks`` of the reference's accounts.
     """
+    return split_by_shard(batch, account_shards(batch, account_rows, account_rank, n_shards), n_shards)
+
+
+def account_shards(batch: pa.RecordBatch, account_rows: np.ndarray, account_rank: np.ndarray,
+                   n_shards: int) -> np.ndarray:
+    """Each event's shard by account (``split_by_account``'s rule), as int64."""
     by_range = _shard_of_rank(account_rank, n_shards)
-    shards = np.where(account_rows >= 0, by_range[np.maximum(account_rows, 0)],
-                      shard_of_hash(hash_columns(batch, ["served_msisdn"]), n_shards))
-    return split_by_shard(batch, shards, n_shards)
+    return np.where(account_rows >= 0, by_range[np.maximum(account_rows, 0)],
+                    shard_of_hash(hash_columns(batch, ["served_msisdn"]), n_shards))
 
 
 def accounts_of_shard(account_rank: np.ndarray, shard: int, n_shards: int) -> np.ndarray:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Spill files of the first shuffle (pipelines.dedup.SplitByRecordKey): every decoded, valid record
-# is written there once, as the run decodes its input files.
-_DECODED_SPILLS = "by_record_key"
+# Spill files of the account shuffle (pipelines.rate): every decoded, valid record is written there
+# once, as the run decodes its input files (and the store's events a run continues).
+_DECODED_SPILLS = "by_account"
 # The rated events of each account shard, as the run rates them (docs/outputs.md).
 _RATED_PARTS = "warehouse/*/rated/data/*/{run_id}-part-*.parquet"   # in the embedded store's warehouse
 
