@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
+import sys
 import zlib
 from unittest import mock
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from cdr_schemas import load_schema, usage_batch_schema
 from cdr_schemas.decoders import avro, avro_kernel as kernel, decode_file
 from cdr_schemas.decoders.avro_columns import ColumnBuffers
+from cdr_schemas.decoders.common import InputFileError
 from cdr_schemas.decoders.avro_program import UnsupportedSchema, compile_program
 from tests.avro_twin import decode_block_twin
 from cdr_schemas.registry import USAGE_V1, USAGE_V2
@@ -545,22 +547,70 @@ def test_reader_aliases_are_left_to_the_datum_path():
         compile_program(V2, reader)
 
 
+def _inflaters() -> list:
+    """zlib, and python-isal's isal_zlib where it is installed (the decoder's choice then)."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return [zlib]
+    return [zlib, isal_zlib]
+
+
+@pytest.mark.parametrize("inflater", _inflaters(), ids=lambda m: m.__name__)
 @settings(max_examples=100, deadline=None)
 @given(payload=st.binary(max_size=64)
        | st.builds(lambda n, k: _deflate(n)[:k], st.integers(0, 200), st.integers(0, 80)))
-def test_deflate_blocks_decompress_as_fastavro_does_but_a_cut_stream_is_an_error(payload):
+def test_deflate_blocks_decompress_as_fastavro_does_but_a_cut_stream_is_an_error(inflater, payload):
     """fastavro returns what a truncated deflate stream holds; the decoder, like zlib.decompress,
-    refuses a stream that ends before its final block (the block's records are then rejects)."""
+    refuses a stream that ends before its final block (the block's records are then rejects).
+    Whichever library inflates, its failures reach the caller as zlib.error."""
     def attempt(read):
         try:
             return read()
-        except Exception as error:  # compare the failure, whatever zlib raises
-            return type(error)
-    ours = attempt(lambda: avro._decompress("deflate", payload))
-    assert ours == (attempt(lambda: zlib.decompress(payload, -15)) if payload else b"")
-    if isinstance(ours, bytes):
-        framed = io.BytesIO(avro._zigzag(len(payload)) + payload)
+        except Exception as error:  # compare the failure, whatever the library raises
+            return zlib.error if isinstance(error, inflater.error) else type(error)
+    with mock.patch.object(avro, "_INFLATER", inflater):
+        ours = attempt(lambda: avro._decompress("deflate", payload))
+    assert ours == (attempt(lambda: inflater.decompress(payload, -15)) if payload else b"")
+    if isinstance(ours, bytes) and payload and isinstance(attempt(lambda: zlib.decompress(payload, -15)), bytes):
+        framed = io.BytesIO(avro._zigzag(len(payload)) + payload)   # fastavro inflates with zlib
         assert ours == fastavro.read.BLOCK_READERS["deflate"](framed).getvalue()
+
+
+def test_without_isal_the_decoder_inflates_with_zlib(monkeypatch):
+    monkeypatch.setitem(sys.modules, "isal", None)   # import isal raises ImportError
+    assert avro.raw_inflater() is zlib
+    monkeypatch.setattr(avro, "_INFLATER", avro.raw_inflater())   # as chosen when this module is imported
+    records = [simple_record(i) for i in range(500)]
+    data = avro_bytes(V2, records, codec="deflate", sync_interval=1000)
+    assert usage_rows(list(avro.decode_avro("f.avro", io.BytesIO(data), 128))) == records
+    start, end = _payload_ranges(data)[1]
+    garbage = data[:start] + b"\xff" * (end - start) + data[end:]
+    with pytest.raises(InputFileError, match="block 1 at byte .* could not be decompressed with codec 'deflate'"):
+        list(avro.decode_avro("f.avro", io.BytesIO(garbage), 128))
+
+
+def test_isal_and_zlib_inflate_deflate_files_to_the_same_batches(tmp_path, datum_path_calls):
+    """The generator's deflate files (8192-record blocks) and fastavro's (small blocks) decode to
+    identical batches whichever library inflates them, the zlib fallback included."""
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    assert avro.raw_inflater() is isal_zlib   # installed: the decoder picks it
+    records = [simple_record(i, record_id="x" * (i % 40), apn=None if i % 5 else "é" * (i % 7))
+               for i in range(20_000)]
+    schema = pa.schema([usage_batch_schema().field(name) for name in V2_FIELDS])
+    generated = tmp_path / "gen.avro"
+    write_usage_file(generated, pa.Table.from_pylist(records, schema=schema).to_batches(), "avro", "v2",
+                     engine="numpy")
+    small_blocks = tmp_path / "small.avro"
+    small_blocks.write_bytes(avro_bytes(V2, records[:3000], codec="deflate", sync_interval=2000))
+    for path in (generated, small_blocks):
+        decoded = {}
+        for name, inflater in (("isal", isal_zlib), ("zlib", zlib)):
+            with mock.patch.object(avro, "_INFLATER", inflater):
+                decoded[name] = list(decode_file(str(path), batch_size=4096))
+        assert datum_path_calls == []
+        assert_same(decoded["isal"], decoded["zlib"])
+        assert sum(b.num_records for b in decoded["isal"]) == (20_000 if path == generated else 3000)
 
 
 def _deflate(n: int) -> bytes:

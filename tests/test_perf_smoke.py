@@ -84,8 +84,9 @@ def test_bench_streaming_smoke(pubsub_host, tmp_path):
     assert figures["records"] == 1500
 
 
-def test_bench_pipeline_smoke(tmp_path):
-    """perf/bench_pipeline.py runs both pipelines once on a tiny operator and writes its figures."""
+def test_bench_pipeline_smoke(tmp_path, capsys):
+    """perf/bench_pipeline.py runs the job and both baselines once on a tiny operator and writes its
+    figures; the Polars baseline rates the records the job rates, and prices alike those both price."""
     bench = _load("bench_pipeline")
     out = tmp_path / "pipeline.json"
     results = bench.main(["--sizes", "3000", "--workdir", str(tmp_path), "--json", str(out)])
@@ -95,6 +96,13 @@ def test_bench_pipeline_smoke(tmp_path):
     for r in written:
         assert r["records"] == 3000 and r["balanced"]
         assert r["records_per_s"] > 0 and r["baseline_records_per_s"] > 0 and r["peak_rss_bytes"] > 0
+        assert r["polars_records_per_s"] > 0 and r["polars"]["records"] == 3000
+        check = r["polars_check"]
+        assert check["both_rated"] == check["job_rated"] == check["polars_rated"] == r["polars"]["rated"] > 2900
+        assert check["account_or_cycle_differ"] == 0
+        assert check["compared"] > 0 and check["charges_agree"] == check["compared"]
+    printed = capsys.readouterr().out
+    assert "x polars" in printed and "Polars vs job, 3,000 avro" in printed
 
 
 def test_fuzz_smoke(tmp_path, capsys):
