@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from cdr_schemas import rated_event_schema, rejected_schema
 from cdr_schemas.decoders.common import rows_as_json
 from cdr_schemas.reasons import DESCRIPTIONS, Reason
-from rating.arrow_utils import column, digits_to_strings, int_column, is_in, string_buffers, take_names
+from rating.arrow_utils import column, int_column, is_in, string_buffers, take_digit_strings, take_names, take_strings
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
@@ -283,13 +283,20 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
 
 
 def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict) -> pa.RecordBatch:
-    """The rated events: rows ``rows`` of the event-time ``order`` (one take of ``batch``'s columns),
-    with the kernel's outputs ``a``."""
+    """The rated events: rows ``rows`` of the event-time ``order`` (the input columns the schema
+    keeps, gathered once each), with the kernel's outputs ``a``."""
     src = order[rows]
-    b = batch.take(pa.array(src, pa.int64()))
     n = len(rows)
-    names = a["out_allow_name"][rows]
-    used = a["out_allow_used"][rows]
+    if n != len(order):
+        a = {k: v[rows] for k, v in a.items() if isinstance(v, np.ndarray) and v.shape[:1] == (len(order),)}
+    src_array = pa.array(src, pa.int64())
+
+    def kept(name):
+        col = column(batch, name)
+        return take_strings(col, src) if pa.types.is_string(col.type) else col.take(src_array)
+
+    names = a["out_allow_name"]
+    used = a["out_allow_used"]
     mask = used > 0
     counts = mask.sum(axis=1)
     list_offsets = np.zeros(n + 1, np.int32)
@@ -301,31 +308,32 @@ def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict
          pa.array(used[mask], pa.int64())],
         fields=list(allowance_type.value_type))
     allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
+    account = e.account[src]
     arrays = {
-        "record_id": b.column("record_id"), "source": b.column("source"), "service": b.column("service"),
-        "served_msisdn": b.column("served_msisdn"), "other_party": b.column("other_party"),
-        "visited_network": b.column("visited_network"),
-        "destination_e164": digits_to_strings(z.digits[src], z.digits_len[src], z.has_destination[src]),
-        "start_time": b.column("start_time"),
-        "account_id": take_names(compiled.account_ids, e.account[src]),
+        "record_id": kept("record_id"), "source": kept("source"), "service": kept("service"),
+        "served_msisdn": kept("served_msisdn"), "other_party": kept("other_party"),
+        "visited_network": kept("visited_network"),
+        "destination_e164": take_digit_strings(z.digits, z.digits_len, z.has_destination, src),
+        "start_time": kept("start_time"),
+        "account_id": take_names(compiled.account_ids, account),
         "plan_id": take_names(compiled.plan_ids, e.plan[src]),
         "plan_version": pa.array(compiled.version_numbers[e.version[src]].astype(np.int32)),
-        "currency": take_names(compiled.account_currency, e.account[src]),
+        "currency": take_names(compiled.account_currency, account),
         "service_cycle": month_labels(e.cycle_month[src]),
         "zone": take_names(compiled.zone_names, z.zone[src]),
-        "band": take_names(compiled.band_names, a["out_band"][rows]),
-        "band_split": pa.array(a["out_split"][rows] == 1),
-        "rate_id": take_names(compiled.rate_ids, a["out_rate"][rows]),
-        "tier": pa.array(a["out_tier"][rows].astype(np.int32)),
+        "band": take_names(compiled.band_names, a["out_band"]),
+        "band_split": pa.array(a["out_split"] == 1),
+        "rate_id": take_names(compiled.rate_ids, a["out_rate"]),
+        "tier": pa.array(a["out_tier"].astype(np.int32)),
         "raw_units": pa.array(e.raw_units[src]),
-        "charged_units": pa.array(a["out_charged"][rows]),
-        "free_units": pa.array(a["out_free"][rows]),
+        "charged_units": pa.array(a["out_charged"]),
+        "free_units": pa.array(a["out_free"]),
         "allowance_units": allowance_units,
-        "connect_fee_micros": pa.array(a["out_connect"][rows]),
-        "charge_micros": pa.array(a["out_charge"][rows]),
-        "rounding_nanos": pa.array(a["out_rounding_nanos"][rows]),
+        "connect_fee_micros": pa.array(a["out_connect"]),
+        "charge_micros": pa.array(a["out_charge"]),
+        "rounding_nanos": pa.array(a["out_rounding_nanos"]),
         "revision": pa.array(np.zeros(n, np.int32)),
-        "input_file": b.column("input_file"), "input_position": b.column("input_position"),
+        "input_file": kept("input_file"), "input_position": kept("input_position"),
     }
     return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
