@@ -25,6 +25,7 @@ from rating.cycles import month_labels
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
+from rating.kernels.order import allowance_groups, event_order, tier_slots
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
@@ -167,12 +168,7 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
     n = batch.num_rows
     e = enriched
     reason = zoned.reason.copy()
-    order_table = pa.table({
-        "account": e.account, "cycle": e.cycle_month, "start": e.start_us,
-        "source": column(batch, "source"), "record_id": column(batch, "record_id"),
-    })
-    order = pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
-                            ).to_numpy(zero_copy_only=False)
+    order = event_time_order(batch, e)
     ok = reason[order] == 0
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
         compiled, order, ok, e.sub_row, e.account, e.cycle_month, e.cycle_start, e.cycle_end, e.account_tz, state)
@@ -234,23 +230,61 @@ def _raw_units(batch: pa.RecordBatch, service: np.ndarray, max_units: np.ndarray
     return raw, reason
 
 
+def event_time_order(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
+    """Input rows in event-time order per (account, cycle): by (account, cycle, start, source,
+    record_id), ties in input order, as a stable ``pc.sort_indices`` on those keys would give."""
+    source, record_id = column(batch, "source"), column(batch, "record_id")
+    if source.null_count or record_id.null_count:
+        return _sorted_by_arrow(batch, e)
+    src_offsets, src_data, _ = string_buffers(source)
+    rid_offsets, rid_data, _ = string_buffers(record_id)
+    n = batch.num_rows
+    order = np.empty(n, np.int64)
+    event_order(e.account, e.cycle_month, e.start_us, src_offsets, src_data, rid_offsets, rid_data,
+                4 * n + 65_536, order)
+    return order
+
+
+def _sorted_by_arrow(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
+    """``event_time_order`` by Arrow's sort (the reference the kernel is tested against; also the
+    path for null sources or record ids, which it sorts last)."""
+    order_table = pa.table({
+        "account": e.account, "cycle": e.cycle_month, "start": e.start_us,
+        "source": column(batch, "source"), "record_id": column(batch, "record_id"),
+    })
+    return pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
+                           ).to_numpy(zero_copy_only=False)
+
+
 def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state):
     """Allowance slots per (subscription, cycle) with prorated grants (or the balances in ``state``);
-    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys."""
+    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys.
+
+    Slots are numbered in ascending key order (``slot_key``); ``order`` is ``event_time_order``'s.
+    """
     T = compiled.tables
     n = len(order)
     n_names = max(len(compiled.allowance_names), 1)
-    allow_slot = np.full(n, -1, np.int64)
-    tier_slot = np.full(n, -1, np.int64)
-    idx = order[ok]
     n_groups = max(len(compiled.tier_group_names), 1)
-    if len(idx) == 0:
+    if not ok.any():
         empty = np.zeros(0, np.int64)
-        return allow_slot, tier_slot, np.zeros((0, n_names), np.int64), np.zeros((0, n_groups), np.int64), empty, empty
-    allow_key = slot_key(sub_row[idx], cycle_month[idx])
-    keys, first, inverse = np.unique(allow_key, return_index=True, return_inverse=True)
-    allow_slot[ok] = inverse
-    first_event = idx[first]  # any event of the slot: all share subscription and cycle
+        return (np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, n_names), np.int64),
+                np.zeros((0, n_groups), np.int64), empty, empty)
+    group = np.empty(n, np.int64)
+    group_sub = np.empty(n, np.int64)
+    group_cycle = np.empty(n, np.int64)
+    group_first = np.empty(n, np.int64)
+    count = allowance_groups(order, ok, sub_row, cycle_month, len(compiled.sub_plan), group, group_sub, group_cycle,
+                             group_first)
+    group_keys = slot_key(group_sub[:count], group_cycle[:count])
+    by_key = np.argsort(group_keys, kind="stable")
+    keys = group_keys[by_key]
+    if (np.diff(keys) <= 0).any():
+        raise AssertionError("allowance slots: a (subscription, cycle) met twice; rows not in event-time order")
+    slot_of_group = np.empty(count, np.int64)
+    slot_of_group[by_key] = np.arange(count)
+    allow_slot = np.where(group >= 0, slot_of_group[np.maximum(group, 0)], -1)
+    first_event = order[group_first[:count][by_key]]  # any event of the slot: all share subscription and cycle
     rows = sub_row[first_event]
     active_from = np.maximum(compiled.sub_from_us[rows], cycle_start[first_event])
     active_to = np.minimum(compiled.sub_to_us[rows], cycle_end[first_event])
@@ -267,8 +301,11 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
         slots = np.flatnonzero(slot_version == v)
         for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
             allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
-    tier_keys, tier_inverse = np.unique(slot_key(account[idx], cycle_month[idx]), return_inverse=True)
-    tier_slot[ok] = tier_inverse
+    tier_slot = np.empty(n, np.int64)
+    tier_account = np.empty(n, np.int64)
+    tier_cycle = np.empty(n, np.int64)
+    tier_count = tier_slots(order, ok, account, cycle_month, tier_slot, tier_account, tier_cycle)
+    tier_keys = slot_key(tier_account[:tier_count], tier_cycle[:tier_count])
     tier_state = np.zeros((len(tier_keys), n_groups), np.int64)
     if state is not None:
         for slot, key in enumerate(keys.tolist()):
