@@ -1,6 +1,7 @@
-"""The fast paths of ``rate()``'s layout against the Arrow and NumPy code they replaced: the string
-gathers (``take_strings``) against ``pa.Array.take``, the event-time order kernel against a stable
-``pc.sort_indices``, and the slot passes against ``np.unique`` (Hypothesis)."""
+"""The fast paths of ``rate()`` against the Arrow and NumPy code they replaced: the string gathers
+(``take_strings``) against ``pa.Array.take``, the event-time order kernel against a stable
+``pc.sort_indices``, the slot passes against ``np.unique`` and the batch cycle assignment against
+``cycle_of`` per row (Hypothesis)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 
 from rating.arrow_utils import take_digit_strings, take_names, take_strings
 from rating.cycles import month_label, month_labels
+from rating.kernels.enrich import assign_cycles, cycle_of
 from rating.kernels.order import allowance_groups, event_order, tier_slots
 from rating.rate import _sorted_by_arrow, event_time_order
 from rating.state import slot_key
+from rating.timezones import stack_zones
 
 _TEXT = st.text(alphabet="ab\x00é9", max_size=6)
 
@@ -135,3 +138,23 @@ def test_slots_number_keys_as_np_unique(events, data):
     rank = np.searchsorted(keys, group_keys)
     assert rank[group[ok]].tolist() == inverse.reshape(-1).tolist() and (group[~ok] == -1).all()
     assert group_first[:count].tolist() == np.flatnonzero(ok)[first[rank]].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_assign_cycles_is_cycle_of_per_row(data):
+    """The per-timezone offset and local-day memo of ``assign_cycles`` gives ``cycle_of`` of each
+    row, in any row order, across DST changes (Santiago's falls at local midnight)."""
+    starts, transitions, offsets = stack_zones(["America/Santiago", "Europe/London", "UTC", "Australia/Lord_Howe"])
+    edges = [int(t) for t in transitions if 1_700_000_000_000_000 < t < 1_800_000_000_000_000]
+    near = st.builds(lambda edge, delta: edge + delta, st.sampled_from(edges),
+                     st.integers(-2 * 86_400_000_000, 2 * 86_400_000_000))
+    n = data.draw(st.integers(1, 40))
+    start_us = np.array(data.draw(st.lists(st.one_of(near, st.integers(0, 2**52)), min_size=n, max_size=n)), np.int64)
+    tz = np.array(data.draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n)), np.int64)
+    bcd = np.array(data.draw(st.lists(st.integers(1, 28), min_size=n, max_size=n)), np.int64)
+    month, start, end = (np.zeros(n, np.int64) for _ in range(3))
+    assign_cycles(start_us, tz, bcd, starts, transitions, offsets, month, start, end)
+    for i in range(n):
+        expected = (-1, 0, 0) if tz[i] < 0 else cycle_of(start_us[i], tz[i], bcd[i], starts, transitions, offsets)
+        assert (month[i], start[i], end[i]) == expected

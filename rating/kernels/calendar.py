@@ -69,6 +69,17 @@ def offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets):
 
 
 @njit(nogil=True, cache=True)
+def offset_interval(t_us, tz, tz_start, tz_transitions, tz_offsets):
+    """(offset in seconds east of UTC at t_us, UTC instant it took effect (int64 min: always),
+    UTC instant of the next change or INT64_MAX): the offset holds on [from, to)."""
+    k = _transition_index(t_us, tz, tz_start, tz_transitions)
+    nxt = INT64_MAX
+    if k + 1 < tz_start[tz + 1]:
+        nxt = tz_transitions[k + 1]
+    return tz_offsets[k], tz_transitions[k], nxt
+
+
+@njit(nogil=True, cache=True)
 def local_to_utc(local_us, tz, tz_start, tz_transitions, tz_offsets):
     """UTC instant of a local wall time.
 
