@@ -49,6 +49,17 @@ def take_names(names: tuple[str, ...] | list[str], ids: np.ndarray) -> pa.Array:
     return take_strings(_names_array(names), ids)
 
 
+def pool_empty(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)`` in a buffer of Arrow's memory pool.
+
+    The pool keeps memory it got back for the next request, where NumPy's large arrays are fresh
+    pages from the OS each time: zeroed and faulted in on first touch, ~0.1 ms per MB (perf/RESULTS.md).
+    For arrays that end up in Arrow output anyway.
+    """
+    dtype = np.dtype(dtype)
+    return np.frombuffer(pa.allocate_buffer(max(n, 1) * dtype.itemsize), dtype)[:n]
+
+
 def take_strings(arr: pa.Array, rows: np.ndarray) -> pa.Array:
     """``arr.take(rows)`` for a string array (nulls kept), as a ``pa.string()`` array.
 
@@ -67,24 +78,23 @@ def take_strings(arr: pa.Array, rows: np.ndarray) -> pa.Array:
     offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset: arr.offset + n + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
     present = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, np.bool_)
-    out_offsets = np.empty(len(rows) + 1, np.int64)
+    out_offsets = pool_empty(len(rows) + 1, np.int32)
     total = gathered_offsets(offsets, present, rows, out_offsets)
-    if total > _MAX_STRING_BYTES:
+    if total > _MAX_STRING_BYTES:   # the int32 offsets wrapped: Arrow says why it cannot
         return arr.take(pa.array(rows, pa.int64()))
-    out_data = np.empty(max(total, 1), np.uint8)
+    out_data = pool_empty(max(total, 1), np.uint8)
     gather_bytes(offsets, data, rows, out_offsets, out_data)
     return _string_array(out_offsets, out_data[:total], None if arr.null_count == 0 else present[rows])
 
 
 def _string_array(offsets: np.ndarray, data: np.ndarray, present: np.ndarray | None) -> pa.Array:
-    """A ``pa.string()`` array from int64 offsets, bytes and an optional validity (bool per row)."""
+    """A ``pa.string()`` array from int32 offsets, bytes and an optional validity (bool per row)."""
     n = len(offsets) - 1
     null_count = 0 if present is None else n - int(np.count_nonzero(present))
     validity = None
     if null_count:
         validity = pa.py_buffer(np.packbits(present, bitorder="little"))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), validity,
-                                       null_count=null_count)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), validity, null_count=null_count)
 
 
 def _names_array(names) -> pa.Array:
@@ -106,9 +116,11 @@ def take_digit_strings(digits: np.ndarray, lengths: np.ndarray, present: np.ndar
         raise IndexError(f"take_digit_strings: rows must be in [0, {len(lengths)}), got [{rows.min()}, {rows.max()}]")
     if digits.dtype != np.uint8 or digits.ndim != 2 or (len(lengths) and lengths.max() > digits.shape[1]):
         raise ValueError(f"take_digit_strings: expected uint8 digit rows of at most {digits.shape[1]} digits")
-    offsets = np.empty(len(rows) + 1, np.int64)
+    if len(rows) * digits.shape[1] > _MAX_STRING_BYTES:
+        raise ValueError(f"take_digit_strings: {len(rows):,} rows may exceed 2 GiB of text; rate smaller batches")
+    offsets = pool_empty(len(rows) + 1, np.int32)
     total = digit_string_offsets(lengths, present, rows, offsets)
-    data = np.empty(max(total, 1), np.uint8)
+    data = pool_empty(max(total, 1), np.uint8)
     gather_row_prefixes(np.ascontiguousarray(digits + np.uint8(48)), rows, offsets, data)
     kept = present[rows]
     return _string_array(offsets, data[:total], None if kept.all() else kept)

@@ -20,10 +20,12 @@ import pyarrow.compute as pc
 from cdr_schemas import rated_event_schema, rejected_schema
 from cdr_schemas.decoders.common import rows_as_json
 from cdr_schemas.reasons import DESCRIPTIONS, Reason
-from rating.arrow_utils import column, int_column, is_in, string_buffers, take_digit_strings, take_names, take_strings
+from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_buffers, take_digit_strings, take_names,
+                                take_strings)
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
 from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
+from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
 from rating.kernels.order import allowance_groups, event_order, tier_slots
 from rating.kernels.pricing import rate_events
@@ -31,6 +33,7 @@ from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, SERVICE_CODES
 
+_SERVICE_NAMES = tuple(SERVICE_CODES)   # by service code
 
 
 def rate(batch: pa.RecordBatch, compiled: CompiledReference,
@@ -174,17 +177,24 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
         compiled, order, ok, e.sub_row, e.account, e.cycle_month, e.cycle_start, e.cycle_end, e.account_tz, state)
     units_failed = (reason == 0) & (e.unit_reason != 0)
     reason[units_failed] = e.unit_reason[units_failed]
-    outputs = {name: np.zeros(n, np.int64) for name in (
+    # rate_events writes every output of every row: no zeroing; pooled memory (see pool_empty).
+    outputs = {name: pool_empty(n, np.int64) for name in (
         "out_charge", "out_connect", "out_charged", "out_free", "out_band", "out_split", "out_rate", "out_tier",
         "out_rounding_nanos")}
     arguments = dict(
-        service=e.service[order], raw_units=e.raw_units[order], start_us=e.start_us[order],
-        zone=np.maximum(zoned.zone[order], 0), version=np.maximum(e.version, 0)[order],
-        tz=T.plan_tz[e.plan[order]], allow_slot=allow_slot, tier_slot=tier_slot, T=T, allow_state=allow_state,
-        tier_state=tier_state, out_reason=reason[order], **outputs,
-        out_allow_name=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64),
-        out_allow_used=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64))
+        service=_taken(e.service, order), raw_units=_taken(e.raw_units, order), start_us=_taken(e.start_us, order),
+        zone=np.maximum(_taken(zoned.zone, order), 0, out=pool_empty(n, np.int64)),
+        version=np.maximum(_taken(e.version, order), 0, out=pool_empty(n, np.int64)),
+        tz=_taken(T.plan_tz, _taken(e.plan, order)), allow_slot=allow_slot, tier_slot=tier_slot, T=T,
+        allow_state=allow_state, tier_state=tier_state, out_reason=_taken(reason, order), **outputs,
+        out_allow_name=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT),
+        out_allow_used=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT))
     return PricingCall(order, arguments, allow_keys, tier_keys)
+
+
+def _taken(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]`` in pooled memory (``pool_empty``)."""
+    return np.take(values, rows, out=pool_empty(len(rows), values.dtype))
 
 
 def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
@@ -320,34 +330,36 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
 
 
 def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict) -> pa.RecordBatch:
-    """The rated events: rows ``rows`` of the event-time ``order`` (the input columns the schema
-    keeps, gathered once each), with the kernel's outputs ``a``."""
+    """The rated events: rows ``rows`` (ascending) of the event-time ``order`` (the input columns the
+    schema keeps, gathered once each), with the kernel's outputs ``a`` (rows in that order)."""
     src = order[rows]
     n = len(rows)
-    if n != len(order):
-        a = {k: v[rows] for k, v in a.items() if isinstance(v, np.ndarray) and v.shape[:1] == (len(order),)}
-    src_array = pa.array(src, pa.int64())
+    everything = n == len(order)
+
+    def out(name):  # a kernel output of the rated rows
+        return a[name] if everything else a[name][rows]
 
     def kept(name):
         col = column(batch, name)
         return take_strings(col, src) if pa.types.is_string(col.type) else col.take(src_array)
 
-    names = a["out_allow_name"]
-    used = a["out_allow_used"]
-    mask = used > 0
-    counts = mask.sum(axis=1)
-    list_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(counts, out=list_offsets[1:])
+    src_array = pa.array(src, pa.int64())
+    list_offsets = np.empty(n + 1, np.int32)
+    entries = positive_entry_offsets(rows, a["out_allow_used"], list_offsets)
+    allowance_ids = np.empty(entries, np.int64)
+    allowance_used = np.empty(entries, np.int64)
+    gather_positive_entries(rows, a["out_allow_name"], a["out_allow_used"], allowance_ids, allowance_used)
     schema = rated_event_schema()
     allowance_type = schema.field("allowance_units").type
     struct = pa.StructArray.from_arrays(
-        [take_names(compiled.allowance_names, names[mask]) if mask.any() else pa.array([], pa.string()),
-         pa.array(used[mask], pa.int64())],
+        [take_names(compiled.allowance_names, allowance_ids) if entries else pa.array([], pa.string()),
+         pa.array(allowance_used, pa.int64())],
         fields=list(allowance_type.value_type))
     allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
     account = e.account[src]
     arrays = {
-        "record_id": kept("record_id"), "source": kept("source"), "service": kept("service"),
+        # A validated service is one of SERVICE_CODES (enrich raises otherwise): the same strings.
+        "record_id": kept("record_id"), "source": kept("source"), "service": take_names(_SERVICE_NAMES, e.service[src]),
         "served_msisdn": kept("served_msisdn"), "other_party": kept("other_party"),
         "visited_network": kept("visited_network"),
         "destination_e164": take_digit_strings(z.digits, z.digits_len, z.has_destination, src),
@@ -358,17 +370,17 @@ def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict
         "currency": take_names(compiled.account_currency, account),
         "service_cycle": month_labels(e.cycle_month[src]),
         "zone": take_names(compiled.zone_names, z.zone[src]),
-        "band": take_names(compiled.band_names, a["out_band"]),
-        "band_split": pa.array(a["out_split"] == 1),
-        "rate_id": take_names(compiled.rate_ids, a["out_rate"]),
-        "tier": pa.array(a["out_tier"].astype(np.int32)),
+        "band": take_names(compiled.band_names, out("out_band")),
+        "band_split": pa.array(out("out_split") == 1),
+        "rate_id": take_names(compiled.rate_ids, out("out_rate")),
+        "tier": pa.array(out("out_tier").astype(np.int32)),
         "raw_units": pa.array(e.raw_units[src]),
-        "charged_units": pa.array(a["out_charged"]),
-        "free_units": pa.array(a["out_free"]),
+        "charged_units": pa.array(out("out_charged")),
+        "free_units": pa.array(out("out_free")),
         "allowance_units": allowance_units,
-        "connect_fee_micros": pa.array(a["out_connect"]),
-        "charge_micros": pa.array(a["out_charge"]),
-        "rounding_nanos": pa.array(a["out_rounding_nanos"]),
+        "connect_fee_micros": pa.array(out("out_connect")),
+        "charge_micros": pa.array(out("out_charge")),
+        "rounding_nanos": pa.array(out("out_rounding_nanos")),
         "revision": pa.array(np.zeros(n, np.int32)),
         "input_file": kept("input_file"), "input_position": kept("input_position"),
     }

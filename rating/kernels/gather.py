@@ -33,7 +33,8 @@ def _copy_bytes(typingctx, dst, dst_at, src, src_at, count):
 def gathered_offsets(offsets, present, rows, out_offsets):
     """Offsets of strings ``rows`` of a column (an absent row has length 0); returns the total bytes.
 
-    ``out_offsets`` has ``len(rows) + 1`` entries; ``out_offsets[0]`` is set to 0.
+    ``out_offsets`` has ``len(rows) + 1`` entries; ``out_offsets[0]`` is set to 0. If it is int32
+    and the total passes 2^31 - 1, the offsets wrapped: the caller must check the total first.
     """
     total = 0
     out_offsets[0] = 0
@@ -79,3 +80,30 @@ def gather_row_prefixes(matrix, rows, out_offsets, out_data):
         count = out_offsets[i + 1] - at
         if count > 0:
             _copy_bytes(out_data, at, flat, rows[i] * width, count)
+
+
+@njit(nogil=True, cache=True)
+def positive_entry_offsets(rows, amounts, out_offsets):
+    """List offsets of the entries of rows ``rows`` of ``amounts`` (n x k) that are > 0; returns the total."""
+    total = 0
+    out_offsets[0] = 0
+    for i in range(len(rows)):
+        r = rows[i]
+        for q in range(amounts.shape[1]):
+            if amounts[r, q] > 0:
+                total += 1
+        out_offsets[i + 1] = total
+    return total
+
+
+@njit(nogil=True, cache=True)
+def gather_positive_entries(rows, keys, amounts, out_keys, out_amounts):
+    """The (key, amount) entries of rows ``rows`` whose amount is > 0, row by row, in column order."""
+    at = 0
+    for i in range(len(rows)):
+        r = rows[i]
+        for q in range(amounts.shape[1]):
+            if amounts[r, q] > 0:
+                out_keys[at] = keys[r, q]
+                out_amounts[at] = amounts[r, q]
+                at += 1
