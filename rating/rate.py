@@ -24,16 +24,19 @@ from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_bu
                                 take_strings)
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
-from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
+from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions,
+                                   raw_units, subscription_fields)
 from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
 from rating.kernels.order import allowance_groups, event_order, tier_slots
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
+from rating.string_index import StringIndex
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, SERVICE_CODES
 
 _SERVICE_NAMES = tuple(SERVICE_CODES)   # by service code
+_SERVICE_INDEX = StringIndex(pa.array(_SERVICE_NAMES, pa.string()))
 
 
 def rate(batch: pa.RecordBatch, compiled: CompiledReference,
@@ -78,32 +81,31 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
     n = batch.num_rows
     T = compiled.tables
     reason = np.zeros(n, np.int64)
-    service = pc.index_in(column(batch, "service"), value_set=pa.array(list(SERVICE_CODES))).to_numpy(
-        zero_copy_only=False)
-    service = np.nan_to_num(service, nan=-1).astype(np.int64) if service.dtype.kind == "f" else service.astype(np.int64)
+    service = _SERVICE_INDEX.rows(column(batch, "service"))
     if (service < 0).any():
         raise ValueError("rate() needs validated batches: column 'service' holds values other than VOICE/SMS/DATA")
     start_us = int_column(column(batch, "start_time"))
-    raw_units, unit_reason = _raw_units(batch, service, T.max_units)
+    raw, unit_reason = np.empty(n, np.int64), np.empty(n, np.int64)
+    raw_units(service, int_column(column(batch, "duration_s")), int_column(column(batch, "message_count")),
+              int_column(column(batch, "bytes_up")), int_column(column(batch, "bytes_down")), T.max_units, raw,
+              unit_reason)
 
     subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
     sub_row = np.empty(n, np.int64)
     find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
                        compiled.sub_to_us, sub_row, reason)
-    known = sub_row >= 0
-    plan = np.where(known, compiled.sub_plan[np.maximum(sub_row, 0)], 0)
-    account = np.where(known, compiled.sub_account[np.maximum(sub_row, 0)], -1)
+    plan, account, account_tz, bcd = (np.empty(n, np.int64) for _ in range(4))
+    subscription_fields(sub_row, compiled.sub_plan, compiled.sub_account, compiled.account_tz, compiled.account_bcd,
+                        plan, account, account_tz, bcd)
     version = np.empty(n, np.int64)
     find_versions(plan, start_us, T.plan_first_version, T.plan_version_count, T.ver_from_us, T.ver_to_us,
                   version, reason)
-    account_tz = np.where(known, compiled.account_tz[np.maximum(account, 0)], -1)
-    bcd = np.where(known, compiled.account_bcd[np.maximum(account, 0)], 1)
     cycle_month = np.empty(n, np.int64)
     cycle_start = np.zeros(n, np.int64)
     cycle_end = np.zeros(n, np.int64)
     assign_cycles(start_us, account_tz, bcd, T.tz_start, T.tz_transitions, T.tz_offsets,
                   cycle_month, cycle_start, cycle_end)
-    return Enrichment(service, start_us, raw_units, unit_reason, sub_row, plan, account, version, account_tz,
+    return Enrichment(service, start_us, raw, unit_reason, sub_row, plan, account, version, account_tz,
                       cycle_month, cycle_start, cycle_end, reason)
 
 
@@ -215,29 +217,6 @@ def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichme
     rated = _rated_batch(compiled, batch, rated_rows, call.order, enriched, zoned, a)
     rejected = rejected_batch(batch.take(pa.array(call.order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
-
-
-def _raw_units(batch: pa.RecordBatch, service: np.ndarray, max_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(raw units, reason) per row: voice seconds, SMS messages, data bytes_up + bytes_down.
-
-    A counter above the service's largest ratable event is OVERFLOW and a negative one
-    INVALID_FIELD; such rows get 0 raw units, so no wrapped int64 sum (2^62 + 2^62 is negative)
-    ever reaches the kernels' allowance and tier counters, shared by the whole account and cycle.
-    """
-    duration = int_column(column(batch, "duration_s"))
-    messages = int_column(column(batch, "message_count"))
-    bytes_up = int_column(column(batch, "bytes_up"))
-    bytes_down = int_column(column(batch, "bytes_down"))
-    voice, sms, data = service == 0, service == 1, service == 2
-    reason = np.zeros(len(service), np.int64)
-    reason[(voice & (duration > max_units[0])) | (sms & (messages > max_units[1]))
-           | (data & ((bytes_up > max_units[2]) | (bytes_down > max_units[2])))] = Reason.OVERFLOW
-    reason[(voice & (duration < 0)) | (sms & (messages < 0)) | (data & ((bytes_up < 0) | (bytes_down < 0)))] = \
-        Reason.INVALID_FIELD
-    # Both addends are within [0, 2^44] where the sum is used: it cannot wrap.
-    raw = np.where(voice, duration, np.where(sms, messages, bytes_up + bytes_down))
-    raw[reason != 0] = 0
-    return raw, reason
 
 
 def event_time_order(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:

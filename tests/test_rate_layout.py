@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdr_schemas.reasons import Reason
 from rating.arrow_utils import take_digit_strings, take_names, take_strings
 from rating.cycles import month_label, month_labels
-from rating.kernels.enrich import assign_cycles, cycle_of
+from rating.kernels.enrich import assign_cycles, cycle_of, raw_units
 from rating.kernels.order import allowance_groups, event_order, tier_slots
 from rating.rate import _sorted_by_arrow, event_time_order
 from rating.state import slot_key
@@ -158,3 +159,24 @@ def test_assign_cycles_is_cycle_of_per_row(data):
     for i in range(n):
         expected = (-1, 0, 0) if tz[i] < 0 else cycle_of(start_us[i], tz[i], bcd[i], starts, transitions, offsets)
         assert (month[i], start[i], end[i]) == expected
+
+
+_COUNTER = st.one_of(st.integers(-3, 3), st.integers(-2**63, 2**63 - 1), st.sampled_from([2**44, 2**44 + 1, 2**62]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 2), _COUNTER, st.integers(-2**31, 2**31 - 1), _COUNTER, _COUNTER),
+                     min_size=1, max_size=30))
+def test_raw_units_rules(rows):
+    """Voice seconds, SMS messages, data up + down; a negative counter is INVALID_FIELD, one above the
+    service's largest event OVERFLOW, and either leaves 0 units (as rate() did with NumPy masks)."""
+    service, duration, messages, up, down = (np.array(c, np.int64) for c in zip(*rows))
+    max_units = np.array([10**6, 1000, 2**44], np.int64)
+    units, reason = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+    raw_units(service, duration, messages, up, down, max_units, units, reason)
+    for i, (s, *counters) in enumerate(rows):
+        used = [counters[0]] if s == 0 else [counters[1]] if s == 1 else counters[2:]
+        expected_reason = (Reason.INVALID_FIELD if min(used) < 0 else Reason.OVERFLOW if max(used) > max_units[s]
+                           else 0)
+        assert reason[i] == expected_reason
+        assert units[i] == (0 if expected_reason else sum(used))

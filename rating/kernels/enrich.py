@@ -13,6 +13,60 @@ INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 UNKNOWN_SUBSCRIBER = int(Reason.UNKNOWN_SUBSCRIBER)
 NO_PLAN_VERSION = int(Reason.NO_PLAN_VERSION)
+OVERFLOW = int(Reason.OVERFLOW)
+INVALID_FIELD = int(Reason.INVALID_FIELD)
+
+
+@njit(nogil=True, cache=True)
+def raw_units(service, duration_s, message_count, bytes_up, bytes_down, max_units, out_units, out_reason):
+    """Raw units per row: voice (0) seconds, SMS (1) messages, data (2) bytes_up + bytes_down.
+
+    A counter above the service's largest ratable event (``max_units[service]``) is OVERFLOW and a
+    negative one INVALID_FIELD (which wins); such rows get 0 units, so no wrapped int64 sum
+    (2^62 + 2^62 is negative) ever reaches the kernels' allowance and tier counters, shared by the
+    whole account and cycle. ``out_reason`` is 0 for the others.
+    """
+    for i in range(len(service)):
+        s = service[i]
+        units = 0
+        reason = 0
+        if s == 0 or s == 1:
+            units = duration_s[i] if s == 0 else np.int64(message_count[i])
+            if units < 0:
+                reason = INVALID_FIELD
+            elif units > max_units[s]:
+                reason = OVERFLOW
+        else:
+            up = bytes_up[i]
+            down = bytes_down[i]
+            if up < 0 or down < 0:
+                reason = INVALID_FIELD
+            elif up > max_units[2] or down > max_units[2]:
+                reason = OVERFLOW
+            else:
+                units = up + down   # both within [0, max_units[2]] <= 2^44: no wrap
+        out_units[i] = units if reason == 0 else 0
+        out_reason[i] = reason
+
+
+@njit(nogil=True, cache=True)
+def subscription_fields(sub_row, sub_plan, sub_account, account_tz, account_bcd, out_plan, out_account, out_tz,
+                        out_bcd):
+    """Plan, account, account timezone and bill cycle day of each row's subscription row
+    (``sub_row`` -1: none, giving plan 0, account -1, timezone -1, bill cycle day 1)."""
+    for i in range(len(sub_row)):
+        r = sub_row[i]
+        if r < 0:
+            out_plan[i] = 0
+            out_account[i] = -1
+            out_tz[i] = -1
+            out_bcd[i] = 1
+        else:
+            a = sub_account[r]
+            out_plan[i] = sub_plan[r]
+            out_account[i] = a
+            out_tz[i] = account_tz[a]
+            out_bcd[i] = account_bcd[a]
 
 
 @njit(nogil=True, cache=True)
