@@ -28,7 +28,7 @@ from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_
                                    raw_units, subscription_fields)
 from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
-from rating.kernels.order import allowance_groups, event_order, tier_slots
+from rating.kernels.order import allowance_groups, event_order, lay_out, tier_slots
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
@@ -155,11 +155,13 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
 class PricingCall:
     """What ``price`` hands the pricing kernel: ``order`` (input rows in event-time order per
     account and cycle), ``arguments`` (``rate_events``'s parameters by name, rows in that order,
-    outputs allocated) and the state keys of the allowance and tier slots."""
+    outputs allocated), the state keys of the allowance and tier slots, and ``laid_out``: the
+    enrichment's account, plan, cycle and version (-1 as 0) in that order too."""
     order: np.ndarray
     arguments: dict
     allow_keys: np.ndarray
     tier_keys: np.ndarray
+    laid_out: dict = dataclasses.field(default_factory=dict)
 
     def run(self) -> None:
         rate_events(**self.arguments)
@@ -172,31 +174,27 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
     T = compiled.tables
     n = batch.num_rows
     e = enriched
-    reason = zoned.reason.copy()
     order = event_time_order(batch, e)
-    ok = reason[order] == 0
+    ok = np.empty(n, np.bool_)
+    # Pooled memory (see pool_empty): most of these end up in the rated batch.
+    service, raw, start, zone_, version, plan, tz, account, cycle, sub_row, reason = (
+        pool_empty(n, np.int64) for _ in range(11))
+    lay_out(order, zoned.reason, e.unit_reason, e.service, e.raw_units, e.start_us, zoned.zone, e.version, e.plan,
+            T.plan_tz, e.account, e.cycle_month, e.sub_row, ok, reason, service, raw, start, zone_, version, plan, tz,
+            account, cycle, sub_row)
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
-        compiled, order, ok, e.sub_row, e.account, e.cycle_month, e.cycle_start, e.cycle_end, e.account_tz, state)
-    units_failed = (reason == 0) & (e.unit_reason != 0)
-    reason[units_failed] = e.unit_reason[units_failed]
-    # rate_events writes every output of every row: no zeroing; pooled memory (see pool_empty).
+        compiled, order, ok, sub_row, account, cycle, e.cycle_start, e.cycle_end, e.account_tz, state)
+    # rate_events writes every output of every row: no zeroing.
     outputs = {name: pool_empty(n, np.int64) for name in (
         "out_charge", "out_connect", "out_charged", "out_free", "out_band", "out_split", "out_rate", "out_tier",
         "out_rounding_nanos")}
     arguments = dict(
-        service=_taken(e.service, order), raw_units=_taken(e.raw_units, order), start_us=_taken(e.start_us, order),
-        zone=np.maximum(_taken(zoned.zone, order), 0, out=pool_empty(n, np.int64)),
-        version=np.maximum(_taken(e.version, order), 0, out=pool_empty(n, np.int64)),
-        tz=_taken(T.plan_tz, _taken(e.plan, order)), allow_slot=allow_slot, tier_slot=tier_slot, T=T,
-        allow_state=allow_state, tier_state=tier_state, out_reason=_taken(reason, order), **outputs,
+        service=service, raw_units=raw, start_us=start, zone=zone_, version=version, tz=tz, allow_slot=allow_slot,
+        tier_slot=tier_slot, T=T, allow_state=allow_state, tier_state=tier_state, out_reason=reason, **outputs,
         out_allow_name=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT),
         out_allow_used=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT))
-    return PricingCall(order, arguments, allow_keys, tier_keys)
-
-
-def _taken(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``values[rows]`` in pooled memory (``pool_empty``)."""
-    return np.take(values, rows, out=pool_empty(len(rows), values.dtype))
+    return PricingCall(order, arguments, allow_keys, tier_keys,
+                       dict(account=account, plan=plan, cycle=cycle, version=version))
 
 
 def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
@@ -214,7 +212,7 @@ def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichme
     o_reason = a["out_reason"]
     rated_rows = np.flatnonzero(o_reason == 0)
     rejected_rows = np.flatnonzero(o_reason != 0)
-    rated = _rated_batch(compiled, batch, rated_rows, call.order, enriched, zoned, a)
+    rated = _rated_batch(compiled, batch, rated_rows, call, zoned)
     rejected = rejected_batch(batch.take(pa.array(call.order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
 
@@ -249,7 +247,9 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     """Allowance slots per (subscription, cycle) with prorated grants (or the balances in ``state``);
     tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys.
 
-    Slots are numbered in ascending key order (``slot_key``); ``order`` is ``event_time_order``'s.
+    Slots are numbered in ascending key order (``slot_key``). ``ok``, ``sub_row``, ``account`` and
+    ``cycle_month`` are laid out in ``order`` (``event_time_order``'s); ``cycle_start``,
+    ``cycle_end`` and ``account_tz`` are per input row.
     """
     T = compiled.tables
     n = len(order)
@@ -263,7 +263,7 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     group_sub = np.empty(n, np.int64)
     group_cycle = np.empty(n, np.int64)
     group_first = np.empty(n, np.int64)
-    count = allowance_groups(order, ok, sub_row, cycle_month, len(compiled.sub_plan), group, group_sub, group_cycle,
+    count = allowance_groups(ok, sub_row, cycle_month, len(compiled.sub_plan), group, group_sub, group_cycle,
                              group_first)
     group_keys = slot_key(group_sub[:count], group_cycle[:count])
     by_key = np.argsort(group_keys, kind="stable")
@@ -274,7 +274,7 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     slot_of_group[by_key] = np.arange(count)
     allow_slot = np.where(group >= 0, slot_of_group[np.maximum(group, 0)], -1)
     first_event = order[group_first[:count][by_key]]  # any event of the slot: all share subscription and cycle
-    rows = sub_row[first_event]
+    rows = group_sub[:count][by_key]
     active_from = np.maximum(compiled.sub_from_us[rows], cycle_start[first_event])
     active_to = np.minimum(compiled.sub_to_us[rows], cycle_end[first_event])
     days = np.zeros(len(keys), np.int64)
@@ -293,7 +293,7 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     tier_slot = np.empty(n, np.int64)
     tier_account = np.empty(n, np.int64)
     tier_cycle = np.empty(n, np.int64)
-    tier_count = tier_slots(order, ok, account, cycle_month, tier_slot, tier_account, tier_cycle)
+    tier_count = tier_slots(ok, account, cycle_month, tier_slot, tier_account, tier_cycle)
     tier_keys = slot_key(tier_account[:tier_count], tier_cycle[:tier_count])
     tier_state = np.zeros((len(tier_keys), n_groups), np.int64)
     if state is not None:
@@ -308,14 +308,17 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
 
 
-def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict) -> pa.RecordBatch:
-    """The rated events: rows ``rows`` (ascending) of the event-time ``order`` (the input columns the
-    schema keeps, gathered once each), with the kernel's outputs ``a`` (rows in that order)."""
+def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.RecordBatch:
+    """The rated events: rows ``rows`` (ascending) of the event-time ``call.order`` (the input
+    columns the schema keeps, gathered once each), with the kernel's inputs and outputs and the
+    laid-out enrichment (rated rows have a zone and a plan version: their -1-as-0 is no-op)."""
+    order = call.order
     src = order[rows]
     n = len(rows)
     everything = n == len(order)
+    a = {**call.arguments, **call.laid_out}
 
-    def out(name):  # a kernel output of the rated rows
+    def out(name):  # a kernel column or laid-out column of the rated rows
         return a[name] if everything else a[name][rows]
 
     def kept(name):
@@ -335,25 +338,25 @@ def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict
          pa.array(allowance_used, pa.int64())],
         fields=list(allowance_type.value_type))
     allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
-    account = e.account[src]
+    account = out("account")
     arrays = {
         # A validated service is one of SERVICE_CODES (enrich raises otherwise): the same strings.
-        "record_id": kept("record_id"), "source": kept("source"), "service": take_names(_SERVICE_NAMES, e.service[src]),
+        "record_id": kept("record_id"), "source": kept("source"), "service": take_names(_SERVICE_NAMES, out("service")),
         "served_msisdn": kept("served_msisdn"), "other_party": kept("other_party"),
         "visited_network": kept("visited_network"),
         "destination_e164": take_digit_strings(z.digits, z.digits_len, z.has_destination, src),
         "start_time": kept("start_time"),
         "account_id": take_names(compiled.account_ids, account),
-        "plan_id": take_names(compiled.plan_ids, e.plan[src]),
-        "plan_version": pa.array(compiled.version_numbers[e.version[src]].astype(np.int32)),
+        "plan_id": take_names(compiled.plan_ids, out("plan")),
+        "plan_version": pa.array(compiled.version_numbers[out("version")].astype(np.int32)),
         "currency": take_names(compiled.account_currency, account),
-        "service_cycle": month_labels(e.cycle_month[src]),
-        "zone": take_names(compiled.zone_names, z.zone[src]),
+        "service_cycle": month_labels(out("cycle")),
+        "zone": take_names(compiled.zone_names, out("zone")),
         "band": take_names(compiled.band_names, out("out_band")),
         "band_split": pa.array(out("out_split") == 1),
         "rate_id": take_names(compiled.rate_ids, out("out_rate")),
         "tier": pa.array(out("out_tier").astype(np.int32)),
-        "raw_units": pa.array(e.raw_units[src]),
+        "raw_units": pa.array(out("raw_units")),
         "charged_units": pa.array(out("out_charged")),
         "free_units": pa.array(out("out_free")),
         "allowance_units": allowance_units,

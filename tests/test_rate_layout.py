@@ -124,14 +124,14 @@ def test_slots_number_keys_as_np_unique(events, data):
 
     tier = np.empty(n, np.int64)
     tier_account, tier_cycle = np.empty(n, np.int64), np.empty(n, np.int64)
-    count = tier_slots(order, ok, e.account, e.cycle_month, tier, tier_account, tier_cycle)
+    count = tier_slots(ok, e.account[order], e.cycle_month[order], tier, tier_account, tier_cycle)
     keys, inverse = np.unique(slot_key(e.account[idx], e.cycle_month[idx]), return_inverse=True)
     assert slot_key(tier_account[:count], tier_cycle[:count]).tolist() == keys.tolist()
     assert tier[ok].tolist() == inverse.reshape(-1).tolist() and (tier[~ok] == -1).all()
 
     group = np.empty(n, np.int64)
     group_sub, group_cycle, group_first = (np.empty(n, np.int64) for _ in range(3))
-    count = allowance_groups(order, ok, sub_row, e.cycle_month, 18, group, group_sub, group_cycle, group_first)
+    count = allowance_groups(ok, sub_row[order], e.cycle_month[order], 18, group, group_sub, group_cycle, group_first)
     keys, first, inverse = np.unique(slot_key(sub_row[idx], e.cycle_month[idx]), return_index=True,
                                      return_inverse=True)
     group_keys = slot_key(group_sub[:count], group_cycle[:count])

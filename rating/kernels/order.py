@@ -155,48 +155,71 @@ def event_order(account, cycle, start_us, src_offsets, src_data, rid_offsets, ri
 
 
 @njit(nogil=True, cache=True)
-def tier_slots(order, ok, account, cycle, out_slot, out_account, out_cycle):
-    """Slot of each sorted row (-1 unless ``ok``): one per (account, cycle), numbered in that order.
+def tier_slots(ok, account, cycle, out_slot, out_account, out_cycle):
+    """Slot of each row (-1 unless ``ok``): one per (account, cycle), numbered in that order.
 
-    ``order`` must be ``event_order``'s. Writes each slot's account and cycle; returns the count.
+    Rows in ``event_order`` (columns laid out in it). Writes each slot's account and cycle;
+    returns the count.
     """
     count = 0
-    for i in range(len(order)):
+    for i in range(len(ok)):
         out_slot[i] = -1
         if not ok[i]:
             continue
-        r = order[i]
-        if count == 0 or account[r] != out_account[count - 1] or cycle[r] != out_cycle[count - 1]:
-            out_account[count] = account[r]
-            out_cycle[count] = cycle[r]
+        if count == 0 or account[i] != out_account[count - 1] or cycle[i] != out_cycle[count - 1]:
+            out_account[count] = account[i]
+            out_cycle[count] = cycle[i]
             count += 1
         out_slot[i] = count - 1
     return count
 
 
 @njit(nogil=True, cache=True)
-def allowance_groups(order, ok, sub_row, cycle, n_subscriptions, out_group, out_sub, out_cycle, out_first):
-    """Group of each sorted row (-1 unless ``ok``): one per (subscription, cycle), numbered as first met.
+def allowance_groups(ok, sub_row, cycle, n_subscriptions, out_group, out_sub, out_cycle, out_first):
+    """Group of each row (-1 unless ``ok``): one per (subscription, cycle), numbered as first met.
 
-    ``order`` must be ``event_order``'s: a subscription has one account, so its rows of one cycle
-    are met before those of any later cycle. Writes each group's subscription, cycle and first
-    sorted position; returns the count.
+    Rows in ``event_order`` (columns laid out in it): a subscription has one account, so its rows
+    of one cycle are met before those of any later cycle. Writes each group's subscription, cycle
+    and first row; returns the count.
     """
     last = np.empty(n_subscriptions, np.int64)   # sparse set: valid only where out_sub agrees
     count = 0
-    for i in range(len(order)):
+    for i in range(len(ok)):
         out_group[i] = -1
         if not ok[i]:
             continue
-        r = order[i]
-        s = sub_row[r]
+        s = sub_row[i]
         g = last[s]
-        if g < 0 or g >= count or out_sub[g] != s or out_cycle[g] != cycle[r]:
+        if g < 0 or g >= count or out_sub[g] != s or out_cycle[g] != cycle[i]:
             g = count
             out_sub[g] = s
-            out_cycle[g] = cycle[r]
+            out_cycle[g] = cycle[i]
             out_first[g] = i
             last[s] = g
             count += 1
         out_group[i] = g
     return count
+
+
+@njit(nogil=True, cache=True)
+def lay_out(order, zone_reason, unit_reason, service, raw_units, start_us, zone, version, plan, plan_tz, account,
+            cycle, sub_row, out_ok, out_reason, out_service, out_raw_units, out_start_us, out_zone, out_version,
+            out_plan, out_tz, out_account, out_cycle, out_sub_row):
+    """The per-row columns in ``order``, in one pass: ``out_ok`` where zoning left no reason (the
+    rows that get slots), ``out_reason`` the zoning reason or else the raw-unit one, ``out_zone``
+    and ``out_version`` with -1 as 0 (unrated rows), ``out_tz`` the plan's timezone."""
+    for i in range(len(order)):
+        r = order[i]
+        out_ok[i] = zone_reason[r] == 0
+        out_reason[i] = zone_reason[r] if zone_reason[r] != 0 else unit_reason[r]
+        out_service[i] = service[r]
+        out_raw_units[i] = raw_units[r]
+        out_start_us[i] = start_us[r]
+        out_zone[i] = max(zone[r], 0)
+        out_version[i] = max(version[r], 0)
+        p = plan[r]
+        out_plan[i] = p
+        out_tz[i] = plan_tz[p]
+        out_account[i] = account[r]
+        out_cycle[i] = cycle[r]
+        out_sub_row[i] = sub_row[r]
