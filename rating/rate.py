@@ -130,7 +130,7 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     rated_ok = reason == 0
     offsets, data, present = string_buffers(column(batch, "other_party"))
     has_destination = present & (service != 2)
-    digits = np.zeros((n, 16), np.uint8)
+    digits = pool_empty(n * 16, np.uint8).reshape(n, 16)   # read only up to each row's length
     digits_len = np.zeros(n, np.int64)
     normalise_numbers(offsets, data, np.where(has_destination & rated_ok, plan, -1), T.num_cc, T.num_cc_len,
                       T.num_intl, T.num_intl_len, T.num_trunk, T.num_trunk_len, digits, digits_len, reason)
@@ -140,13 +140,16 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
     match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zones)
-    v_offsets, v_data, v_present = string_buffers(visited)
-    v_digits = np.zeros((n, 16), np.uint8)
-    v_len = np.zeros(n, np.int64)
-    parse_digits(v_offsets, v_data, v_present & roaming, v_digits, v_len)
-    roam_root = np.where((reason == 0) & roaming, T.ver_roam_root[safe_version], -1)
-    zones = np.where((reason == 0) & roaming & (roam_root < 0), -1, zones)
-    match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, zones)
+    roamers = np.flatnonzero((reason == 0) & roaming)   # few: their visited networks alone
+    if len(roamers):
+        v_offsets, v_data, v_present = string_buffers(visited.take(pa.array(roamers, pa.int64())))
+        v_digits = np.zeros((len(roamers), 16), np.uint8)
+        v_len = np.zeros(len(roamers), np.int64)
+        parse_digits(v_offsets, v_data, v_present, v_digits, v_len)
+        roam_root = T.ver_roam_root[safe_version[roamers]]
+        roam_zones = np.where(roam_root < 0, -1, zones[roamers])
+        match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, roam_zones)
+        zones[roamers] = roam_zones
     reason[(reason == 0) & (zones < 0)] = Reason.NO_ZONE
     return Zoning(digits, digits_len, has_destination, zones, reason)
 
