@@ -44,7 +44,7 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _transition_index(t_us, tz, tz_start, tz_transitions):
     lo = tz_start[tz]
     hi = tz_start[tz + 1] - 1
@@ -58,7 +58,7 @@ def _transition_index(t_us, tz, tz_start, tz_transitions):
     return lo
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets):
     """(offset in seconds east of UTC at t_us, UTC instant of the next offset change or INT64_MAX)."""
     k = _transition_index(t_us, tz, tz_start, tz_transitions)
