@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rating.kernels.gather import digit_string_offsets, gather_bytes, gather_row_prefixes, gathered_offsets
+from rating.kernels.gather import (digit_string_offsets, gather_bytes, gather_row_prefixes, gather_strings,
+                                  gathered_offsets)
 
 _MAX_STRING_BYTES = 2**31 - 1   # int32 offsets of pa.string()
 
@@ -79,11 +80,17 @@ def take_strings(arr: pa.Array, rows: np.ndarray) -> pa.Array:
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
     present = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, np.bool_)
     out_offsets = pool_empty(len(rows) + 1, np.int32)
-    total = gathered_offsets(offsets, present, rows, out_offsets)
+    # One pass when the result fits in as many bytes as the column holds (rows of a permutation);
+    # else (rows repeated) the lengths first, then the bytes.
+    out_data = pool_empty(max(int(offsets[-1]) - int(offsets[0]), 1), np.uint8)
+    total = gather_strings(offsets, data, present, rows, out_offsets, out_data)
+    if total < 0:
+        total = gathered_offsets(offsets, present, rows, out_offsets)
+        if total <= _MAX_STRING_BYTES:
+            out_data = pool_empty(max(total, 1), np.uint8)
+            gather_bytes(offsets, data, rows, out_offsets, out_data)
     if total > _MAX_STRING_BYTES:   # the int32 offsets wrapped: Arrow says why it cannot
         return arr.take(pa.array(rows, pa.int64()))
-    out_data = pool_empty(max(total, 1), np.uint8)
-    gather_bytes(offsets, data, rows, out_offsets, out_data)
     return _string_array(out_offsets, out_data[:total], None if arr.null_count == 0 else present[rows])
 
 

@@ -30,6 +30,31 @@ def _copy_bytes(typingctx, dst, dst_at, src, src_at, count):
 
 
 @njit(nogil=True, cache=True)
+def gather_strings(offsets, data, present, rows, out_offsets, out_data):
+    """Offsets and bytes of strings ``rows`` of a column in one pass (an absent row has length 0).
+
+    Returns the total bytes, or -1 as soon as ``out_data`` is too small (rows repeated): then use
+    ``gathered_offsets`` and ``gather_bytes``. ``out_offsets`` has ``len(rows) + 1`` entries; if
+    it is int32 and the total passes 2^31 - 1 the offsets wrapped: the caller checks the total.
+    """
+    total = 0
+    out_offsets[0] = 0
+    capacity = len(out_data)
+    for i in range(len(rows)):
+        r = rows[i]
+        if present[r]:
+            start = np.int64(offsets[r])
+            count = offsets[r + 1] - start
+            if count > 0:
+                if total + count > capacity:
+                    return -1
+                _copy_bytes(out_data, total, data, start, count)
+                total += count
+        out_offsets[i + 1] = total
+    return total
+
+
+@njit(nogil=True, cache=True)
 def gathered_offsets(offsets, present, rows, out_offsets):
     """Offsets of strings ``rows`` of a column (an absent row has length 0); returns the total bytes.
 
