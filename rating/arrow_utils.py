@@ -81,9 +81,11 @@ def take_strings(arr: pa.Array, rows: np.ndarray) -> pa.Array:
     present = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, np.bool_)
     out_offsets = pool_empty(len(rows) + 1, np.int32)
     # One pass when the result fits in as many bytes as the column holds (rows of a permutation);
-    # else (rows repeated) the lengths first, then the bytes.
-    out_data = pool_empty(max(int(offsets[-1]) - int(offsets[0]), 1), np.uint8)
-    total = gather_strings(offsets, data, present, rows, out_offsets, out_data)
+    # else (rows repeated, as from a table of names) the lengths first, then the bytes.
+    total = -1
+    if len(rows) <= n:
+        out_data = pool_empty(max(int(offsets[-1]) - int(offsets[0]), 1), np.uint8)
+        total = gather_strings(offsets, data, present, rows, out_offsets, out_data)
     if total < 0:
         total = gathered_offsets(offsets, present, rows, out_offsets)
         if total <= _MAX_STRING_BYTES:
