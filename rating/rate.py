@@ -177,14 +177,12 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
     T = compiled.tables
     n = batch.num_rows
     e = enriched
-    order = event_time_order(batch, e)
+    order, cycle, start = _event_time_layout(batch, e)
     ok = np.empty(n, np.bool_)
     # Pooled memory (see pool_empty): most of these end up in the rated batch.
-    service, raw, start, zone_, version, plan, tz, account, cycle, sub_row, reason = (
-        pool_empty(n, np.int64) for _ in range(11))
-    lay_out(order, zoned.reason, e.unit_reason, e.service, e.raw_units, e.start_us, zoned.zone, e.version, e.plan,
-            T.plan_tz, e.account, e.cycle_month, e.sub_row, ok, reason, service, raw, start, zone_, version, plan, tz,
-            account, cycle, sub_row)
+    service, raw, zone_, version, plan, tz, account, sub_row, reason = (pool_empty(n, np.int64) for _ in range(9))
+    lay_out(order, zoned.reason, e.unit_reason, e.service, e.raw_units, zoned.zone, e.version, e.plan, T.plan_tz,
+            e.account, e.sub_row, ok, reason, service, raw, zone_, version, plan, tz, account, sub_row)
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
         compiled, order, ok, sub_row, account, cycle, e.cycle_start, e.cycle_end, e.account_tz, state)
     # rate_events writes every output of every row: no zeroing.
@@ -223,16 +221,22 @@ def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichme
 def event_time_order(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
     """Input rows in event-time order per (account, cycle): by (account, cycle, start, source,
     record_id), ties in input order, as a stable ``pc.sort_indices`` on those keys would give."""
+    return _event_time_layout(batch, e)[0]
+
+
+def _event_time_layout(batch: pa.RecordBatch, e: Enrichment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(``event_time_order``, the rows' cycle months and starts in that order)."""
+    n = batch.num_rows
     source, record_id = column(batch, "source"), column(batch, "record_id")
     if source.null_count or record_id.null_count:
-        return _sorted_by_arrow(batch, e)
+        order = _sorted_by_arrow(batch, e)
+        return order, e.cycle_month[order], e.start_us[order]
     src_offsets, src_data, _ = string_buffers(source)
     rid_offsets, rid_data, _ = string_buffers(record_id)
-    n = batch.num_rows
-    order = np.empty(n, np.int64)
+    order, cycle, start = np.empty(n, np.int64), pool_empty(n, np.int64), pool_empty(n, np.int64)
     event_order(e.account, e.cycle_month, e.start_us, src_offsets, src_data, rid_offsets, rid_data,
-                4 * n + 65_536, order)
-    return order
+                4 * n + 65_536, order, cycle, start)
+    return order, cycle, start
 
 
 def _sorted_by_arrow(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:

@@ -96,9 +96,10 @@ def test_event_order_is_a_stable_arrow_sort(events):
     src = [np.frombuffer(a.buffers()[1], np.int32)[: len(a) + 1].astype(np.int64) for a in (source, record_id)]
     data = [np.frombuffer(a.buffers()[2], np.uint8) if a.buffers()[2] is not None and a.buffers()[2].size
             else np.zeros(1, np.uint8) for a in (source, record_id)]
-    order = np.empty(len(account), np.int64)
-    event_order(account * 1000, cycle, start, src[0], data[0], src[1], data[1], 0, order)
+    order, sorted_cycle, sorted_start = (np.empty(len(account), np.int64) for _ in range(3))
+    event_order(account * 1000, cycle, start, src[0], data[0], src[1], data[1], 0, order, sorted_cycle, sorted_start)
     assert order.tolist() == expected.tolist()
+    assert sorted_cycle.tolist() == cycle[expected].tolist() and sorted_start.tolist() == start[expected].tolist()
 
 
 def test_null_sources_sort_as_arrow_sorts_them():

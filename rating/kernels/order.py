@@ -101,8 +101,10 @@ def _sort_segment(rows, cycle, start, perm, buf, src_offsets, src_data, rid_offs
 
 
 @njit(nogil=True, cache=True)
-def event_order(account, cycle, start_us, src_offsets, src_data, rid_offsets, rid_data, max_count_array, out_order):
-    """Rows in (account, cycle, start_us, source, record_id) order, ties in input order.
+def event_order(account, cycle, start_us, src_offsets, src_data, rid_offsets, rid_data, max_count_array, out_order,
+                out_cycle, out_start_us):
+    """Rows in (account, cycle, start_us, source, record_id) order, ties in input order; also the
+    rows' cycles and starts in that order.
 
     ``account`` >= -1. Accounts are counting-sorted when their spread is at most
     ``max_count_array``, else merge-sorted (same order). Strings: Arrow offsets and bytes, no nulls.
@@ -113,45 +115,50 @@ def event_order(account, cycle, start_us, src_offsets, src_data, rid_offsets, ri
     lo = account.min()
     spread = account.max() - lo + 1
     if spread <= max_count_array:
-        first = np.zeros(spread + 1, np.int64)
+        bounds = np.zeros(spread + 1, np.int64)   # account a - lo holds sorted rows [bounds[a], bounds[a + 1])
         for i in range(n):
-            first[account[i] - lo + 1] += 1
+            bounds[account[i] - lo + 1] += 1
         for a in range(spread):
-            first[a + 1] += first[a]
-        at = first[:spread].copy()
+            bounds[a + 1] += bounds[a]
+        at = bounds[:spread].copy()
         for i in range(n):
             a = account[i] - lo
             out_order[at[a]] = i
             at[a] += 1
     else:
         out_order[:] = np.argsort(account, kind="mergesort")
+        bounds = np.empty(n + 1, np.int64)
+        count = 0
+        for i in range(n):
+            if i == 0 or account[out_order[i]] != account[out_order[i - 1]]:
+                bounds[count] = i
+                count += 1
+        bounds[count] = n
+        bounds = bounds[:count + 1]
     longest = 0
-    seg = 0
-    for i in range(1, n + 1):
-        if i == n or account[out_order[i]] != account[out_order[seg]]:
-            longest = max(longest, i - seg)
-            seg = i
+    for k in range(len(bounds) - 1):
+        longest = max(longest, bounds[k + 1] - bounds[k])
     cyc = np.empty(longest, np.int64)
     st = np.empty(longest, np.int64)
     perm = np.empty(longest, np.int64)
     buf = np.empty(longest, np.int64)
     rows = np.empty(longest, np.int64)
-    seg = 0
-    for i in range(1, n + 1):
-        if i < n and account[out_order[i]] == account[out_order[seg]]:
-            continue
-        k = i - seg
-        if k > 1:
-            for j in range(k):
-                r = out_order[seg + j]
-                rows[j] = r
-                cyc[j] = cycle[r]
-                st[j] = start_us[r]
-                perm[j] = j
-            _sort_segment(rows[:k], cyc, st, perm[:k], buf, src_offsets, src_data, rid_offsets, rid_data)
-            for j in range(k):
-                out_order[seg + j] = rows[perm[j]]
-        seg = i
+    for k in range(len(bounds) - 1):
+        seg = bounds[k]
+        size = bounds[k + 1] - seg
+        for j in range(size):
+            r = out_order[seg + j]
+            rows[j] = r
+            cyc[j] = cycle[r]
+            st[j] = start_us[r]
+            perm[j] = j
+        if size > 1:
+            _sort_segment(rows[:size], cyc, st, perm[:size], buf, src_offsets, src_data, rid_offsets, rid_data)
+        for j in range(size):
+            p = perm[j]
+            out_order[seg + j] = rows[p]
+            out_cycle[seg + j] = cyc[p]
+            out_start_us[seg + j] = st[p]
 
 
 @njit(nogil=True, cache=True)
@@ -202,24 +209,23 @@ def allowance_groups(ok, sub_row, cycle, n_subscriptions, out_group, out_sub, ou
 
 
 @njit(nogil=True, cache=True)
-def lay_out(order, zone_reason, unit_reason, service, raw_units, start_us, zone, version, plan, plan_tz, account,
-            cycle, sub_row, out_ok, out_reason, out_service, out_raw_units, out_start_us, out_zone, out_version,
-            out_plan, out_tz, out_account, out_cycle, out_sub_row):
-    """The per-row columns in ``order``, in one pass: ``out_ok`` where zoning left no reason (the
-    rows that get slots), ``out_reason`` the zoning reason or else the raw-unit one, ``out_zone``
-    and ``out_version`` with -1 as 0 (unrated rows), ``out_tz`` the plan's timezone."""
+def lay_out(order, zone_reason, unit_reason, service, raw_units, zone, version, plan, plan_tz, account, sub_row,
+            out_ok, out_reason, out_service, out_raw_units, out_zone, out_version, out_plan, out_tz, out_account,
+            out_sub_row):
+    """The per-row columns in ``order``, in one pass (cycles and starts come from ``event_order``):
+    ``out_ok`` where zoning left no reason (the rows that get slots), ``out_reason`` the zoning
+    reason or else the raw-unit one, ``out_zone`` and ``out_version`` with -1 as 0 (unrated rows),
+    ``out_tz`` the plan's timezone."""
     for i in range(len(order)):
         r = order[i]
         out_ok[i] = zone_reason[r] == 0
         out_reason[i] = zone_reason[r] if zone_reason[r] != 0 else unit_reason[r]
         out_service[i] = service[r]
         out_raw_units[i] = raw_units[r]
-        out_start_us[i] = start_us[r]
         out_zone[i] = max(zone[r], 0)
         out_version[i] = max(version[r], 0)
         p = plan[r]
         out_plan[i] = p
         out_tz[i] = plan_tz[p]
         out_account[i] = account[r]
-        out_cycle[i] = cycle[r]
         out_sub_row[i] = sub_row[r]
