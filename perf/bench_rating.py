@@ -444,12 +444,13 @@ def _single_zone_trie(T):
 
 def _kernel_without_refcounts():
     """The shipped pricing source compiled with ``band_at`` and ``_is_holiday`` free of NRT
-    reference counting (Numba's private ``_nrt=False``): a measurement, not a proposal."""
+    reference counting (Numba's private ``_nrt=False``; called, not inlined): a measurement, not a
+    proposal."""
     source = inspect.getsource(pricing).replace("cache=True", "cache=False")
     patched = source
     for name in ("band_at", "_is_holiday"):
-        patched = patched.replace(f"@njit(nogil=True, cache=False)\ndef {name}(",
-                                  f"@njit(nogil=True, cache=False, _nrt=False)\ndef {name}(")
+        for decorator in ("@njit(nogil=True, cache=False)", '@njit(nogil=True, cache=False, inline="always")'):
+            patched = patched.replace(f"{decorator}\ndef {name}(", f"@njit(nogil=True, cache=False, _nrt=False)\ndef {name}(")
     if patched.count("_nrt=False") != 2:
         return None
     module = types.ModuleType("pricing_without_refcounts")

@@ -14,10 +14,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rating.arrow_utils import take_strings
 from rating.kernels.enrich import cycle_bounds
 
 if TYPE_CHECKING:
     from rating.compile import CompiledReference
+
+_MONTH_RANGE_LABELS = 1200   # month_labels formats every month of a spread up to this many
 
 
 def month_index(label: str) -> int:
@@ -42,10 +45,20 @@ def next_month_label(label: str) -> str:
 
 
 def month_labels(months: np.ndarray) -> pa.Array:
-    """Cycle month indexes -> 'YYYY-MM' strings (Arrow), formatting each distinct month once."""
+    """Cycle month indexes -> 'YYYY-MM' strings (Arrow), formatting each distinct month once.
+
+    A batch spans a few months: every month between the least and the greatest is formatted once
+    and gathered by index; a wider spread formats the distinct months only.
+    """
+    months = np.asarray(months, np.int64)
+    if len(months) == 0:
+        return pa.array([], pa.string())
+    lo, hi = int(months.min()), int(months.max())
+    if hi - lo < _MONTH_RANGE_LABELS:
+        return take_strings(pa.array([month_label(m) for m in range(lo, hi + 1)], pa.string()), months - lo)
     unique, inverse = np.unique(months, return_inverse=True)
     labels = [month_label(int(m)) for m in unique]
-    return pa.array(labels, pa.string()).take(pa.array(inverse.astype(np.int64)))
+    return take_strings(pa.array(labels, pa.string()), inverse.astype(np.int64).reshape(-1))
 
 
 def account_cycle_bounds(compiled: "CompiledReference", account_rows: np.ndarray,

@@ -20,16 +20,23 @@ import pyarrow.compute as pc
 from cdr_schemas import rated_event_schema, rejected_schema
 from cdr_schemas.decoders.common import rows_as_json
 from cdr_schemas.reasons import DESCRIPTIONS, Reason
-from rating.arrow_utils import column, digits_to_strings, int_column, is_in, string_buffers, take_names
+from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_buffers, take_digit_strings, take_names,
+                                take_strings)
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
-from rating.kernels.enrich import active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions
+from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions,
+                                   raw_units, subscription_fields)
+from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
+from rating.kernels.order import allowance_groups, event_order, lay_out, tier_slots
 from rating.kernels.pricing import rate_events
 from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
+from rating.string_index import StringIndex
 from rating.tables import MAX_ALLOWANCES_PER_EVENT, SERVICE_CODES
 
+_SERVICE_NAMES = tuple(SERVICE_CODES)   # by service code
+_SERVICE_INDEX = StringIndex(pa.array(_SERVICE_NAMES, pa.string()))
 
 
 def rate(batch: pa.RecordBatch, compiled: CompiledReference,
@@ -74,32 +81,31 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
     n = batch.num_rows
     T = compiled.tables
     reason = np.zeros(n, np.int64)
-    service = pc.index_in(column(batch, "service"), value_set=pa.array(list(SERVICE_CODES))).to_numpy(
-        zero_copy_only=False)
-    service = np.nan_to_num(service, nan=-1).astype(np.int64) if service.dtype.kind == "f" else service.astype(np.int64)
+    service = _SERVICE_INDEX.rows(column(batch, "service"))
     if (service < 0).any():
         raise ValueError("rate() needs validated batches: column 'service' holds values other than VOICE/SMS/DATA")
     start_us = int_column(column(batch, "start_time"))
-    raw_units, unit_reason = _raw_units(batch, service, T.max_units)
+    raw, unit_reason = np.empty(n, np.int64), np.empty(n, np.int64)
+    raw_units(service, int_column(column(batch, "duration_s")), int_column(column(batch, "message_count")),
+              int_column(column(batch, "bytes_up")), int_column(column(batch, "bytes_down")), T.max_units, raw,
+              unit_reason)
 
     subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
     sub_row = np.empty(n, np.int64)
     find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
                        compiled.sub_to_us, sub_row, reason)
-    known = sub_row >= 0
-    plan = np.where(known, compiled.sub_plan[np.maximum(sub_row, 0)], 0)
-    account = np.where(known, compiled.sub_account[np.maximum(sub_row, 0)], -1)
+    plan, account, account_tz, bcd = (np.empty(n, np.int64) for _ in range(4))
+    subscription_fields(sub_row, compiled.sub_plan, compiled.sub_account, compiled.account_tz, compiled.account_bcd,
+                        plan, account, account_tz, bcd)
     version = np.empty(n, np.int64)
     find_versions(plan, start_us, T.plan_first_version, T.plan_version_count, T.ver_from_us, T.ver_to_us,
                   version, reason)
-    account_tz = np.where(known, compiled.account_tz[np.maximum(account, 0)], -1)
-    bcd = np.where(known, compiled.account_bcd[np.maximum(account, 0)], 1)
     cycle_month = np.empty(n, np.int64)
     cycle_start = np.zeros(n, np.int64)
     cycle_end = np.zeros(n, np.int64)
     assign_cycles(start_us, account_tz, bcd, T.tz_start, T.tz_transitions, T.tz_offsets,
                   cycle_month, cycle_start, cycle_end)
-    return Enrichment(service, start_us, raw_units, unit_reason, sub_row, plan, account, version, account_tz,
+    return Enrichment(service, start_us, raw, unit_reason, sub_row, plan, account, version, account_tz,
                       cycle_month, cycle_start, cycle_end, reason)
 
 
@@ -124,7 +130,7 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     rated_ok = reason == 0
     offsets, data, present = string_buffers(column(batch, "other_party"))
     has_destination = present & (service != 2)
-    digits = np.zeros((n, 16), np.uint8)
+    digits = pool_empty(n * 16, np.uint8).reshape(n, 16)   # read only up to each row's length
     digits_len = np.zeros(n, np.int64)
     normalise_numbers(offsets, data, np.where(has_destination & rated_ok, plan, -1), T.num_cc, T.num_cc_len,
                       T.num_intl, T.num_intl_len, T.num_trunk, T.num_trunk_len, digits, digits_len, reason)
@@ -134,13 +140,16 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
     match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zones)
-    v_offsets, v_data, v_present = string_buffers(visited)
-    v_digits = np.zeros((n, 16), np.uint8)
-    v_len = np.zeros(n, np.int64)
-    parse_digits(v_offsets, v_data, v_present & roaming, v_digits, v_len)
-    roam_root = np.where((reason == 0) & roaming, T.ver_roam_root[safe_version], -1)
-    zones = np.where((reason == 0) & roaming & (roam_root < 0), -1, zones)
-    match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, zones)
+    roamers = np.flatnonzero((reason == 0) & roaming)   # few: their visited networks alone
+    if len(roamers):
+        v_offsets, v_data, v_present = string_buffers(visited.take(pa.array(roamers, pa.int64())))
+        v_digits = np.zeros((len(roamers), 16), np.uint8)
+        v_len = np.zeros(len(roamers), np.int64)
+        parse_digits(v_offsets, v_data, v_present, v_digits, v_len)
+        roam_root = T.ver_roam_root[safe_version[roamers]]
+        roam_zones = np.where(roam_root < 0, -1, zones[roamers])
+        match_zones(v_digits, v_len, roam_root, T.trie_children, T.trie_zone, roam_zones)
+        zones[roamers] = roam_zones
     reason[(reason == 0) & (zones < 0)] = Reason.NO_ZONE
     return Zoning(digits, digits_len, has_destination, zones, reason)
 
@@ -149,11 +158,13 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
 class PricingCall:
     """What ``price`` hands the pricing kernel: ``order`` (input rows in event-time order per
     account and cycle), ``arguments`` (``rate_events``'s parameters by name, rows in that order,
-    outputs allocated) and the state keys of the allowance and tier slots."""
+    outputs allocated), the state keys of the allowance and tier slots, and ``laid_out``: the
+    enrichment's account, plan, cycle and version (-1 as 0) in that order too."""
     order: np.ndarray
     arguments: dict
     allow_keys: np.ndarray
     tier_keys: np.ndarray
+    laid_out: dict = dataclasses.field(default_factory=dict)
 
     def run(self) -> None:
         rate_events(**self.arguments)
@@ -166,29 +177,25 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
     T = compiled.tables
     n = batch.num_rows
     e = enriched
-    reason = zoned.reason.copy()
-    order_table = pa.table({
-        "account": e.account, "cycle": e.cycle_month, "start": e.start_us,
-        "source": column(batch, "source"), "record_id": column(batch, "record_id"),
-    })
-    order = pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
-                            ).to_numpy(zero_copy_only=False)
-    ok = reason[order] == 0
+    order, cycle, start = _event_time_layout(batch, e)
+    ok = np.empty(n, np.bool_)
+    # Pooled memory (see pool_empty): most of these end up in the rated batch.
+    service, raw, zone_, version, plan, tz, account, sub_row, reason = (pool_empty(n, np.int64) for _ in range(9))
+    lay_out(order, zoned.reason, e.unit_reason, e.service, e.raw_units, zoned.zone, e.version, e.plan, T.plan_tz,
+            e.account, e.sub_row, ok, reason, service, raw, zone_, version, plan, tz, account, sub_row)
     allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
-        compiled, order, ok, e.sub_row, e.account, e.cycle_month, e.cycle_start, e.cycle_end, e.account_tz, state)
-    units_failed = (reason == 0) & (e.unit_reason != 0)
-    reason[units_failed] = e.unit_reason[units_failed]
-    outputs = {name: np.zeros(n, np.int64) for name in (
+        compiled, order, ok, sub_row, account, cycle, e.cycle_start, e.cycle_end, e.account_tz, state)
+    # rate_events writes every output of every row: no zeroing.
+    outputs = {name: pool_empty(n, np.int64) for name in (
         "out_charge", "out_connect", "out_charged", "out_free", "out_band", "out_split", "out_rate", "out_tier",
         "out_rounding_nanos")}
     arguments = dict(
-        service=e.service[order], raw_units=e.raw_units[order], start_us=e.start_us[order],
-        zone=np.maximum(zoned.zone[order], 0), version=np.maximum(e.version, 0)[order],
-        tz=T.plan_tz[e.plan[order]], allow_slot=allow_slot, tier_slot=tier_slot, T=T, allow_state=allow_state,
-        tier_state=tier_state, out_reason=reason[order], **outputs,
-        out_allow_name=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64),
-        out_allow_used=np.zeros((n, MAX_ALLOWANCES_PER_EVENT), np.int64))
-    return PricingCall(order, arguments, allow_keys, tier_keys)
+        service=service, raw_units=raw, start_us=start, zone=zone_, version=version, tz=tz, allow_slot=allow_slot,
+        tier_slot=tier_slot, T=T, allow_state=allow_state, tier_state=tier_state, out_reason=reason, **outputs,
+        out_allow_name=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT),
+        out_allow_used=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT))
+    return PricingCall(order, arguments, allow_keys, tier_keys,
+                       dict(account=account, plan=plan, cycle=cycle, version=version))
 
 
 def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
@@ -206,52 +213,75 @@ def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichme
     o_reason = a["out_reason"]
     rated_rows = np.flatnonzero(o_reason == 0)
     rejected_rows = np.flatnonzero(o_reason != 0)
-    rated = _rated_batch(compiled, batch, rated_rows, call.order, enriched, zoned, a)
+    rated = _rated_batch(compiled, batch, rated_rows, call, zoned)
     rejected = rejected_batch(batch.take(pa.array(call.order[rejected_rows], pa.int64())), o_reason[rejected_rows])
     return rated, rejected
 
 
-def _raw_units(batch: pa.RecordBatch, service: np.ndarray, max_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(raw units, reason) per row: voice seconds, SMS messages, data bytes_up + bytes_down.
+def event_time_order(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
+    """Input rows in event-time order per (account, cycle): by (account, cycle, start, source,
+    record_id), ties in input order, as a stable ``pc.sort_indices`` on those keys would give."""
+    return _event_time_layout(batch, e)[0]
 
-    A counter above the service's largest ratable event is OVERFLOW and a negative one
-    INVALID_FIELD; such rows get 0 raw units, so no wrapped int64 sum (2^62 + 2^62 is negative)
-    ever reaches the kernels' allowance and tier counters, shared by the whole account and cycle.
-    """
-    duration = int_column(column(batch, "duration_s"))
-    messages = int_column(column(batch, "message_count"))
-    bytes_up = int_column(column(batch, "bytes_up"))
-    bytes_down = int_column(column(batch, "bytes_down"))
-    voice, sms, data = service == 0, service == 1, service == 2
-    reason = np.zeros(len(service), np.int64)
-    reason[(voice & (duration > max_units[0])) | (sms & (messages > max_units[1]))
-           | (data & ((bytes_up > max_units[2]) | (bytes_down > max_units[2])))] = Reason.OVERFLOW
-    reason[(voice & (duration < 0)) | (sms & (messages < 0)) | (data & ((bytes_up < 0) | (bytes_down < 0)))] = \
-        Reason.INVALID_FIELD
-    # Both addends are within [0, 2^44] where the sum is used: it cannot wrap.
-    raw = np.where(voice, duration, np.where(sms, messages, bytes_up + bytes_down))
-    raw[reason != 0] = 0
-    return raw, reason
+
+def _event_time_layout(batch: pa.RecordBatch, e: Enrichment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(``event_time_order``, the rows' cycle months and starts in that order)."""
+    n = batch.num_rows
+    source, record_id = column(batch, "source"), column(batch, "record_id")
+    if source.null_count or record_id.null_count:
+        order = _sorted_by_arrow(batch, e)
+        return order, e.cycle_month[order], e.start_us[order]
+    src_offsets, src_data, _ = string_buffers(source)
+    rid_offsets, rid_data, _ = string_buffers(record_id)
+    order, cycle, start = np.empty(n, np.int64), pool_empty(n, np.int64), pool_empty(n, np.int64)
+    event_order(e.account, e.cycle_month, e.start_us, src_offsets, src_data, rid_offsets, rid_data,
+                4 * n + 65_536, order, cycle, start)
+    return order, cycle, start
+
+
+def _sorted_by_arrow(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
+    """``event_time_order`` by Arrow's sort (the reference the kernel is tested against; also the
+    path for null sources or record ids, which it sorts last)."""
+    order_table = pa.table({
+        "account": e.account, "cycle": e.cycle_month, "start": e.start_us,
+        "source": column(batch, "source"), "record_id": column(batch, "record_id"),
+    })
+    return pc.sort_indices(order_table, sort_keys=[(k, "ascending") for k in order_table.column_names]
+                           ).to_numpy(zero_copy_only=False)
 
 
 def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state):
     """Allowance slots per (subscription, cycle) with prorated grants (or the balances in ``state``);
-    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys."""
+    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys.
+
+    Slots are numbered in ascending key order (``slot_key``). ``ok``, ``sub_row``, ``account`` and
+    ``cycle_month`` are laid out in ``order`` (``event_time_order``'s); ``cycle_start``,
+    ``cycle_end`` and ``account_tz`` are per input row.
+    """
     T = compiled.tables
     n = len(order)
     n_names = max(len(compiled.allowance_names), 1)
-    allow_slot = np.full(n, -1, np.int64)
-    tier_slot = np.full(n, -1, np.int64)
-    idx = order[ok]
     n_groups = max(len(compiled.tier_group_names), 1)
-    if len(idx) == 0:
+    if not ok.any():
         empty = np.zeros(0, np.int64)
-        return allow_slot, tier_slot, np.zeros((0, n_names), np.int64), np.zeros((0, n_groups), np.int64), empty, empty
-    allow_key = slot_key(sub_row[idx], cycle_month[idx])
-    keys, first, inverse = np.unique(allow_key, return_index=True, return_inverse=True)
-    allow_slot[ok] = inverse
-    first_event = idx[first]  # any event of the slot: all share subscription and cycle
-    rows = sub_row[first_event]
+        return (np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, n_names), np.int64),
+                np.zeros((0, n_groups), np.int64), empty, empty)
+    group = np.empty(n, np.int64)
+    group_sub = np.empty(n, np.int64)
+    group_cycle = np.empty(n, np.int64)
+    group_first = np.empty(n, np.int64)
+    count = allowance_groups(ok, sub_row, cycle_month, len(compiled.sub_plan), group, group_sub, group_cycle,
+                             group_first)
+    group_keys = slot_key(group_sub[:count], group_cycle[:count])
+    by_key = np.argsort(group_keys, kind="stable")
+    keys = group_keys[by_key]
+    if (np.diff(keys) <= 0).any():
+        raise AssertionError("allowance slots: a (subscription, cycle) met twice; rows not in event-time order")
+    slot_of_group = np.empty(count, np.int64)
+    slot_of_group[by_key] = np.arange(count)
+    allow_slot = np.where(group >= 0, slot_of_group[np.maximum(group, 0)], -1)
+    first_event = order[group_first[:count][by_key]]  # any event of the slot: all share subscription and cycle
+    rows = group_sub[:count][by_key]
     active_from = np.maximum(compiled.sub_from_us[rows], cycle_start[first_event])
     active_to = np.minimum(compiled.sub_to_us[rows], cycle_end[first_event])
     days = np.zeros(len(keys), np.int64)
@@ -267,8 +297,11 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
         slots = np.flatnonzero(slot_version == v)
         for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
             allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
-    tier_keys, tier_inverse = np.unique(slot_key(account[idx], cycle_month[idx]), return_inverse=True)
-    tier_slot[ok] = tier_inverse
+    tier_slot = np.empty(n, np.int64)
+    tier_account = np.empty(n, np.int64)
+    tier_cycle = np.empty(n, np.int64)
+    tier_count = tier_slots(ok, account, cycle_month, tier_slot, tier_account, tier_cycle)
+    tier_keys = slot_key(tier_account[:tier_count], tier_cycle[:tier_count])
     tier_state = np.zeros((len(tier_keys), n_groups), np.int64)
     if state is not None:
         for slot, key in enumerate(keys.tolist()):
@@ -282,50 +315,63 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
 
 
-def _rated_batch(compiled, batch, rows, order, e: Enrichment, z: Zoning, a: dict) -> pa.RecordBatch:
-    """The rated events: rows ``rows`` of the event-time ``order`` (one take of ``batch``'s columns),
-    with the kernel's outputs ``a``."""
+def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.RecordBatch:
+    """The rated events: rows ``rows`` (ascending) of the event-time ``call.order`` (the input
+    columns the schema keeps, gathered once each), with the kernel's inputs and outputs and the
+    laid-out enrichment (rated rows have a zone and a plan version: their -1-as-0 is no-op)."""
+    order = call.order
     src = order[rows]
-    b = batch.take(pa.array(src, pa.int64()))
     n = len(rows)
-    names = a["out_allow_name"][rows]
-    used = a["out_allow_used"][rows]
-    mask = used > 0
-    counts = mask.sum(axis=1)
-    list_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(counts, out=list_offsets[1:])
+    everything = n == len(order)
+    a = {**call.arguments, **call.laid_out}
+
+    def out(name):  # a kernel column or laid-out column of the rated rows
+        return a[name] if everything else a[name][rows]
+
+    def kept(name):
+        col = column(batch, name)
+        return take_strings(col, src) if pa.types.is_string(col.type) else col.take(src_array)
+
+    src_array = pa.array(src, pa.int64())
+    list_offsets = np.empty(n + 1, np.int32)
+    entries = positive_entry_offsets(rows, a["out_allow_used"], list_offsets)
+    allowance_ids = np.empty(entries, np.int64)
+    allowance_used = np.empty(entries, np.int64)
+    gather_positive_entries(rows, a["out_allow_name"], a["out_allow_used"], allowance_ids, allowance_used)
     schema = rated_event_schema()
     allowance_type = schema.field("allowance_units").type
     struct = pa.StructArray.from_arrays(
-        [take_names(compiled.allowance_names, names[mask]) if mask.any() else pa.array([], pa.string()),
-         pa.array(used[mask], pa.int64())],
+        [take_names(compiled.allowance_names, allowance_ids) if entries else pa.array([], pa.string()),
+         pa.array(allowance_used, pa.int64())],
         fields=list(allowance_type.value_type))
     allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
+    account = out("account")
     arrays = {
-        "record_id": b.column("record_id"), "source": b.column("source"), "service": b.column("service"),
-        "served_msisdn": b.column("served_msisdn"), "other_party": b.column("other_party"),
-        "visited_network": b.column("visited_network"),
-        "destination_e164": digits_to_strings(z.digits[src], z.digits_len[src], z.has_destination[src]),
-        "start_time": b.column("start_time"),
-        "account_id": take_names(compiled.account_ids, e.account[src]),
-        "plan_id": take_names(compiled.plan_ids, e.plan[src]),
-        "plan_version": pa.array(compiled.version_numbers[e.version[src]].astype(np.int32)),
-        "currency": take_names(compiled.account_currency, e.account[src]),
-        "service_cycle": month_labels(e.cycle_month[src]),
-        "zone": take_names(compiled.zone_names, z.zone[src]),
-        "band": take_names(compiled.band_names, a["out_band"][rows]),
-        "band_split": pa.array(a["out_split"][rows] == 1),
-        "rate_id": take_names(compiled.rate_ids, a["out_rate"][rows]),
-        "tier": pa.array(a["out_tier"][rows].astype(np.int32)),
-        "raw_units": pa.array(e.raw_units[src]),
-        "charged_units": pa.array(a["out_charged"][rows]),
-        "free_units": pa.array(a["out_free"][rows]),
+        # A validated service is one of SERVICE_CODES (enrich raises otherwise): the same strings.
+        "record_id": kept("record_id"), "source": kept("source"), "service": take_names(_SERVICE_NAMES, out("service")),
+        "served_msisdn": kept("served_msisdn"), "other_party": kept("other_party"),
+        "visited_network": kept("visited_network"),
+        "destination_e164": take_digit_strings(z.digits, z.digits_len, z.has_destination, src),
+        "start_time": kept("start_time"),
+        "account_id": take_names(compiled.account_ids, account),
+        "plan_id": take_names(compiled.plan_ids, out("plan")),
+        "plan_version": pa.array(compiled.version_numbers[out("version")].astype(np.int32)),
+        "currency": take_names(compiled.account_currency, account),
+        "service_cycle": month_labels(out("cycle")),
+        "zone": take_names(compiled.zone_names, out("zone")),
+        "band": take_names(compiled.band_names, out("out_band")),
+        "band_split": pa.array(out("out_split") == 1),
+        "rate_id": take_names(compiled.rate_ids, out("out_rate")),
+        "tier": pa.array(out("out_tier").astype(np.int32)),
+        "raw_units": pa.array(out("raw_units")),
+        "charged_units": pa.array(out("out_charged")),
+        "free_units": pa.array(out("out_free")),
         "allowance_units": allowance_units,
-        "connect_fee_micros": pa.array(a["out_connect"][rows]),
-        "charge_micros": pa.array(a["out_charge"][rows]),
-        "rounding_nanos": pa.array(a["out_rounding_nanos"][rows]),
+        "connect_fee_micros": pa.array(out("out_connect")),
+        "charge_micros": pa.array(out("out_charge")),
+        "rounding_nanos": pa.array(out("out_rounding_nanos")),
         "revision": pa.array(np.zeros(n, np.int32)),
-        "input_file": b.column("input_file"), "input_position": b.column("input_position"),
+        "input_file": kept("input_file"), "input_position": kept("input_position"),
     }
     return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 

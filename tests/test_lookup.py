@@ -30,3 +30,16 @@ def test_sliced_inputs_and_colliding_buckets():
     expected = np.arange(500, 4500) - 1000
     expected[(expected < 0) | (expected >= 3000)] = -1
     assert rows.tolist() == expected.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.text(alphabet="0123456789", max_size=19), unique=True, max_size=60),
+       queries=st.lists(st.one_of(st.none(), st.text(alphabet="0123456789+", max_size=19)), max_size=80))
+def test_digit_strings_match_index_in(keys, queries):
+    """Digit strings (MSISDNs) go through the integer table: leading zeros, 17 digits and beyond."""
+    key_array = pa.array(keys + ["0", "00", "007", "7", "1" * 17, "1" * 18], pa.string()).unique()
+    values = pa.array(queries + ["0", "000", "07", "007", "1" * 17, "1" * 18, "1" * 16] + keys[::3], pa.string())
+    expected = pc.fill_null(pc.index_in(values, value_set=key_array), -1).to_numpy(zero_copy_only=False)
+    assert StringIndex(key_array).rows(values).tolist() == expected.astype(np.int64).tolist()
+    assert StringIndex(key_array.slice(2)).rows(values.slice(1)).tolist() == pc.fill_null(
+        pc.index_in(values.slice(1), value_set=key_array.slice(2)), -1).to_numpy(zero_copy_only=False).tolist()

@@ -44,7 +44,7 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _transition_index(t_us, tz, tz_start, tz_transitions):
     lo = tz_start[tz]
     hi = tz_start[tz + 1] - 1
@@ -58,7 +58,7 @@ def _transition_index(t_us, tz, tz_start, tz_transitions):
     return lo
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets):
     """(offset in seconds east of UTC at t_us, UTC instant of the next offset change or INT64_MAX)."""
     k = _transition_index(t_us, tz, tz_start, tz_transitions)
@@ -66,6 +66,17 @@ def offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets):
     if k + 1 < tz_start[tz + 1]:
         nxt = tz_transitions[k + 1]
     return tz_offsets[k], nxt
+
+
+@njit(nogil=True, cache=True)
+def offset_interval(t_us, tz, tz_start, tz_transitions, tz_offsets):
+    """(offset in seconds east of UTC at t_us, UTC instant it took effect (int64 min: always),
+    UTC instant of the next change or INT64_MAX): the offset holds on [from, to)."""
+    k = _transition_index(t_us, tz, tz_start, tz_transitions)
+    nxt = INT64_MAX
+    if k + 1 < tz_start[tz + 1]:
+        nxt = tz_transitions[k + 1]
+    return tz_offsets[k], tz_transitions[k], nxt
 
 
 @njit(nogil=True, cache=True)

@@ -6,12 +6,67 @@ import numpy as np
 from numba import njit
 
 from cdr_schemas.reasons import Reason
-from rating.kernels.calendar import US_PER_DAY, US_PER_S, civil_from_days, days_from_civil, local_to_utc, offset_and_next
+from rating.kernels.calendar import (US_PER_DAY, US_PER_S, civil_from_days, days_from_civil, local_to_utc, offset_and_next,
+                                     offset_interval)
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 UNKNOWN_SUBSCRIBER = int(Reason.UNKNOWN_SUBSCRIBER)
 NO_PLAN_VERSION = int(Reason.NO_PLAN_VERSION)
+OVERFLOW = int(Reason.OVERFLOW)
+INVALID_FIELD = int(Reason.INVALID_FIELD)
+
+
+@njit(nogil=True, cache=True)
+def raw_units(service, duration_s, message_count, bytes_up, bytes_down, max_units, out_units, out_reason):
+    """Raw units per row: voice (0) seconds, SMS (1) messages, data (2) bytes_up + bytes_down.
+
+    A counter above the service's largest ratable event (``max_units[service]``) is OVERFLOW and a
+    negative one INVALID_FIELD (which wins); such rows get 0 units, so no wrapped int64 sum
+    (2^62 + 2^62 is negative) ever reaches the kernels' allowance and tier counters, shared by the
+    whole account and cycle. ``out_reason`` is 0 for the others.
+    """
+    for i in range(len(service)):
+        s = service[i]
+        units = 0
+        reason = 0
+        if s == 0 or s == 1:
+            units = duration_s[i] if s == 0 else np.int64(message_count[i])
+            if units < 0:
+                reason = INVALID_FIELD
+            elif units > max_units[s]:
+                reason = OVERFLOW
+        else:
+            up = bytes_up[i]
+            down = bytes_down[i]
+            if up < 0 or down < 0:
+                reason = INVALID_FIELD
+            elif up > max_units[2] or down > max_units[2]:
+                reason = OVERFLOW
+            else:
+                units = up + down   # both within [0, max_units[2]] <= 2^44: no wrap
+        out_units[i] = units if reason == 0 else 0
+        out_reason[i] = reason
+
+
+@njit(nogil=True, cache=True)
+def subscription_fields(sub_row, sub_plan, sub_account, account_tz, account_bcd, out_plan, out_account, out_tz,
+                        out_bcd):
+    """Plan, account, account timezone and bill cycle day of each row's subscription row
+    (``sub_row`` -1: none, giving plan 0, account -1, timezone -1, bill cycle day 1)."""
+    for i in range(len(sub_row)):
+        r = sub_row[i]
+        if r < 0:
+            out_plan[i] = 0
+            out_account[i] = -1
+            out_tz[i] = -1
+            out_bcd[i] = 1
+        else:
+            a = sub_account[r]
+            out_plan[i] = sub_plan[r]
+            out_account[i] = a
+            out_tz[i] = account_tz[a]
+            out_bcd[i] = account_bcd[a]
 
 
 @njit(nogil=True, cache=True)
@@ -54,12 +109,15 @@ def find_versions(plan, start_us, plan_first_version, plan_version_count, ver_fr
 def cycle_month_of(t_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_offsets):
     """Cycle month index (year*12+month-1 of the cycle's start) of an instant in timezone ``tz``."""
     off, _ = offset_and_next(t_us, tz, tz_start, tz_transitions, tz_offsets)
-    local_day = (t_us + off * US_PER_S) // US_PER_DAY
-    y, m, d = civil_from_days(local_day)
-    month = y * 12 + (m - 1)
-    if d < bill_cycle_day:
-        month -= 1
-    return month
+    y, m, d = civil_from_days((t_us + off * US_PER_S) // US_PER_DAY)
+    return _cycle_month(y * 12 + (m - 1), d, bill_cycle_day)
+
+
+@njit(nogil=True, cache=True)
+def _cycle_month(month, day_of_month, bill_cycle_day):
+    """Cycle month of local date (``month`` = year*12+month-1, ``day_of_month``): the cycle that
+    starts on ``bill_cycle_day`` of that month, or of the month before when the day is earlier."""
+    return month - 1 if day_of_month < bill_cycle_day else month
 
 
 @njit(nogil=True, cache=True)
@@ -92,17 +150,37 @@ def assign_cycles(start_us, tz, bill_cycle_day, tz_start, tz_transitions, tz_off
     """Billing cycle of each event's start in its account's timezone (rows with tz < 0 skipped).
 
     A batch holds few distinct (timezone, bill cycle day, month) triples: their bounds (eight
-    timezone searches each) are computed once and reused for every row.
+    timezone searches each) are computed once and reused for every row. Each timezone's offset is
+    searched again only when a start falls outside the interval the last one found holds for.
     """
     n = len(start_us)
     lo = INT64_MAX
     hi = INT64_MIN
     max_bcd = 0
+    # Per timezone, the last offset found and the UTC interval it holds for: a batch spans days,
+    # offsets change twice a year, so the transition search runs a few times per timezone.
+    zones = len(tz_start) - 1
+    known_from = np.full(zones, INT64_MAX, np.int64)
+    known_to = np.full(zones, INT64_MIN, np.int64)
+    known_offset = np.zeros(zones, np.int64)
+    known_day = np.full(zones, INT64_MIN, np.int64)   # and the last local day met, with its month and day
+    known_month = np.zeros(zones, np.int64)
+    known_day_of_month = np.zeros(zones, np.int64)
     for i in range(n):
-        if tz[i] < 0:
+        z = tz[i]
+        if z < 0:
             out_month[i] = -1
             continue
-        month = cycle_month_of(start_us[i], tz[i], bill_cycle_day[i], tz_start, tz_transitions, tz_offsets)
+        t = start_us[i]
+        if not known_from[z] <= t < known_to[z]:
+            known_offset[z], known_from[z], known_to[z] = offset_interval(t, z, tz_start, tz_transitions, tz_offsets)
+        day = (t + known_offset[z] * US_PER_S) // US_PER_DAY
+        if day != known_day[z]:
+            y, m, d = civil_from_days(day)
+            known_day[z] = day
+            known_month[z] = y * 12 + (m - 1)
+            known_day_of_month[z] = d
+        month = _cycle_month(known_month[z], known_day_of_month[z], bill_cycle_day[i])
         out_month[i] = month
         lo = min(lo, month)
         hi = max(hi, month)
