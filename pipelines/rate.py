@@ -101,6 +101,7 @@ class _RateShard(beam.DoFn):
         copies = pa.Table.from_batches(list(grouped[_SPLIT]), schema=SPLIT_COPY_SCHEMA)
         rows, split_duplicates = drop_split_copies(rows, copies)
         unique, duplicates = deduplicate(rows.to_batches())
+        del rows   # ``unique`` is a copy: the shard is held once while it is rated
         for found in (split_duplicates, duplicates):
             if found.num_rows:
                 yield DUPLICATES, (shard, found)
