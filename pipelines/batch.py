@@ -204,9 +204,7 @@ def run_batch(config: BatchConfig, pipeline_args: list[str] | None = None) -> di
     when another writer commits first (``ConcurrentCommitError``), the run is made again from the
     start, ``COMMIT_ATTEMPTS`` times at most (``attempts`` in the result).
     """
-    storage = ObjectStorage.of(pipeline_args)
-    storage.activate()   # here, and on every worker (``OutputDirs.storage``)
-    pipeline_args = storage.with_beam_args(pipeline_args)
+    storage, pipeline_args = ObjectStorage.for_job(pipeline_args)   # here; on every worker: OutputDirs.storage
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts (and is kept)
     inputs = match_inputs(config.input_glob)
     paths = list(inputs.paths)

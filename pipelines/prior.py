@@ -41,8 +41,8 @@ from rating.partition import RECORD_KEY, hash_columns, split_by_record_key
 from sinks.files import is_remote, local_copy, upload
 from sinks.iceberg import IcebergStore
 from sinks.iceberg.catalog import join
-from sinks.object_storage import ObjectStorage
 from sinks.iceberg.tables import arrow_schema
+from sinks.object_storage import ObjectStorage
 
 PRIOR_FOLDER = "prior"
 _RUN_OF_FILE = re.compile(r"(\d{8}T\d{6}Z-[0-9a-f]{8})-part-\d+\.parquet$")
@@ -360,7 +360,7 @@ class StoredKeys:
 
 class DropStored(beam.DoFn):
     """Usage batch -> its records the store has not rated (main), and the others as duplicates
-    ((shard, batch) pairs by record key, ``shards`` of them, as ``DeduplicateUsage`` gives them)."""
+    ((shard, batch) pairs by record key, ``shards`` of them)."""
 
     def __init__(self, keys_file: str, details_file: str, shards: int, storage: ObjectStorage):
         self._keys_file = keys_file

@@ -313,9 +313,7 @@ def run_rerate(config: RerateConfig, pipeline_args: list[str] | None = None) -> 
     """
     started = time.monotonic()
     cycle = config.cycle
-    storage = ObjectStorage.of(pipeline_args)
-    storage.activate()   # here, and on every worker (``OutputDirs.storage``)
-    pipeline_args = storage.with_beam_args(pipeline_args)
+    storage, pipeline_args = ObjectStorage.for_job(pipeline_args)   # here; on every worker: OutputDirs.storage
     RatingEngine.load(config.reference_dir)  # bad reference data fails before any worker starts
     if config.what_if_dir:
         RatingEngine.load(config.what_if_dir)

@@ -38,9 +38,9 @@ from pipelines.options import SHUFFLE_FOLDER
 from pipelines.outputs import OutputDirs
 from pipelines.worker_errors import quiet_worker_errors, worker_error_message
 from rating.cycles import month_index
+from sinks.files import read_bytes
 from sinks.iceberg import DATA_TABLES, CommitResult, IcebergStore
 from sinks.iceberg import catalog as cat
-from sinks.files import read_bytes
 from sinks.lock import is_local, store_lock
 from sinks.object_storage import ObjectStorage
 

@@ -60,6 +60,14 @@ class ObjectStorage:
             values[name] = value
         return cls(**values)
 
+    @classmethod
+    def for_job(cls, pipeline_args: list[str] | None) -> tuple["ObjectStorage", list[str]]:
+        """What a Beam job (``batch``, ``rerate``) does first: its settings (``of``), applied in
+        this process, and its pipeline options carrying them to the workers (``with_beam_args``)."""
+        storage = cls.of(pipeline_args)
+        storage.activate()
+        return storage, storage.with_beam_args(pipeline_args)
+
     def beam_args(self) -> list[str]:
         """The flags of Beam's S3 filesystem for these settings: added to the job's pipeline options,
         they reach Beam's filesystem in the submitter and in every portable worker (the SDK harness
