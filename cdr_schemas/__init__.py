@@ -20,6 +20,7 @@ from cdr_schemas.registry import (
     USAGE_LATEST,
     USAGE_V1,
     USAGE_V2,
+    USAGE_V3,
     load_schema,
 )
 from cdr_schemas.arrow_mapping import (
@@ -36,7 +37,7 @@ from cdr_schemas.arrow_mapping import (
 
 __all__ = [
     "CHARGE_LINE", "CONTROL_TOTALS", "DUPLICATE_RECORD", "INVOICE_SUMMARY", "RATED_EVENT", "REJECTED_RECORD",
-    "USAGE_LATEST", "USAGE_V1", "USAGE_V2", "load_schema", "PROVENANCE_FIELDS", "arrow_to_avro",
+    "USAGE_LATEST", "USAGE_V1", "USAGE_V2", "USAGE_V3", "load_schema", "PROVENANCE_FIELDS", "arrow_to_avro",
     "avro_to_arrow", "charge_line_schema", "duplicate_schema", "invoice_summary_schema", "rated_event_schema",
     "rejected_schema", "usage_batch_schema",
 ]

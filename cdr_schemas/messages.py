@@ -5,7 +5,7 @@ A usage message carries records in one of three forms, named by its ``content-ty
 | content-type | payload | records |
 |---|---|---|
 | `application/json` | one JSON object, the JSON-lines record form (docs/input-formats.md) | 1 |
-| `application/avro-datum` | one Avro binary datum; attribute `schema` names its writer schema (`usage_record_v1` or `usage_record_v2`) | 1 |
+| `application/avro-datum` | one Avro binary datum; attribute `schema` names its writer schema (`usage_record_v1`, `_v2` or `_v3`) | 1 |
 | `application/avro` | an Avro object container file (any codec the decoders read) | many: the high-throughput form |
 
 Each message is decoded with the same decoders as files, so the same records give the same rows
@@ -32,13 +32,13 @@ from cdr_schemas.decoders.avro import decode_avro
 from cdr_schemas.decoders.common import DecodedBatch, InputFileError, Rejects
 from cdr_schemas.decoders.jsonl import BOM, decode_jsonl
 from cdr_schemas.reasons import Reason
-from cdr_schemas.registry import RATED_EVENT, USAGE_V1, USAGE_V2, load_schema
+from cdr_schemas.registry import RATED_EVENT, USAGE_V1, USAGE_V2, USAGE_V3, load_schema
 
 JSON = "application/json"
 AVRO_DATUM = "application/avro-datum"
 AVRO_CONTAINER = "application/avro"
 CONTENT_TYPES = (JSON, AVRO_DATUM, AVRO_CONTAINER)
-_DATUM_SCHEMAS = (USAGE_V1, USAGE_V2)
+_DATUM_SCHEMAS = (USAGE_V1, USAGE_V2, USAGE_V3)
 _SYNC = b"usage-rating-msg"  # 16 bytes: sync marker of the one-block container wrapped around a datum
 
 

@@ -21,6 +21,7 @@ class Reason(enum.IntEnum):
     # Enrichment.
     UNKNOWN_SUBSCRIBER = 20     # no subscription for the served MSISDN at the start time
     NO_PLAN_VERSION = 21        # the plan has no version in force at the start time
+    UNKNOWN_USAGE_TYPE = 22     # the record's usage type is not declared in the reference data
     # Rating.
     NO_ZONE = 30                # no prefix of the destination (or visited network) is in the zone table
     NO_RATE = 31                # the plan version has no rate for (service, zone, band)
@@ -37,6 +38,7 @@ DESCRIPTIONS = {
     Reason.MISSING_DESTINATION: "voice or SMS record without other_party",
     Reason.UNKNOWN_SUBSCRIBER: "no subscription for the served MSISDN at the event's start",
     Reason.NO_PLAN_VERSION: "the subscriber's plan has no version in force at the event's start",
+    Reason.UNKNOWN_USAGE_TYPE: "the record's usage type is not declared in the reference data",
     Reason.NO_ZONE: "no zone matches the destination or visited network",
     Reason.NO_RATE: "the plan version has no rate for the service, zone and band",
     Reason.OVERFLOW: "the charge does not fit in int64 micro-units",

@@ -13,7 +13,8 @@ from importlib import resources
 
 USAGE_V1 = "usage_record_v1"
 USAGE_V2 = "usage_record_v2"
-USAGE_LATEST = USAGE_V2
+USAGE_V3 = "usage_record_v3"
+USAGE_LATEST = USAGE_V3
 RATED_EVENT = "rated_event_v1"
 CHARGE_LINE = "charge_line_v1"
 REJECTED_RECORD = "rejected_record_v1"

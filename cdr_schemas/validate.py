@@ -5,14 +5,20 @@ once, for the first:
 
 1. record_id or source null or empty                         -> MISSING_FIELD
 2. another non-nullable usage column null                    -> MISSING_FIELD
-3. service not VOICE, SMS or DATA                            -> INVALID_FIELD
-4. duration_s, bytes_up, bytes_down or message_count < 0     -> INVALID_FIELD
-5. served_msisdn not 1 to 15 digits                          -> INVALID_FIELD
-6. VOICE or SMS with other_party null or empty               -> MISSING_DESTINATION
-7. start_time before 2000-01-01T00:00Z or after 2100-01-01T00:00Z -> INVALID_FIELD
-8. VOICE with duration_s over 72 hours                       -> INVALID_FIELD
-9. visited_network longer than 16 characters                 -> INVALID_FIELD
+3. service not VOICE, SMS, DATA or OTHER                     -> INVALID_FIELD
+4. OTHER without usage_type (null or empty)                  -> MISSING_FIELD
+5. duration_s, bytes_up, bytes_down, message_count or quantity < 0 -> INVALID_FIELD
+6. neither served_msisdn nor subscriber                      -> MISSING_FIELD
+7. served_msisdn not 1 to 15 digits                          -> INVALID_FIELD
+8. subscriber empty, or without a subscriber_kind of msisdn, imsi, sip or account -> INVALID_FIELD
+9. VOICE or SMS with other_party null or empty               -> MISSING_DESTINATION
+10. start_time before 2000-01-01T00:00Z or after 2100-01-01T00:00Z -> INVALID_FIELD
+11. VOICE with duration_s over 72 hours                      -> INVALID_FIELD
+12. visited_network longer than 16 characters                -> INVALID_FIELD
    (an MCC+MNC has 5 or 6 digits; rating zones at most 16)
+
+Whether a usage type is declared, and whether a subscriber exists, depends on the reference data:
+rating checks them (UNKNOWN_USAGE_TYPE, UNKNOWN_SUBSCRIBER).
 
 The other party's digits are not checked here: rating normalises numbers and rejects what is not
 dialable as INVALID_NUMBER. A rejected row keeps the row as compact JSON in ``raw`` (start_time as
@@ -37,7 +43,8 @@ MAX_VOICE_DURATION_S = 72 * 3600
 MAX_VISITED_NETWORK_DIGITS = 16   # the rating kernels' digit buffer (rating.kernels.numbers)
 EARLIEST_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 LATEST_START = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
-_COUNTERS = ("duration_s", "bytes_up", "bytes_down", "message_count")
+_COUNTERS = ("duration_s", "bytes_up", "bytes_down", "message_count", "quantity")
+SUBSCRIBER_KINDS = ("msisdn", "imsi", "sip", "account")
 _MSISDN_PATTERN = r"^[0-9]{1,15}$"
 
 
@@ -83,6 +90,13 @@ def _negative_detail(row: dict) -> str:
     return f"{name} is negative ({row[name]})"
 
 
+def _bad_subscriber(batch: pa.RecordBatch) -> pa.Array:
+    """A subscriber that is empty or whose kind is missing or unknown (rows without one pass)."""
+    subscriber, kind = _column(batch, "subscriber"), _column(batch, "subscriber_kind")
+    bad_kind = pc.invert(pc.fill_null(pc.is_in(kind, value_set=pa.array(SUBSCRIBER_KINDS)), False))
+    return pc.and_(pc.is_valid(subscriber), pc.or_(pc.equal(pc.utf8_length(subscriber), 0), bad_kind))
+
+
 def _is_voice_or_sms(batch: pa.RecordBatch) -> pa.Array:
     return pc.is_in(_column(batch, "service"), value_set=pa.array(["VOICE", "SMS"]))
 
@@ -102,10 +116,20 @@ _CHECKS = (
     _Check(Reason.INVALID_FIELD,
            lambda b: pc.invert(pc.is_in(_column(b, "service"), value_set=pa.array(service_symbols()))),
            lambda row: f"service {row['service']!r} is not one of {', '.join(service_symbols())}"),
+    _Check(Reason.MISSING_FIELD,
+           lambda b: pc.and_(pc.equal(_column(b, "service"), "OTHER"), _empty_or_null(_column(b, "usage_type"))),
+           lambda row: f"service OTHER without a usage_type (it is {'null' if row['usage_type'] is None else 'empty'})"),
     _Check(Reason.INVALID_FIELD, _negative, _negative_detail),
+    _Check(Reason.MISSING_FIELD,
+           lambda b: pc.and_(pc.is_null(_column(b, "served_msisdn")), pc.is_null(_column(b, "subscriber"))),
+           lambda row: "served_msisdn and subscriber are both null: one must identify the subscriber"),
     _Check(Reason.INVALID_FIELD,
            lambda b: pc.invert(pc.match_substring_regex(_column(b, "served_msisdn"), _MSISDN_PATTERN)),
            lambda row: f"served_msisdn {row['served_msisdn']!r} is not 1 to 15 digits"),
+    _Check(Reason.INVALID_FIELD, _bad_subscriber,
+           lambda row: (f"subscriber {row['subscriber']!r} is empty" if row["subscriber"] == "" else
+                        f"subscriber {row['subscriber']!r} has subscriber_kind {row['subscriber_kind']!r}, not one of "
+                        f"{', '.join(SUBSCRIBER_KINDS)}")),
     _Check(Reason.MISSING_DESTINATION,
            lambda b: pc.and_(_is_voice_or_sms(b), _empty_or_null(_column(b, "other_party"))),
            lambda row: (f"{row['service']} record without other_party "

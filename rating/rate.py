@@ -82,8 +82,10 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
     T = compiled.tables
     reason = np.zeros(n, np.int64)
     service = _SERVICE_INDEX.rows(column(batch, "service"))
-    if (service < 0).any():
-        raise ValueError("rate() needs validated batches: column 'service' holds values other than VOICE/SMS/DATA")
+    unknown_type = (service < 0) | column(batch, "usage_type").is_valid().to_numpy(zero_copy_only=False)
+    if unknown_type.any():
+        reason[unknown_type] = Reason.UNKNOWN_USAGE_TYPE
+        service[unknown_type] = 0
     start_us = int_column(column(batch, "start_time"))
     raw, unit_reason = np.empty(n, np.int64), np.empty(n, np.int64)
     raw_units(service, int_column(column(batch, "duration_s")), int_column(column(batch, "message_count")),

@@ -190,6 +190,9 @@ def rate_rows_twin(rows: list[dict], ref: ReferenceData) -> list[dict]:
 
 def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> dict:
     out = {"index": index, "reason": Reason.RATED}
+    if row["service"] not in ("VOICE", "SMS", "DATA") or row.get("usage_type") is not None:
+        out["reason"] = Reason.UNKNOWN_USAGE_TYPE
+        return out
     t = row["start_time"]
     sub = next((s for s in subs_by_msisdn.get(row["served_msisdn"], [])
                 if s.valid_from_us <= t and (s.valid_to_us is None or t < s.valid_to_us)), None)

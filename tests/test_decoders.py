@@ -267,8 +267,8 @@ def test_json_bad_lines_become_rejects_with_reason_raw_and_line_number(tmp_path)
     bad = {
         2: (b'{"record_id": "x", "source": ', "MALFORMED_RECORD", "not valid JSON"),
         3: (b"[1, 2, 3]", "MALFORMED_RECORD", "JSON array, not an object"),
-        4: (json.dumps({k: v for k, v in json.loads(json_line(good)).items() if k != "served_msisdn"}).encode(),
-            "MISSING_FIELD", "served_msisdn is absent or null"),
+        4: (json.dumps({k: v for k, v in json.loads(json_line(good)).items() if k != "duration_s"}).encode(),
+            "MISSING_FIELD", "duration_s is absent or null"),
         5: (json_line(dict(good, duration_s=None)).encode(), "MISSING_FIELD", "duration_s is absent or null"),
         6: (json_line(good).replace('"duration_s": 60', '"duration_s": "60"').encode(),
             "INVALID_FIELD", "duration_s must be"),
@@ -359,17 +359,18 @@ def test_arrow_and_python_read_iso_timestamps_alike(text):
 def test_parquet_null_in_required_column_is_missing_field_with_row_as_json(tmp_path):
     table = usage_table(RECORDS[:4])
     schema = table.schema
-    table = table.set_column(schema.get_field_index("served_msisdn"), schema.field("served_msisdn").with_nullable(True),
-                             pa.array(["1", None, "3", "4"]))
+    services = table.column("service").to_pylist()
+    table = table.set_column(schema.get_field_index("service"), schema.field("service").with_nullable(True),
+                             pa.array([services[0], None, services[2], services[3]]))
     table = table.set_column(schema.get_field_index("duration_s"), schema.field("duration_s").with_nullable(True),
                              pa.array([None, 2, 3, None], pa.int64()))
     usage, rejected, _ = decode_all(write_parquet(tmp_path / "n.parquet", table))
     assert usage.column("input_position").to_pylist() == [2]
     rejects = rejects_by_position(rejected)
     assert {p: r["detail"] for p, r in rejects.items()} == {
-        0: "duration_s is null", 1: "served_msisdn is null", 3: "duration_s is null"}
+        0: "duration_s is null", 1: "service is null", 3: "duration_s is null"}
     raw = json.loads(rejects[1]["raw"])
-    assert raw["record_id"] == "r1" and raw["served_msisdn"] is None
+    assert raw["record_id"] == "r1" and raw["service"] is None
     assert raw["start_time"] == iso(RECORDS[1]["start_time"])
     assert all(r["reason"] == "MISSING_FIELD" for r in rejects.values())
 
@@ -496,7 +497,7 @@ def test_avro_enum_symbol_unknown_to_the_reader_rejects_only_that_record(tmp_pat
     assert usage_values(usage) == [records[0], records[2]]
     (reject,) = rejected.to_pylist()
     assert (reject["input_position"], reject["reason"], reject["record_id"]) == (1, "INVALID_FIELD", "r1")
-    assert "does not resolve to usage_record_v2" in reject["detail"] and reject["raw"]
+    assert "does not resolve to usage_record_v3" in reject["detail"] and reject["raw"]
 
 
 def _zigzag_varint(value: int) -> bytes:
@@ -714,8 +715,8 @@ def test_not_a_parquet_file_is_an_input_file_error(tmp_path):
 
 
 def test_parquet_missing_required_column_names_it_and_the_fix(tmp_path):
-    path = write_parquet(tmp_path / "m.parquet", usage_table(RECORDS).drop_columns(["served_msisdn"]))
-    with pytest.raises(InputFileError, match=r"column 'served_msisdn' is missing.*usage_batch_schema"):
+    path = write_parquet(tmp_path / "m.parquet", usage_table(RECORDS).drop_columns(["duration_s"]))
+    with pytest.raises(InputFileError, match=r"column .duration_s. is missing.*usage_batch_schema"):
         decode_all(path)
 
 

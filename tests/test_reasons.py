@@ -23,6 +23,7 @@ CASES = {
     "INVALID_NUMBER": dict(other_party="01x5"),
     "UNKNOWN_SUBSCRIBER": dict(served_msisdn="499999999999"),
     "NO_PLAN_VERSION": dict(served_msisdn="491510000009", start_time="2025-07-01T10:00:00Z"),
+    "UNKNOWN_USAGE_TYPE": dict(service="OTHER", usage_type="TELEPATHY", quantity=3),
     "NO_ZONE": dict(other_party="0099912345"),
     "NO_RATE": dict(visited_network="310260"),
     "OVERFLOW": dict(service="DATA", other_party=None, duration_s=0, bytes_down=2**45),

@@ -14,6 +14,7 @@ from cdr_schemas import (
     USAGE_LATEST,
     USAGE_V1,
     USAGE_V2,
+    USAGE_V3,
     arrow_to_avro,
     avro_to_arrow,
     load_schema,
@@ -28,10 +29,10 @@ SCHEMA_NAMES = sorted(
 )
 
 
-def test_registry_holds_every_output_and_both_usage_versions():
-    assert {USAGE_V1, USAGE_V2, "rated_event_v1", "charge_line_v1", "rejected_record_v1",
+def test_registry_holds_every_output_and_every_usage_version():
+    assert {USAGE_V1, USAGE_V2, USAGE_V3, "rated_event_v1", "charge_line_v1", "rejected_record_v1",
             "duplicate_record_v1", "control_totals_v1"} <= set(SCHEMA_NAMES)
-    assert USAGE_LATEST == USAGE_V2
+    assert USAGE_LATEST == USAGE_V3
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -94,3 +95,24 @@ def test_v2_adds_only_fields_with_defaults():
     v1_fields = {f["name"] for f in load_schema(USAGE_V1)["fields"]}
     added = [f for f in load_schema(USAGE_V2)["fields"] if f["name"] not in v1_fields]
     assert added and all("default" in f for f in added)
+
+
+@pytest.mark.parametrize("writer", [USAGE_V1, USAGE_V2])
+def test_v1_and_v2_files_read_with_the_v3_reader(writer):
+    """v3 makes served_msisdn nullable and adds usage_type, quantity, subscriber and subscriber_kind:
+    an older record resolves with the MSISDN kept and the new fields null."""
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(load_schema(writer)), [_v1_record()])
+    buffer.seek(0)
+    (record,) = fastavro.reader(buffer, reader_schema=fastavro.parse_schema(load_schema(USAGE_V3)))
+    assert record["served_msisdn"] == _v1_record()["served_msisdn"]
+    assert (record["usage_type"], record["quantity"], record["subscriber"], record["subscriber_kind"]) == (
+        None, None, None, None)
+
+
+def test_v3_adds_only_fields_with_defaults_and_widens_only_to_unions():
+    v2 = {f["name"]: f for f in load_schema(USAGE_V2)["fields"]}
+    v3 = load_schema(USAGE_V3)["fields"]
+    assert all("default" in f for f in v3 if f["name"] not in v2)
+    changed = {f["name"] for f in v3 if f["name"] in v2 and f["type"] != v2[f["name"]]["type"]}
+    assert changed == {"service", "served_msisdn"}

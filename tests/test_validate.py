@@ -25,6 +25,7 @@ def row(i: int = 0, **overrides) -> dict:
         "other_party": "02071234567", "start_time": START, "duration_s": 61, "bytes_up": 0, "bytes_down": 0,
         "message_count": 0, "visited_network": None, "cell_id": "c1", "imsi": None, "apn": None,
         "termination_cause": "normalRelease", "rat_type": None, "partial_sequence": 0,
+        "usage_type": None, "quantity": None, "subscriber": None, "subscriber_kind": None,
         "input_file": "in.jsonl", "input_position": i,
     }
     value.update(overrides)
@@ -43,7 +44,17 @@ def nullable_schema() -> pa.Schema:
 CASES = [
     ({"record_id": ""}, "MISSING_FIELD", "record_id is empty"),
     ({"source": ""}, "MISSING_FIELD", "source is empty"),
-    ({"service": "FAX"}, "INVALID_FIELD", "service 'FAX' is not one of VOICE, SMS, DATA"),
+    ({"service": "FAX"}, "INVALID_FIELD", "service 'FAX' is not one of VOICE, SMS, DATA, OTHER"),
+    ({"service": "OTHER"}, "MISSING_FIELD", "service OTHER without a usage_type (it is null)"),
+    ({"service": "OTHER", "usage_type": ""}, "MISSING_FIELD", "service OTHER without a usage_type (it is empty)"),
+    ({"service": "OTHER", "usage_type": "API", "quantity": -2}, "INVALID_FIELD", "quantity is negative (-2)"),
+    ({"served_msisdn": None}, "MISSING_FIELD", "served_msisdn and subscriber are both null"),
+    ({"served_msisdn": None, "subscriber": "sip:alice@example.com"}, "INVALID_FIELD",
+     "subscriber 'sip:alice@example.com' has subscriber_kind None, not one of msisdn, imsi, sip, account"),
+    ({"served_msisdn": None, "subscriber": "X1", "subscriber_kind": "customer"}, "INVALID_FIELD",
+     "has subscriber_kind 'customer'"),
+    ({"served_msisdn": None, "subscriber": "", "subscriber_kind": "account"}, "INVALID_FIELD",
+     "subscriber '' is empty"),
     ({"duration_s": -1}, "INVALID_FIELD", "duration_s is negative (-1)"),
     ({"bytes_up": -5}, "INVALID_FIELD", "bytes_up is negative (-5)"),
     ({"bytes_down": -6}, "INVALID_FIELD", "bytes_down is negative (-6)"),
@@ -177,4 +188,4 @@ def test_every_row_is_valid_or_rejected_once_and_raw_redecodes_to_the_row(rows):
         assert [{k: r[k] for k in names} for r in decoded.usage.to_pylist()] == [
             {k: r[k] for k in names} for r in originals if r["service"] != "MMS"]
         assert decoded.rejected.column("detail").to_pylist() == [
-            "service 'MMS' is not one of VOICE, SMS, DATA" for r in originals if r["service"] == "MMS"]
+            "service 'MMS' is not one of VOICE, SMS, DATA, OTHER" for r in originals if r["service"] == "MMS"]

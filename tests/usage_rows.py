@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from cdr_schemas import usage_batch_schema
 
-_DEFAULTS = dict(other_party=None, duration_s=0, bytes_up=0, bytes_down=0, message_count=0,
+_DEFAULTS = dict(other_party=None, duration_s=0, bytes_up=0, bytes_down=0, message_count=0, usage_type=None,
+                 quantity=None, subscriber=None, subscriber_kind=None,
                  visited_network=None, cell_id=None, imsi=None, apn=None, termination_cause=None,
                  rat_type=None, partial_sequence=0, input_file="test.jsonl")
 
