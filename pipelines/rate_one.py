@@ -145,7 +145,8 @@ def _usage_batch(request: RateOneRequest, service: str, start_us: int, units: in
            "duration_s": units if service == "voice" else 0, "bytes_up": 0,
            "bytes_down": units if service == "data" else 0, "message_count": units if service == "sms" else 0,
            "visited_network": None, "cell_id": None, "imsi": None, "apn": None, "termination_cause": None,
-           "rat_type": None, "partial_sequence": 0, "input_file": "rate-one", "input_position": 0}
+           "rat_type": None, "partial_sequence": 0, "usage_type": None, "quantity": None, "subscriber": None,
+           "subscriber_kind": None, "input_file": "rate-one", "input_position": 0}
     schema = usage_batch_schema()
     columns = []
     for field in schema:

@@ -341,7 +341,8 @@ def _row(v2: bool):
 def _batch(rows: list[dict]) -> pa.RecordBatch:
     """A generator-shaped batch (all v2 columns) from row dicts (start_time in µs)."""
     schema = record_schema()
-    full = [{**{"rat_type": None, "partial_sequence": 0}, **r} for r in rows]
+    full = [{**{"rat_type": None, "partial_sequence": 0, "usage_type": None, "quantity": None, "subscriber": None,
+              "subscriber_kind": None}, **r} for r in rows]
     columns = []
     for field in schema:
         values = [r[field.name] for r in full]
@@ -354,7 +355,8 @@ def _batch(rows: list[dict]) -> pa.RecordBatch:
 
 def _expected(rows: list[dict], version: str) -> list[dict]:
     names = [f["name"] for f in usage_avro_schema(version)["fields"]]
-    full = [{**{"rat_type": None, "partial_sequence": 0}, **r} for r in rows]
+    full = [{**{"rat_type": None, "partial_sequence": 0, "usage_type": None, "quantity": None, "subscriber": None,
+              "subscriber_kind": None}, **r} for r in rows]
     return [{k: (EPOCH + dt.timedelta(microseconds=r[k]) if k == "start_time" else r[k]) for k in names}
             for r in full]
 
