@@ -275,13 +275,13 @@ def _io_floor(service, raw_units, start_us, zone, version, tz, allow_slot, tier_
 
 
 @njit(nogil=True)
-def _band_at_each(start_us, version, tz, reason, T, out_band):
+def _band_at_each(start_us, version, zone, tz, reason, T, out_band):
     """The shipped ``band_at`` once per row, alone."""
     for i in range(len(start_us)):
         if reason[i] == 0:
-            band, _ = band_at(start_us[i], version[i], tz[i], T.tz_start, T.tz_transitions, T.tz_offsets,
+            band, _ = band_at(start_us[i], version[i], zone[i], tz[i], T.tz_start, T.tz_transitions, T.tz_offsets,
                               T.week_band, T.week_next_min, T.ver_hol_first, T.ver_hol_count, T.holidays_day,
-                              T.hol_band, T.hol_next_min)
+                              T.hol_band, T.hol_next_min, T.hol_variant)
             out_band[i] = band
 
 
@@ -489,8 +489,8 @@ def profile_rows(batch: pa.RecordBatch, compiled: CompiledReference, prepared: P
     single = KernelRun(call, workspace, stateless=True)
     a = single.arguments
     singles = [
-        Case("band_at alone, once per row", lambda: _band_at_each(a["start_us"], a["version"], a["tz"],
-                                                                   a["out_reason"], T, a["out_band"]),
+        Case("band_at alone, once per row", lambda: _band_at_each(a["start_us"], a["version"], a["zone"],
+                                                                   a["tz"], a["out_reason"], T, a["out_band"]),
              n, "the shipped band_at in a loop", single.reset),
         Case("I/O floor: read inputs, write outputs", io_floor_run(single), n,
              f"{len(_INPUT_COLUMNS) * 8 + workspace.outputs.nbytes() // n} B/record, no pricing", single.reset),

@@ -25,7 +25,8 @@ class PolarsTariff:
     prefixes: dict[int, pl.DataFrame]  # prefix length -> (zone_table, prefix, zone)
     week: pl.DataFrame           # (version, minute_of_week) -> band, minutes until it changes
     holiday_dates: pl.DataFrame  # (version, local_date) -> is_holiday
-    holiday_minutes: pl.DataFrame  # (version, minute_of_day) -> holiday band (-1 none), minutes to change
+    holiday_variants: pl.DataFrame  # (version, zone) -> hol_variant: which holiday week applies
+    holiday_minutes: pl.DataFrame  # (hol_variant, minute_of_week) -> holiday band (-1 none), minutes to change
     rates: pl.DataFrame          # (version, service, zone, band) -> rate, with steps and levels as columns
     home_networks: list[str]
     timezones: list[str]
@@ -86,9 +87,16 @@ def polars_tariff(compiled: CompiledReference) -> PolarsTariff:
     holiday_dates = pl.DataFrame(dates, schema=["version", "days"], orient="row").select(
         pl.col("version").cast(pl.Int64), local_date=pl.col("days").cast(pl.Int32).cast(pl.Date),
         is_holiday=pl.lit(True))
+    n_zones = T.hol_variant.shape[1]
+    holiday_variants = pl.DataFrame({
+        "version": np.repeat(np.arange(n_versions, dtype=np.int64), n_zones),
+        "zone": np.tile(np.arange(n_zones, dtype=np.int64), n_versions),
+        "hol_variant": T.hol_variant.ravel().astype(np.int64),
+    })
+    n_variants, minutes_per_week = T.hol_band.shape
     holiday_minutes = pl.DataFrame({
-        "version": np.repeat(np.arange(n_versions, dtype=np.int64), 1440),
-        "minute_of_day": np.tile(np.arange(1440, dtype=np.int64), n_versions),
+        "hol_variant": np.repeat(np.arange(n_variants, dtype=np.int64), minutes_per_week),
+        "minute_of_week": np.tile(np.arange(minutes_per_week, dtype=np.int64), n_variants),
         "hol_band": T.hol_band.ravel().astype(np.int64),
         "hol_next": T.hol_next_min.ravel().astype(np.int64),
     })
@@ -124,7 +132,7 @@ def polars_tariff(compiled: CompiledReference) -> PolarsTariff:
             columns[f"l{k}_{name}"] = pl.Series(np.where(has, values[row], -1).astype(np.int64)).replace(-1, None)
     return PolarsTariff(
         versions=versions, prefixes=prefixes, week=week, holiday_dates=holiday_dates,
-        holiday_minutes=holiday_minutes, rates=pl.DataFrame(columns),
+        holiday_variants=holiday_variants, holiday_minutes=holiday_minutes, rates=pl.DataFrame(columns),
         home_networks=list(ref.operator.home_networks), timezones=sorted(set(versions["tz_name"].to_list())),
         max_units=T.max_units.tolist(), home_zone=compiled.zone_names.index(HOME_ZONE), steps=steps, levels=levels)
 
@@ -214,7 +222,8 @@ def rate_lazy(usage: pl.LazyFrame, tariff: PolarsTariff) -> pl.LazyFrame:
                         + pl.col("minute_of_day"))
           .join(tariff.week.lazy(), on=["version", "minute_of_week"], how="left")
           .join(tariff.holiday_dates.lazy(), on=["version", "local_date"], how="left")
-          .join(tariff.holiday_minutes.lazy(), on=["version", "minute_of_day"], how="left")
+          .join(tariff.holiday_variants.lazy(), on=["version", "zone"], how="left")
+          .join(tariff.holiday_minutes.lazy(), on=["hol_variant", "minute_of_week"], how="left")
           .with_columns(is_holiday=pl.col("is_holiday").fill_null(False)))
     holiday_band = pl.col("is_holiday") & (pl.col("hol_band") >= 0)
     minutes = (pl.when(holiday_band).then("hol_next")

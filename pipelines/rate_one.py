@@ -203,7 +203,7 @@ def _pieces(plan_id: str, version, timezone: str, holidays: set[str], service: s
     u = 0
     while u < units:
         t_us = start_us + u * _MICROS
-        band = band_twin(t_us, version, timezone, holidays) if service == "voice" else band0
+        band = band_twin(t_us, version, timezone, holidays, zone) if service == "voice" else band0
         rate = rate_for(version, service, zone, band)
         index = max(i for i, s in enumerate(rate.steps) if s.from_units <= u)
         step = rate.steps[index]

@@ -234,8 +234,12 @@ class _VersionTables:
         self.ver["ver_denominator"] = np.ones(n_ver, np.int64)
         self.week_band = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int16)
         self.week_next = np.zeros((n_ver, _MINUTES_PER_WEEK), np.int32)
-        self.hol_band = np.full((n_ver, 1440), -1, np.int16)
-        self.hol_next = np.zeros((n_ver, 1440), np.int32)
+        # Holiday weeks, one row per distinct variant (row 0: no holiday rule), shared by versions.
+        self.hol_rows: dict[bytes, int] = {}
+        self.hol_band: list[np.ndarray] = []
+        self.hol_next: list[np.ndarray] = []
+        self.hol_variant = np.zeros((n_ver, self.n_z), np.int32)
+        self._holiday_variant(np.full(_MINUTES_PER_WEEK, -1, np.int16))
         self.version_numbers = np.zeros(n_ver, np.int64)
         self.rate_index = np.full((max(n_ver, 1), 3, self.n_z, self.n_b), -1, np.int32)
         self.holidays: list[int] = []
@@ -265,25 +269,50 @@ class _VersionTables:
         self.ver["ver_zero_charged"][vi] = 1 if ver.zero_duration_charged else 0
 
     def _bands(self, vi: int, ver) -> None:
-        """The week's minutes and a holiday's minutes to band codes: the first matching rule wins."""
+        """The week's minutes to band codes, and per zone a holiday week's minutes to band codes (-1
+        where no holiday rule applies): the first matching rule wins."""
         band_id = self.names.band_id
         week = np.full(_MINUTES_PER_WEEK, band_id[ver.default_band], np.int16)
-        hol = np.full(1440, -1, np.int16)
         for rule in reversed(ver.band_rules):
-            if rule.holiday:
-                hol[rule.from_minute:rule.to_minute] = band_id[rule.band]
-            else:
+            if not rule.holiday:
                 for day in rule.days:
                     week[day * 1440 + rule.from_minute: day * 1440 + rule.to_minute] = band_id[rule.band]
         self.week_band[vi] = week
         self.week_next[vi] = _next_change(week, cyclic=True)
-        self.hol_band[vi] = hol
-        self.hol_next[vi] = _next_change(hol, cyclic=False)
+        holiday_rules = [rule for rule in ver.band_rules if rule.holiday]
+        # Zones that no holiday rule names share one variant: the rules for every zone.
+        named = sorted({self.names.zone_id[z] for rule in holiday_rules for z in rule.zones if z != ANY
+                        and z in self.names.zone_id})
+        everyone = self._holiday_variant(self._holiday_week(holiday_rules, None))
+        self.hol_variant[vi] = everyone
+        for z in named:
+            self.hol_variant[vi, z] = self._holiday_variant(self._holiday_week(holiday_rules, self.names.zones[z]))
         self.ver["ver_hol_first"][vi] = len(self.holidays)
         if ver.holiday_calendar is not None:
             days = sorted(_day_number(d) for d in self.ref.calendars[ver.holiday_calendar].dates)
             self.holidays.extend(days)
             self.ver["ver_hol_count"][vi] = len(days)
+
+    def _holiday_week(self, rules, zone: str | None) -> np.ndarray:
+        """A holiday's minutes by local weekday for an event in ``zone`` (``None``: a zone no rule
+        names) to band codes, -1 where no holiday rule applies."""
+        week = np.full(_MINUTES_PER_WEEK, -1, np.int16)
+        for rule in reversed(rules):
+            if ANY in rule.zones or zone in rule.zones:
+                for day in rule.days:
+                    week[day * 1440 + rule.from_minute: day * 1440 + rule.to_minute] = self.names.band_id[rule.band]
+        return week
+
+    def _holiday_variant(self, week: np.ndarray) -> int:
+        """The row of ``hol_band`` holding ``week``, added when new. ``hol_next_min`` counts the minutes
+        until the band changes within the day only: the next day may not be a holiday."""
+        key = week.tobytes()
+        if key not in self.hol_rows:
+            self.hol_rows[key] = len(self.hol_band)
+            self.hol_band.append(week)
+            self.hol_next.append(np.concatenate([_next_change(week[d * 1440:(d + 1) * 1440], cyclic=False)
+                                                 for d in range(7)]))
+        return self.hol_rows[key]
 
     def _rates(self, vi: int, plan, ver) -> None:
         """Rates with their steps and tier levels, most specific last so it overwrites the general
@@ -380,8 +409,9 @@ class _VersionTables:
         allows = np.array(self.allow_rows, np.int64).reshape(-1, 3)
         return dict(
             **self.ver, holidays_day=np.array(self.holidays, np.int64),
-            week_band=self.week_band, week_next_min=self.week_next, hol_band=self.hol_band,
-            hol_next_min=self.hol_next, rate_index=self.rate_index,
+            week_band=self.week_band, week_next_min=self.week_next, hol_band=np.stack(self.hol_band),
+            hol_next_min=np.stack(self.hol_next), rate_index=self.rate_index,
+            hol_variant=self.hol_variant,
             rate_connect_micros=col("connect"), rate_min_micros=col("min"), rate_max_micros=col("max"),
             rate_round_q_micros=col("q"), rate_round_mode=col("mode"), rate_step_first=col("step_first"),
             rate_step_count=col("step_count"), rate_tier_group=col("tier_group"), rate_tier_inc=col("tier_inc"),

@@ -18,6 +18,8 @@ RATING_TABLE_FIELDS = (
     "ver_from_us", "ver_to_us", "ver_zone_root", "ver_roam_root", "ver_zero_charged",
     "ver_denominator", "ver_hol_first", "ver_hol_count", "holidays_day",
     "week_band", "week_next_min", "hol_band", "hol_next_min",
+    # hol_variant[version, zone] -> row of hol_band / hol_next_min (minutes of a holiday's week)
+    "hol_variant",
     "ver_allow_first", "ver_allow_count",
     # prefix tries (destination and roaming tables share one node array)
     "trie_children", "trie_zone",

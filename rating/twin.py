@@ -78,12 +78,15 @@ def longest_prefix_zone(digits: str, prefixes: dict[str, str]) -> str | None:
     return None
 
 
-def band_twin(instant_us: int, version: PlanVersion, timezone: str, holidays: set[str]) -> str:
+def band_twin(instant_us: int, version: PlanVersion, timezone: str, holidays: set[str], zone: str) -> str:
+    """The band at an instant for an event in ``zone``: on a holiday date the first holiday rule whose
+    weekdays, zones and times hold; else the first weekday rule that holds; else the default band."""
     local = _instant(instant_us).astimezone(ZoneInfo(timezone))
     minute = local.hour * 60 + local.minute
     if local.date().isoformat() in holidays:
         for rule in version.band_rules:
-            if rule.holiday and rule.from_minute <= minute < rule.to_minute:
+            if (rule.holiday and local.weekday() in rule.days and (ANY in rule.zones or zone in rule.zones)
+                    and rule.from_minute <= minute < rule.to_minute):
                 return rule.band
     for rule in version.band_rules:
         if not rule.holiday and local.weekday() in rule.days and rule.from_minute <= minute < rule.to_minute:
@@ -254,7 +257,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
     if raw > _MAX_UNITS[service]:
         p["reason"] = Reason.OVERFLOW
         return
-    band0 = band_twin(t0, version, plan.timezone, holidays)
+    band0 = band_twin(t0, version, plan.timezone, holidays, p["zone"])
     rate0 = rate_for(version, service, p["zone"], band0)
     if rate0 is None:
         p["reason"] = Reason.NO_RATE
@@ -321,7 +324,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
         u = 0
         while u < raw:
             if service == "voice":
-                band = band_twin(t0 + u * 1_000_000, version, plan.timezone, holidays)
+                band = band_twin(t0 + u * 1_000_000, version, plan.timezone, holidays, p["zone"])
                 rate = rate_for(version, service, p["zone"], band)
                 if rate is None:
                     for name, left in snapshot.items():

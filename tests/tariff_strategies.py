@@ -225,16 +225,21 @@ def _minute_range(draw) -> tuple[int, int]:
     return start, draw(st.integers(start + 1, 1440))
 
 
-def _band_rules(draw, has_calendar: bool) -> tuple[str, tuple[BandRule, ...]]:
-    """Default band and rules; rules overlap freely (the first match wins)."""
+def _band_rules(draw, has_calendar: bool, zones: list[str]) -> tuple[str, tuple[BandRule, ...]]:
+    """Default band and rules; rules overlap freely (the first match wins). Holiday rules apply on
+    every weekday and to every zone, or (often) on some weekdays and/or to some of ``zones`` only."""
     default = draw(st.sampled_from(BANDS))
     rules = []
     for _ in range(draw(st.integers(0, 5))):
         band = draw(st.sampled_from(BANDS))
         holiday = has_calendar and _one_in(draw, 4)
-        days = () if holiday else tuple(sorted(draw(st.sets(st.integers(0, 6), min_size=1, max_size=7))))
+        days = tuple(range(7)) if holiday and draw(st.booleans()) else tuple(
+            sorted(draw(st.sets(st.integers(0, 6), min_size=1, max_size=7))))
+        scope = (ANY,)
+        if holiday and draw(st.booleans()):
+            scope = tuple(draw(st.lists(st.sampled_from(zones), min_size=1, max_size=3, unique=True)))
         start, end = _minute_range(draw)
-        rules.append(BandRule(band=band, days=days, from_minute=start, to_minute=end, holiday=holiday))
+        rules.append(BandRule(band=band, days=days, from_minute=start, to_minute=end, holiday=holiday, zones=scope))
     return default, tuple(rules)
 
 
@@ -359,7 +364,7 @@ def _version(draw, number: int, valid_from: int, valid_to: int | None, tables: d
     calendar = draw(st.sampled_from([None] + sorted(tables["calendars"])))
     zones = sorted({z for _, z in tables["zones"][zone_table].prefixes} | {HOME}
                    | ({z for _, z in tables["roaming"][roaming_table].prefixes} if roaming_table else set()))
-    default, rules = _band_rules(draw, calendar is not None)
+    default, rules = _band_rules(draw, calendar is not None, zones)
     bands = sorted({default} | {r.band for r in rules})
     fees = tuple(RecurringFee(f"FEE{k}", f"fee {k}", _money(draw, 50_000_000)) for k in range(draw(st.integers(0, 2))))
     return PlanVersion(
@@ -768,7 +773,9 @@ def _rule_doc(rule: BandRule) -> dict:
     doc = {"band": rule.band, "from": _hhmm(rule.from_minute), "to": _hhmm(rule.to_minute)}
     if rule.holiday:
         doc["holiday"] = True
-    else:
+        if rule.zones != (ANY,):
+            doc["zones"] = list(rule.zones)
+    if not rule.holiday or rule.days != tuple(range(7)):
         doc["days"] = [WEEKDAYS[d] for d in rule.days]
     return doc
 

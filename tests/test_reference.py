@@ -78,7 +78,7 @@ def test_min_dir_loads_plans_with_exact_money_and_minutes(reference_min_dir):
     assert first.zone_table == "zones/de.csv" and first.holiday_calendar == "calendars/de.csv"
     assert first.default_band == "OFFPEAK"
     holiday, peak, weekend = first.band_rules
-    assert (holiday.band, holiday.holiday, holiday.days) == ("HOLIDAY", True, ())
+    assert (holiday.band, holiday.holiday, holiday.days, holiday.zones) == ("HOLIDAY", True, tuple(range(7)), ("*",))
     assert (peak.days, peak.from_minute, peak.to_minute) == ((0, 1, 2, 3, 4), 480, 1200)
     assert (weekend.days, weekend.from_minute, weekend.to_minute) == ((5, 6), 0, 1440)
     peak_rate = first.rates[0]

@@ -6,11 +6,11 @@ are named after the active timing that started last (``PEAK``, ``OFFPEAK_EVENING
 covering most of the week is the default, the others become day/time rules.
 
 Dated timings (Years, Months or MonthDays given, e.g. NEW_YEAR) become a holiday calendar of their
-dates from 2000 to 2099 (the years a usage record may have) with holiday rules. A holiday rule
-cannot depend on the weekday, so this is exact only when, at each time of day, every such date
-either changes nothing (the weekday rules already give CGRateS's choice) or gives the same choice
-for every zone whatever its weekday. Where neither holds the dated timings are left out at those
-times, and the report says which rate differs.
+dates from 2000 to 2099 (the years a usage record may have) with holiday rules. A holiday rule names
+the weekdays and zones whose rates the date changes, at the times it changes them; other zones keep
+their weekday bands (tutorial2's NEW_YEAR reprices zone DST_20 only). This is exact unless dates on
+the same weekday need different rates for one zone (two dated timings with different rates): one
+calendar cannot tell those dates apart, so they are left out at those times and reported.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ Winners = Callable[[frozenset[str]], Vector]
 @dataclasses.dataclass(frozen=True)
 class Rule:
     band: str
-    days: tuple[int, ...]    # 0 = Monday; empty for a holiday rule
+    days: tuple[int, ...]    # 0 = Monday (a holiday rule: the weekdays of the date)
     from_minute: int
     to_minute: int
     holiday: bool
+    zones: tuple[str, ...] | None = None   # a holiday rule: the zones it applies to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +49,14 @@ class BandLayout:
     calendar: tuple[str, ...]          # ISO dates of the holiday rules; empty without any
     vectors: dict[str, Vector]         # band -> winners
     members: dict[str, tuple[str, ...]]   # band -> timings active in it (for the import record)
+    scopes: dict[str, frozenset[int]] = dataclasses.field(default_factory=dict)
+    # holiday band -> the keys it prices (holiday rules apply to their zones only); others: every key
 
 
-def layout_bands(timings: Sequence[Timing], winners: Winners, keys: Sequence[str], report: Report) -> BandLayout:
+def layout_bands(timings: Sequence[Timing], winners: Winners, keys: Sequence[str], report: Report,
+                 key_zones: Sequence[str]) -> BandLayout:
     """Bands for the ``timings`` of a version; ``winners(active)`` gives the choice per key
-    (``keys[i]`` describes entry i of a vector, for messages)."""
+    (``keys[i]`` describes entry i of a vector, for messages; ``key_zones[i]`` is its zone)."""
     weekly = [t for t in timings if not t.dated]
     dated = [t for t in timings if t.dated]
     cuts = sorted({0, MINUTES_PER_DAY} | {t.start_minute for t in timings} | {t.end_minute for t in timings})
@@ -77,14 +81,21 @@ def layout_bands(timings: Sequence[Timing], winners: Winners, keys: Sequence[str
     rules = _weekly_rules([(day, a, b, names[active]) for day, a, b, active in week], default)
 
     calendar: tuple[str, ...] = ()
+    scopes: dict[str, frozenset[int]] = {}
     if dated:
-        holiday_rules, calendar = _holidays(dated, segments, weekly_active, winners, keys, vectors, members,
-                                            taken, by_start, report)
+        holiday_rules, calendar, scopes = _holidays(dated, segments, weekly_active, winners, keys, key_zones,
+                                                    vectors, members, taken, by_start, report)
         rules = holiday_rules + rules
-    return BandLayout(default, tuple(rules), calendar, vectors, members)
+    return BandLayout(default, tuple(rules), calendar, vectors, members, scopes)
 
 
-def _holidays(dated, segments, weekly_active, winners, keys, vectors, members, taken, by_start, report):
+def _holidays(dated, segments, weekly_active, winners, keys, key_zones, vectors, members, taken, by_start,
+              report):
+    """Holiday rules (and their calendar) giving, on each date of a dated timing, the choice CGRateS
+    makes there: per time segment, weekday and zone, the rates the date's timings lead to. A rule
+    names the weekdays and zones it changes; the other zones keep the weekday's bands. Dates on one
+    weekday whose dated timings lead one zone to different rates (two different holidays) cannot share
+    a calendar: left out there, and reported."""
     classes: dict[tuple[int, frozenset[str]], list[str]] = {}
     for year in CALENDAR_YEARS:
         day = dt.date(year, 1, 1)
@@ -101,60 +112,113 @@ def _holidays(dated, segments, weekly_active, winners, keys, vectors, members, t
         return winners(base | extra), winners(base), extra
 
     effective = [k for k in classes if any(choice(k, a, b)[0] != choice(k, a, b)[1] for a, b in segments)]
-    band_of_vector = {vector: band for band, vector in vectors.items()}
-    rules: list[Rule] = []
+    zone_keys: dict[str, list[int]] = {}
+    for index, zone in enumerate(key_zones):
+        zone_keys.setdefault(zone, []).append(index)
+    bands: list[_HolidayBand] = []
+    pieces: list[tuple[str, int, int, int, str]] = []   # (band, from, to, weekday, zone)
     left_out = []
     for a, b in segments:
-        choices = {k: choice(k, a, b) for k in effective}
-        if all(with_dated == without for with_dated, without, _ in choices.values()):
-            continue
-        distinct = {with_dated for with_dated, _, _ in choices.values()}
-        if len(distinct) == 1:
-            vector = distinct.pop()
-            if vector not in band_of_vector:
-                active = frozenset().union(*(extra for _, _, extra in choices.values()))
-                band = unique_name(_band_name(active, by_start), taken)
-                band_of_vector[vector] = band
-                vectors[band] = vector
-                members[band] = tuple(sorted(active))
-            rules.append(Rule(band_of_vector[vector], (), a, b, True))
-            continue
-        left_out.append((a, b, choices))
+        for weekday in range(7):
+            choices = {k: choice(k, a, b) for k in effective if k[0] == weekday}
+            for zone, indices in zone_keys.items():
+                wanted = {k: tuple(with_dated[i] for i in indices) for k, (with_dated, _, _) in choices.items()}
+                if not wanted:
+                    continue
+                base = tuple(next(iter(choices.values()))[1][i] for i in indices)   # the weekday's own choice
+                prices = {_priced(vector) for vector in wanted.values()}
+                if prices == {_priced(base)}:
+                    continue
+                if len(prices) > 1:
+                    left_out.append((a, b, weekday, zone, indices, wanted, base))
+                    continue
+                extra = frozenset().union(*(e for _, _, e in choices.values()))
+                band = _holiday_band(bands, dict(zip(indices, next(iter(wanted.values())))), extra, by_start, taken)
+                pieces.append((band, a, b, weekday, zone))
     if left_out:
-        _report_weekday_dependence(left_out, keys, report)
+        _report_dates_apart(left_out, keys, report)
+    for band in bands:
+        vectors[band.name] = tuple(band.choices.get(i) for i in range(len(keys)))
+        members[band.name] = tuple(sorted(band.members))
+    rules = _holiday_rules(pieces)
+    dates = sorted(d for k in effective for d in classes[k]) if rules else []
+    scopes = {band.name: frozenset(band.choices) for band in bands}
+    return rules, tuple(dates), scopes
+
+
+def _priced(vector: Vector) -> tuple:
+    """What prices the keys of ``vector``: the destination rates chosen (not which timing chose them)."""
+    return tuple(None if candidate is None else candidate.dr for candidate in vector)
+
+
+@dataclasses.dataclass
+class _HolidayBand:
+    """A band holiday rules give: the choice per key of the zones it is in force for (other keys are
+    never priced in it) and the dated timings behind it."""
+    name: str
+    base_name: str
+    choices: dict
+    members: set
+
+
+def _holiday_band(bands: list[_HolidayBand], choices: dict, extra: frozenset[str], by_start, taken) -> str:
+    """The holiday band giving ``choices`` (key -> candidate): one named after the same timings that
+    agrees where both price, or a new one."""
+    base_name = _band_name(extra, by_start)
+    for band in bands:
+        if band.base_name == base_name and all(_priced((band.choices.get(i, c),)) == _priced((c,))
+                                               for i, c in choices.items()):
+            band.choices.update(choices)
+            band.members |= extra
+            return band.name
+    bands.append(_HolidayBand(unique_name(base_name, taken), base_name, dict(choices), set(extra)))
+    return bands[-1].name
+
+
+def _holiday_rules(pieces: list[tuple[str, int, int, int, str]]) -> list[Rule]:
+    """Few rules covering exactly the (band, time segment, weekday, zone) pieces: weekdays with the
+    same band for a zone and segment in one rule, zones with the same weekdays in one rule, adjacent
+    segments joined. The pieces never overlap, so neither do the rules (their order does not matter)."""
+    days: dict[tuple[str, int, int, str], list[int]] = {}
+    for band, a, b, weekday, zone in pieces:
+        days.setdefault((band, a, b, zone), []).append(weekday)
+    zones: dict[tuple[str, int, int, tuple[int, ...]], list[str]] = {}
+    for (band, a, b, zone), weekdays in days.items():
+        zones.setdefault((band, a, b, tuple(sorted(weekdays))), []).append(zone)
+    spans = sorted((band, weekdays, tuple(sorted(names)), a, b) for (band, a, b, weekdays), names in zones.items())
     merged: list[Rule] = []
-    for rule in rules:
-        if merged and merged[-1].band == rule.band and merged[-1].to_minute == rule.from_minute:
-            merged[-1] = dataclasses.replace(merged[-1], to_minute=rule.to_minute)
+    for band, weekdays, names, a, b in spans:
+        last = merged[-1] if merged else None
+        if last and (last.band, last.days, last.zones, last.to_minute) == (band, weekdays, names, a):
+            merged[-1] = dataclasses.replace(last, to_minute=b)
         else:
-            merged.append(rule)
-    dates = sorted(d for k in effective for d in classes[k]) if merged else []
-    return merged, tuple(dates)
+            merged.append(Rule(band, weekdays, a, b, True, names))
+    return sorted(merged, key=lambda r: (r.days[0], r.from_minute, r.band, r.zones))
 
 
-def _report_weekday_dependence(left_out, keys, report: Report) -> None:
-    """One finding per dated timing set: the times it is left out, and one rate that differs."""
-    tags = sorted({tag for _, _, choices in left_out for _, _, extra in choices.values() for tag in extra})
+def _report_dates_apart(left_out, keys, report: Report) -> None:
+    """One finding: the times holiday rules leave out, and one rate that differs there."""
     spans: list[list[int]] = []
-    for a, b, _ in left_out:
-        if spans and spans[-1][1] == a:
-            spans[-1][1] = b
+    for a, b, *_ in sorted(left_out, key=lambda piece: piece[0]):
+        if spans and spans[-1][1] >= a:
+            spans[-1][1] = max(spans[-1][1], b)
         else:
             spans.append([a, b])
+    a, b, weekday, zone, indices, wanted, base = left_out[0]
+    tags = sorted({tag for piece in left_out for _, on in piece[5] for tag in on})
     example = ""
-    _, _, choices = left_out[0]
-    for (weekday, _), (with_dated, without, _) in sorted(choices.items(), key=lambda kv: kv[0][0]):
-        for index, (x, y) in enumerate(zip(with_dated, without)):
-            if x != y:
-                example = (f"; e.g. {keys[index]} on such a date that is a {dt.date(2024, 1, 1 + weekday):%A}: "
-                           f"CGRateS uses {x.describe() if x else 'no rate'}, the import uses "
-                           f"{y.describe() if y else 'no rate'}")
+    for (_, on), vector in sorted(wanted.items(), key=lambda kv: sorted(kv[0][1])):
+        for position, (x, y) in enumerate(zip(vector, base)):
+            if _priced((x,)) != _priced((y,)):
+                example = (f"; e.g. {keys[indices[position]]} at {_hhmm(a)} on a {dt.date(2024, 1, 1 + weekday):%A} "
+                           f"of {', '.join(sorted(on))}: CGRateS uses {x.describe() if x else 'no rate'}, the import "
+                           f"uses {y.describe() if y else 'no rate'}")
                 break
         if example:
             break
     report.unsupported(f"timing {', '.join(tags)}",
-                       f"on its dates the rates of other zones still depend on the weekday, which a holiday band "
-                       f"cannot express (holiday rules have no days), so it is left out "
+                       f"dates of these timings that fall on the same weekday need different rates for one zone, "
+                       f"which one holiday calendar cannot express, so they are left out "
                        f"{', '.join(f'{_hhmm(a)}-{_hhmm(b)}' for a, b in spans)}{example}")
 
 

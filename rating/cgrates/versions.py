@@ -3,7 +3,8 @@
 For each service, each zone (voice and SMS; data is zoned ``HOME`` and rated by the ``*any``
 destination, CGRateS's rule for events without a destination) and each band, the rate is the one
 CGRateS would pick (``RatingPlanIndex.resolve``). A zone priced by the same CGRateS rate in every
-band gets one rate with band ``*``.
+band gets one rate with band ``*``; so does one priced alike on every ordinary day, with a rate of
+its own in each holiday band that prices it differently.
 
 The project takes the connect fee, the maximum and the rounding from the rate in force at the
 start of the event; CGRateS takes the connect fee from the first piece too, but rounds with the
@@ -77,18 +78,26 @@ class VersionBuilder:
         timings = [self._index.timings[tag] for tag in sorted(self._index.timing_tags(plan_ids))]
         where = "rating plans " + ", ".join(plan_ids)
         labels = [f"{service} zone {zone}" for service, zone, _ in keys]
-        layout = layout_bands(timings, winners, labels, self._report)
+        layout = layout_bands(timings, winners, labels, self._report, [zone for _, zone, _ in keys])
         rates = []
         for i, (service, zone, _) in enumerate(keys):
-            chosen = {band: vector[i] for band, vector in layout.vectors.items() if vector[i] is not None}
+            # A holiday band prices only the zones its rules name.
+            bands = [band for band in layout.vectors if band not in layout.scopes or i in layout.scopes[band]]
+            chosen = {band: layout.vectors[band][i] for band in bands if layout.vectors[band][i] is not None}
             if not chosen:
                 continue
             specs = {band: self._converter.convert(c.dr, service) for band, c in chosen.items()}
             self._check_crossing(service, zone, chosen, specs, where)
-            if len(set(chosen.values())) == 1 and len(chosen) == len(layout.vectors):
-                band = next(iter(chosen))
+            weekly = {chosen.get(band) for band in bands if band not in layout.scopes}
+            if len(chosen) == len(bands) and len(weekly) == 1:
+                # One rate on every ordinary day: band "*", and the holiday bands that differ on their own.
+                common = weekly.pop()
+                band = next(band for band in bands if chosen[band] == common)
                 if specs[band] is not None:
-                    rates.append(RateEntry(service, zone, ANY_BAND, specs[band], chosen[band]))
+                    rates.append(RateEntry(service, zone, ANY_BAND, specs[band], common))
+                for band in sorted(band for band in chosen if chosen[band] != common):
+                    if specs[band] is not None:
+                        rates.append(RateEntry(service, zone, band, specs[band], chosen[band]))
                 continue
             for band in sorted(chosen):
                 if specs[band] is not None:

@@ -139,6 +139,10 @@ def _plan_lines(result: ImportResult, plan: PlanOut, calendars: dict) -> list[st
             lines.append("      rules:")
         for rule in content.bands.rules:
             when = "holiday: true" if rule.holiday else f"days: [{', '.join(WEEKDAYS[d] for d in rule.days)}]"
+            if rule.holiday and len(rule.days) < len(WEEKDAYS):
+                when += f", days: [{', '.join(WEEKDAYS[d] for d in rule.days)}]"
+            if rule.zones is not None:
+                when += f", zones: [{', '.join(rule.zones)}]"
             lines.append(f'        - {{band: {rule.band}, {when}, from: "{_hhmm(rule.from_minute)}", '
                          f'to: "{_hhmm(rule.to_minute)}"}}')
         lines.append("    rates:")

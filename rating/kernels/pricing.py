@@ -49,9 +49,10 @@ def _is_holiday(day, holidays_day, first, count):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def band_at(t_us, v, tz, tz_start, tz_transitions, tz_offsets, week_band, week_next_min, ver_hol_first,
-            ver_hol_count, holidays_day, hol_band, hol_next_min):
-    """(band, UTC instant at which the band may next change) at ``t_us`` for plan version ``v``.
+def band_at(t_us, v, z, tz, tz_start, tz_transitions, tz_offsets, week_band, week_next_min, ver_hol_first,
+            ver_hol_count, holidays_day, hol_band, hol_next_min, hol_variant):
+    """(band, UTC instant at which the band may next change) at ``t_us`` for plan version ``v`` and an
+    event in zone ``z`` (holiday rules may apply to some zones and weekdays only: ``hol_variant``).
 
     Takes only the arrays it reads, not the whole ``RatingTables``: Numba reference-counts every
     array of a tuple argument on each call, which cost ~90% of the kernel's time (perf/RESULTS.md).
@@ -68,8 +69,9 @@ def band_at(t_us, v, tz, tz_start, tz_transitions, tz_offsets, week_band, week_n
     count = ver_hol_count[v]
     if count > 0:
         if _is_holiday(day, holidays_day, ver_hol_first[v], count):
-            holiday_band = hol_band[v, minute]
-            holiday_minutes = hol_next_min[v, minute]
+            h = hol_variant[v, z]
+            holiday_band = hol_band[h, w]
+            holiday_minutes = hol_next_min[h, w]
             if holiday_band >= 0:
                 band = holiday_band
                 minutes = holiday_minutes
@@ -160,6 +162,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
     tz_start, tz_transitions, tz_offsets = T.tz_start, T.tz_transitions, T.tz_offsets
     week_band, week_next_min, hol_band, hol_next_min = T.week_band, T.week_next_min, T.hol_band, T.hol_next_min
     ver_hol_first, ver_hol_count, holidays_day = T.ver_hol_first, T.ver_hol_count, T.holidays_day
+    hol_variant = T.hol_variant
     for i in range(len(service)):
         for q in range(MAX_ALLOWANCES_PER_EVENT):
             out_allow_name[i, q] = -1
@@ -186,8 +189,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         if raw > T.max_units[s]:
             out_reason[i] = OVERFLOW
             continue
-        band0, change = band_at(t0, v, tz[i], tz_start, tz_transitions, tz_offsets, week_band, week_next_min,
-                                ver_hol_first, ver_hol_count, holidays_day, hol_band, hol_next_min)
+        band0, change = band_at(t0, v, z, tz[i], tz_start, tz_transitions, tz_offsets, week_band, week_next_min,
+                                ver_hol_first, ver_hol_count, holidays_day, hol_band, hol_next_min, hol_variant)
         r0 = T.rate_index[v, s, z, band0]
         if r0 < 0:
             out_reason[i] = NO_RATE
@@ -258,9 +261,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             band = band0
             while u < raw:
                 if s == VOICE and u > 0 and t0 + u * US_PER_S >= change:
-                    band, change = band_at(t0 + u * US_PER_S, v, tz[i], tz_start, tz_transitions, tz_offsets,
+                    band, change = band_at(t0 + u * US_PER_S, v, z, tz[i], tz_start, tz_transitions, tz_offsets,
                                            week_band, week_next_min, ver_hol_first, ver_hol_count, holidays_day,
-                                           hol_band, hol_next_min)
+                                           hol_band, hol_next_min, hol_variant)
                     r = T.rate_index[v, s, z, band]
                     if r < 0:
                         failed = True

@@ -82,10 +82,11 @@ class Numbering:
 @dataclasses.dataclass(frozen=True)
 class BandRule:
     band: str
-    days: tuple[int, ...]   # 0 = Monday .. 6 = Sunday; empty with holiday=True
+    days: tuple[int, ...]   # 0 = Monday .. 6 = Sunday (a holiday rule: the weekdays of the date)
     from_minute: int        # minute of the local day, inclusive
     to_minute: int          # exclusive, up to 1440
     holiday: bool           # applies on the version's holiday-calendar dates only
+    zones: tuple[str, ...] = (ANY,)   # a holiday rule: the event zones it applies to, or (ANY,)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 
 from rating.reference import plan_rates, times
 from rating.reference import yaml_fields as f
-from rating.reference.model import HOME_ZONE, WEEKDAYS, BandRule, Numbering, Plan, PlanVersion
+from rating.reference.model import ANY, HOME_ZONE, WEEKDAYS, BandRule, Numbering, Plan, PlanVersion
 from rating.reference.yaml_doc import Path_, format_path
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
 
@@ -20,7 +20,7 @@ _PLAN_FIELDS = ("plan_id", "name", "currency", "timezone", "numbering", "version
 _VERSION_FIELDS = ("version", "valid_from", "valid_to", "zone_table", "roaming_table",
                    "holiday_calendar", "rounding", "zero_duration", "bands", "rates",
                    "allowances", "recurring_fees")
-_RULE_FIELDS = ("band", "holiday", "days", "from", "to")
+_RULE_FIELDS = ("band", "holiday", "days", "zones", "from", "to")
 _COUNTRY_CODE = re.compile(r"[1-9][0-9]{0,2}")
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -125,7 +125,8 @@ def _read_version(reader: f.FieldReader, raw: object, here: Path_, ctx: PlanCont
                             default=None)
     zones, zone_source = _zones(spec, ctx, zone_table, roaming_table)
     default_band, rules = _read_bands(reader, spec, here,
-                                      has_calendar=spec.get("holiday_calendar") is not None)
+                                      has_calendar=spec.get("holiday_calendar") is not None,
+                                      zones=zones, zone_source=zone_source)
     bands = None if default_band is None else frozenset(
         {default_band} | {rule.band for rule in rules if rule.band is not None})
     zero_duration = reader.field(spec, here, "zero_duration", f.choice(("free", "charged")),
@@ -165,8 +166,8 @@ def _zones(spec: dict, ctx: PlanContext, zone_table: str | None, roaming_table: 
     return zones | {HOME_ZONE}, f"{source} (or the built-in {HOME_ZONE})"
 
 
-def _read_bands(reader: f.FieldReader, version: dict, path: Path_, *, has_calendar: bool
-                ) -> tuple[str | None, tuple[BandRule, ...]]:
+def _read_bands(reader: f.FieldReader, version: dict, path: Path_, *, has_calendar: bool,
+                zones: frozenset[str] | None, zone_source: str) -> tuple[str | None, tuple[BandRule, ...]]:
     here = path + ("bands",)
     raw = version.get("bands")
     if raw is None:
@@ -198,18 +199,41 @@ def _read_bands(reader: f.FieldReader, version: dict, path: Path_, *, has_calend
                          f"split a range that crosses midnight into two rules (e.g. 22:00-24:00 "
                          f"and 00:00-06:00)")
         rules.append(BandRule(band=reader.field(rule, rule_path, "band", band_name),
-                              days=_read_days(reader, rule, rule_path, holiday=bool(holiday)),
-                              from_minute=start, to_minute=end, holiday=bool(holiday)))
+                              days=_read_days(reader, rule, rule_path),
+                              from_minute=start, to_minute=end, holiday=bool(holiday),
+                              zones=_read_rule_zones(reader, rule, rule_path, holiday=bool(holiday),
+                                                     zones=zones, zone_source=zone_source)))
     return default, tuple(rules)
 
 
-def _read_days(reader: f.FieldReader, rule: dict, path: Path_, *, holiday: bool
-               ) -> tuple[int, ...]:
-    if holiday:
-        if rule.get("days") is not None:
-            reader.issue(path + ("days",), "a holiday rule applies on every date of the holiday "
-                                           "calendar; remove days")
-        return ()
+def _read_rule_zones(reader: f.FieldReader, rule: dict, path: Path_, *, holiday: bool,
+                     zones: frozenset[str] | None, zone_source: str) -> tuple[str, ...]:
+    """The zones a holiday rule applies to (default ``*``: every zone); other rules have none."""
+    if rule.get("zones") is None:
+        return (ANY,)
+    if not holiday:
+        reader.issue(path + ("zones",), "zones restrict holiday rules only (the band of an ordinary "
+                                        "day is the same for every zone); add holiday: true or "
+                                        "remove zones")
+        return (ANY,)
+    zone_parse = plan_rates.name_in(zones, "zone", zone_source)
+    names: list[str] = []
+    for index, zone in enumerate(reader.sequence(rule, path, "zones") or ()):
+        try:
+            name = zone_parse(zone)
+        except ValueError as exc:
+            reader.issue(path + ("zones", index), str(exc))
+            continue
+        if name in names:
+            reader.issue(path + ("zones", index), f"zone {name} is listed twice; list it once")
+        else:
+            names.append(name)
+    if ANY in names and len(names) > 1:
+        reader.issue(path + ("zones",), "\"*\" already covers every zone; list it alone")
+    return tuple(names) or (ANY,)
+
+
+def _read_days(reader: f.FieldReader, rule: dict, path: Path_) -> tuple[int, ...]:
     raw_days = reader.sequence(rule, path, "days", default=list(WEEKDAYS))
     days = []
     for index, day in enumerate(raw_days or ()):
