@@ -111,7 +111,8 @@ def _holidays(dated, segments, weekly_active, winners, keys, key_zones, vectors,
         extra = frozenset(t.tag for t in dated if t.tag in on and t.covers(a, b))
         return winners(base | extra), winners(base), extra
 
-    effective = [k for k in classes if any(choice(k, a, b)[0] != choice(k, a, b)[1] for a, b in segments)]
+    effective = [k for k in classes
+                 if any(_priced(choice(k, a, b)[0]) != _priced(choice(k, a, b)[1]) for a, b in segments)]
     zone_keys: dict[str, list[int]] = {}
     for index, zone in enumerate(key_zones):
         zone_keys.setdefault(zone, []).append(index)
