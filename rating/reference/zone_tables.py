@@ -34,8 +34,15 @@ def fold_destination(text: str) -> str:
 
 
 def is_string_rule_text(text: str) -> bool:
+    """Whether ``text`` may be the value of an ``exact`` rule."""
     return (0 < len(text) <= STRING_RULE_MAX_CHARS
             and all(c.isalpha() or "0" <= c <= "9" or c in STRING_RULE_PUNCTUATION for c in text))
+
+
+def is_string_prefix(text: str) -> bool:
+    """Whether ``text`` may be a string prefix: a valid rule value that is not digits and number
+    separators only (``+4917`` and ``49-17`` are mistyped numbers)."""
+    return is_string_rule_text(text) and _NUMBER_LIKE.fullmatch(text) is None
 
 
 def read_zone_table(root: Path, relative: str, log: IssueLog, *,
@@ -101,16 +108,16 @@ def _rule_kind(relative: str, line: int, prefix: str, match: str, roaming: bool,
             log.add(relative, column(line, "prefix"), digits_expected)
             return None
         return "digits"
+    if is_string_prefix(prefix):
+        return "string"
     if _NUMBER_LIKE.fullmatch(prefix):
         log.add(relative, column(line, "prefix"),
                 f"{digits_expected}; a string prefix needs a letter or one of @ _ : * # (for a number, write its "
                 f"digits only)")
-        return None
-    if not is_string_rule_text(prefix):
+    else:
         log.add(relative, column(line, "prefix"),
                 f"{digits_expected}; or a string prefix of {_STRING_EXPECTED} such as voicemail or sip:")
-        return None
-    return "string"
+    return None
 
 
 def read_calendar(root: Path, relative: str, log: IssueLog) -> Calendar | None:
