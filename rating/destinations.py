@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdr_schemas.reasons import Reason
+from rating.arrow_utils import string_buffers
 from rating.reference.model import ReferenceData
 from rating.reference.zone_tables import fold_destination
 from rating.string_index import StringIndex
@@ -61,6 +62,7 @@ class DestinationRules:
     version_table: np.ndarray          # per version row: index into ``tables``, -1 when its zone table has none
     number_keys: StringIndex | None    # exact values that a dialled number can equal (+ and digits), all tables
     number_zone: np.ndarray            # [table, number key] -> global zone id, -1
+    number_key_lengths: np.ndarray     # the distinct lengths (bytes) of those values
     version_number_exact: np.ndarray   # per version row: its table has such an exact value
 
     @property
@@ -91,38 +93,51 @@ def compile_destination_rules(ref: ReferenceData, zone_tables_of_versions: list[
     return DestinationRules(
         tables=tuple(tables), version_table=version_table,
         number_keys=StringIndex(pa.array(number_keys, pa.string())) if number_keys else None,
-        number_zone=number_zone, version_number_exact=version_number_exact)
+        number_zone=number_zone, number_key_lengths=np.unique([len(v) for v in number_keys]).astype(np.int64),
+        version_number_exact=version_number_exact)
 
 
 def zone_by_rules(other_party: pa.Array, rules: DestinationRules, version: np.ndarray, candidate: np.ndarray,
-                  reason: np.ndarray) -> np.ndarray | None:
-    """The zone (global id, -1 none) each ``candidate`` row gets from an exact or string rule of its
-    version's zone table; ``None`` when no zone table has such rules.
+                  reason: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows that an exact or string rule of their version's zone table zones, and those zones
+    (global ids): ``(rows, zones)``, rows ascending; ``None`` when no zone table has such rules.
 
-    ``candidate``: rows with a destination that enrichment kept and that are zoned by destination;
-    ``version``: their version rows (any value elsewhere); ``reason``: after number normalisation,
-    0 for a number and INVALID_NUMBER for the rest. A row that is not a number but matches a rule
-    gets ``reason`` 0 (updated in place): its destination is a string destination.
+    ``candidate``: rows with a destination that enrichment kept; ``version``: their version rows
+    (any valid row elsewhere); ``reason``: after number normalisation, 0 for a number and
+    INVALID_NUMBER for the rest. A row that is not a number but matches a rule gets ``reason`` 0
+    (updated in place): its destination is a string destination. Costs nothing per row when the
+    tables have no exact value a number can equal, besides finding the rows that are not numbers.
     """
     if not rules.any:
         return None
-    n = len(candidate)
-    zone = np.full(n, -1, np.int64)
-    table = np.where(candidate, rules.version_table[version], -1)
+    found_rows, found_zones = [], []
     if rules.number_keys is not None:
-        numbers = np.flatnonzero((table >= 0) & (reason == 0) & rules.version_number_exact[version])
+        # Numbers as dialled, only those as long as an exact value (short codes are short).
+        offsets, _, _ = string_buffers(other_party)
+        numbers = np.flatnonzero(np.isin(np.diff(offsets), rules.number_key_lengths) & candidate & (reason == 0))
+        numbers = numbers[rules.version_number_exact[version[numbers]]]
         if len(numbers):
             key = rules.number_keys.rows(other_party.take(pa.array(numbers, pa.int64())))
-            found = key >= 0
-            zone[numbers[found]] = rules.number_zone[table[numbers[found]], key[found]]
-    others = np.flatnonzero((table >= 0) & (reason == Reason.INVALID_NUMBER))
+            zone = np.where(key >= 0, rules.number_zone[rules.version_table[version[numbers]], np.maximum(key, 0)], -1)
+            found_rows.append(numbers[zone >= 0])
+            found_zones.append(zone[zone >= 0])
+    others = np.flatnonzero(reason == Reason.INVALID_NUMBER)   # few: not numbers, or bad ones
+    others = others[candidate[others]]
+    table = rules.version_table[version[others]]
+    others, table = others[table >= 0], table[table >= 0]
     if len(others):
         encoded = pc.dictionary_encode(other_party.take(pa.array(others, pa.int64())))
         values = encoded.dictionary.to_pylist()
-        pair = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(rules.tables) + table[others]
+        n_tables = len(rules.tables)
+        pair = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) * n_tables + table
         pairs, inverse = np.unique(pair, return_inverse=True)
-        pair_zone = np.array([rules.tables[p % len(rules.tables)].zone_of(fold_destination(values[p // len(rules.tables)]))
+        pair_zone = np.array([rules.tables[p % n_tables].zone_of(fold_destination(values[p // n_tables]))
                               for p in pairs.tolist()], np.int64)
-        zone[others] = pair_zone[inverse]
-        reason[others[pair_zone[inverse] >= 0]] = 0
-    return zone
+        zone = pair_zone[inverse]
+        found_rows.append(others[zone >= 0])
+        found_zones.append(zone[zone >= 0])
+        reason[others[zone >= 0]] = 0
+    rows = np.concatenate(found_rows) if found_rows else np.zeros(0, np.int64)
+    zones = np.concatenate(found_zones) if found_zones else np.zeros(0, np.int64)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], zones[order]

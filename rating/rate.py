@@ -146,13 +146,13 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     by_rule = zone_by_rules(other_party, compiled.destinations, safe_version, has_destination & rated_ok, reason)
     dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
-    if by_rule is not None:   # exact and string rules: the trie zones the rest
-        named = by_rule >= 0
+    if by_rule is not None:   # exact and string rules zone these rows; the trie the rest
+        named, named_zone = by_rule
         dest_root[named] = -1
-        has_destination = has_destination & ~(named & (digits_len == 0))   # a string: no E.164 digits
+        has_destination[named[digits_len[named] == 0]] = False   # a string destination: no E.164 digits
     match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zones)
     if by_rule is not None:
-        np.copyto(zones, by_rule, where=named)
+        zones[named] = named_zone
     roamers = np.flatnonzero((reason == 0) & roaming)   # few: their visited networks alone
     if len(roamers):
         v_offsets, v_data, v_present = string_buffers(visited.take(pa.array(roamers, pa.int64())))
