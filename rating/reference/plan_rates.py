@@ -205,7 +205,10 @@ def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
         pool = reader.field(spec, here, "pool", f.choice(POOLS), default=POOL_SUBSCRIPTION)
         # A pooled allowance may add nothing to the account's pool (a family member's plan draws
         # from the pool without adding to it); a subscription's own allowance of 0 is a mistake.
-        units = reader.field(spec, here, "units", f.integer(0 if pool == POOL_ACCOUNT else 1))
+        units = reader.field(spec, here, "units", f.integer(0))
+        if units == 0 and pool != POOL_ACCOUNT:
+            reader.issue(here + ("units",), "expected an integer >= 1 for a subscription's own allowance, "
+                                            "got 0; only a pooled one (pool: account) may add 0 units to its pool")
         order = reader.field(spec, here, "order", f.integer(0))
         _unique(reader, first_order, order, index, here + ("order",), "order", "allowances")
         allowances.append(Allowance(name=name, service=service, zones=tuple(zone_names),
