@@ -104,6 +104,19 @@ def test_pooled_units_are_listed_under_the_pool_name_and_tiers_move_one_account_
     assert kernel["P1"]["served_msisdn"] != kernel["P2"]["served_msisdn"]
 
 
+def test_account_tiers_follow_event_time_across_subscriptions(engine):
+    """The same two sessions as P1 and P2 with the members swapped in time: the one that comes first
+    takes the first level, whoever it is, and the input order does not matter."""
+    first = usage_row(0, record_id="solo", service="DATA", served_msisdn="491510000014",
+                      start_time="2026-01-22T09:00:00+01:00", bytes_down=600_000)
+    second = usage_row(1, record_id="owner", service="DATA", served_msisdn="491510000011",
+                       start_time="2026-01-22T09:30:00+01:00", bytes_down=600_000)
+    for rows in ([first, second], [second, first]):
+        rated = _rated_by_id(engine.rate(usage_batch(rows))[0])
+        assert (rated["solo"]["charge_micros"], rated["solo"]["tier"]) == (600_000, 0)
+        assert (rated["owner"]["charge_micros"], rated["owner"]["tier"]) == (500_000, 1)
+
+
 def test_the_pool_grant_sums_the_members_prorated_grants(reference, engine):
     label, start, end = cycle_twin(us_of("2026-01-20T10:00:00+01:00"), "Europe/Berlin", 1)
     assert label == "2026-01"
@@ -230,6 +243,19 @@ def test_compile_refuses_a_mixed_pool_built_in_code(reference):
 
 
 # --- differential: kernels against the twin on random operators with pools --------------------
+
+@settings(max_examples=5, deadline=None, suppress_health_check=_SLOW_OK)
+@given(ref=operators(pools=True))
+def test_generated_operators_with_pools_load_back_with_their_pools(ref, tmp_path_factory):
+    from tests.tariff_strategies import write_reference
+
+    directory = tmp_path_factory.mktemp("pools")
+    write_reference(ref, directory)
+    loaded = load_reference(directory)
+    listed = lambda r: sorted((p, v.version, a.name, a.pool, a.units) for p, plan in r.plans.items()  # noqa: E731
+                              for v in plan.versions for a in v.allowances)
+    assert listed(loaded) == listed(ref)
+
 
 def assert_pool_invariants(ref, rated) -> None:
     """Per (account, cycle, pooled name): units used within the pool's grant (docs/tariffs.md)."""
