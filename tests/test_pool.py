@@ -303,3 +303,52 @@ def test_pools_do_not_depend_on_arrival_order_or_batching(data):
     whole = _rated_by_id(engine.rate(usage_batch(rows))[0])
     shuffled = data.draw(st.permutations(rows), label="arrival order")
     assert _rated_by_id(engine.rate(usage_batch(shuffled))[0]) == whole
+
+
+# --- the pipelines: all of an account's events in one rating call, across runs and re-rates -----
+
+def _jsonl(example: dict) -> dict:
+    row = {"record_id": example["id"], "source": "sw1", "service": example["service"],
+           "served_msisdn": example["msisdn"], "start_time": example["start"], "duration_s": 0}
+    if example["service"] == "VOICE":
+        row.update(duration_s=int(example["units"]), other_party="030123456")
+    else:
+        row["bytes_down"] = int(example["units"])
+    return row
+
+
+def test_batch_runs_and_rerate_consume_the_pool_in_event_time_across_shards_and_runs(tmp_path, engine):
+    """Run 1 rates every example but P3; run 2 brings P3 (earlier than P4 and P6) late: the store's
+    cycle is rated again with it, so the account's pool ends as if all had come at once; a rerate of
+    the cycle gives the same."""
+    from pipelines.batch import run_batch
+    from pipelines.options import BatchConfig
+    from pipelines.rerate import RerateConfig, run_rerate
+    from tests import store_reads
+    from tests.month_cdrs import write_jsonl
+    from tests.paths import DIRECT
+
+    cdrs, out = tmp_path / "cdrs", tmp_path / "store"
+    write_jsonl(cdrs / "a.jsonl", [_jsonl(e) for e in EXAMPLES if e["id"] != "P3"])
+    run_batch(BatchConfig(input_glob=str(cdrs / "a.jsonl"), reference_dir=str(REFERENCE), output_dir=str(out),
+                          shards=3), DIRECT)
+    first = {r["record_id"]: r["free_units"] for r in store_reads.rows(out, "rated")}
+    assert first["P6"] == 240   # before P3 arrived, P6 found 265 s in the pool
+    write_jsonl(cdrs / "b.jsonl", [_jsonl(e) for e in EXAMPLES if e["id"] == "P3"])
+    run_batch(BatchConfig(input_glob=str(cdrs / "b.jsonl"), reference_dir=str(REFERENCE), output_dir=str(out),
+                          shards=3), DIRECT)
+    expected = {e["id"]: (int(Decimal(e["charge"]) * 1_000_000), int(e["free units"])) for e in EXAMPLES}
+
+    def rated_now():
+        return {r["record_id"]: (r["charge_micros"], r["free_units"]) for r in store_reads.rows(out, "rated")}
+
+    def pool_line():
+        return {r["account_id"]: (r["granted_units"], r["free_units"]) for r in store_reads.rows(out, "charges")
+                if r["line_type"] == "ALLOWANCE" and r["item"] == "FAMILY_VOICE"}
+
+    assert rated_now() == expected
+    assert pool_line() == {"FAM1": (445, 420), "FAM2": (300, 60)}
+    run_rerate(RerateConfig(cycle="2026-01", input_glob=str(cdrs / "*"), reference_dir=str(REFERENCE),
+                            output_dir=str(out), shards=3), DIRECT)
+    assert rated_now() == expected
+    assert pool_line() == {"FAM1": (445, 420), "FAM2": (300, 60)}
