@@ -41,7 +41,8 @@ def pool_grants(compiled: CompiledReference, account: np.ndarray, cycle_start_us
     within = np.arange(len(pair)) - np.repeat(np.cumsum(counts) - counts, counts)
     sub_row = by_account[np.repeat(first, counts) + within]
     # ... in force at some instant of the cycle.
-    overlap = (compiled.sub_from_us[sub_row] < cycle_end_us[pair]) & (compiled.sub_to_us[sub_row] > cycle_start_us[pair])
+    overlap = ((compiled.sub_from_us[sub_row] < cycle_end_us[pair])
+               & (compiled.sub_to_us[sub_row] > cycle_start_us[pair]))
     pair, sub_row = pair[overlap], sub_row[overlap]
     if len(pair) == 0:
         return grants

@@ -195,7 +195,8 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
         "out_rounding_nanos")}
     arguments = dict(
         service=service, raw_units=raw, start_us=start, zone=zone_, version=version, tz=tz, allow_slot=allow_slot,
-        tier_slot=tier_slot, pool_base=pool_base, T=T, allow_state=allow_state, tier_state=tier_state, out_reason=reason, **outputs,
+        tier_slot=tier_slot, pool_base=pool_base, T=T, allow_state=allow_state, tier_state=tier_state,
+        out_reason=reason, **outputs,
         out_allow_name=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT),
         out_allow_used=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT))
     return PricingCall(order, arguments, allow_keys, tier_keys,

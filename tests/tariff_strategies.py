@@ -34,9 +34,10 @@ from hypothesis import strategies as st
 
 from rating.compile import MAX_UNITS
 from rating.reference.model import (
-    ANY, POOL_ACCOUNT, POOL_SUBSCRIPTION, SERVICES, WEEKDAYS, Account, Allowance, BandRule, Calendar, Currency, Numbering, Operator, Plan,
+    ANY, SERVICES, WEEKDAYS, Account, Allowance, BandRule, Calendar, Currency, Numbering, Operator, Plan,
     PlanVersion, Rate, RecurringFee, ReferenceData, Rounding, RoundingMode, Step, Subscription, TaxRate,
     TierLevel, Tiers, ZoneTable)
+from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION
 from tests.usage_rows import usage_row
 
 UTC = dt.timezone.utc

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from rating.reference import yaml_fields as f
 from rating.reference.model import (
-    ANY, POOL_ACCOUNT, POOL_SUBSCRIPTION, POOLS, SERVICES, Allowance, RecurringFee, Rate, Rounding, RoundingMode, Step, TierLevel, Tiers)
+    ANY, SERVICES, Allowance, RecurringFee, Rate, Rounding, RoundingMode, Step, TierLevel, Tiers)
+from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION, POOLS
 from rating.reference.yaml_doc import Path_
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
 
@@ -207,8 +208,9 @@ def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
         # from the pool without adding to it); a subscription's own allowance of 0 is a mistake.
         units = reader.field(spec, here, "units", f.integer(0))
         if units == 0 and pool != POOL_ACCOUNT:
-            reader.issue(here + ("units",), "expected an integer >= 1 for a subscription's own allowance, "
-                                            "got 0; only a pooled one (pool: account) may add 0 units to its pool")
+            reader.issue(here + ("units",),
+                         "expected an integer >= 1 for a subscription's own allowance, got 0; only "
+                         "a pooled one (pool: account) may add 0 units to its pool")
         order = reader.field(spec, here, "order", f.integer(0))
         _unique(reader, first_order, order, index, here + ("order",), "order", "allowances")
         allowances.append(Allowance(name=name, service=service, zones=tuple(zone_names),
@@ -264,7 +266,8 @@ def check_allowance_pools(plans: dict, log) -> None:
                 seen = first.setdefault(allowance.name, (allowance.pool, file, where))
                 if seen[0] != allowance.pool:
                     log.add(file, where,
-                            f"allowance {allowance.name!r} has pool: {allowance.pool} here but pool: {seen[0]} "
-                            f"in {seen[1]} {seen[2]}; one allowance name is one balance, owned by the account "
-                            f"(pool: account) or by each subscription (pool: subscription, the default) "
-                            f"everywhere: give both the same pool or rename one")
+                            f"allowance {allowance.name!r} has pool: {allowance.pool} here but "
+                            f"pool: {seen[0]} in {seen[1]} {seen[2]}; one allowance name is one "
+                            f"balance, owned by the account (pool: account) or by each "
+                            f"subscription (pool: subscription, the default) everywhere: give "
+                            f"both the same pool or rename one")
