@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from rating.destinations import DestinationRules, compile_destination_rules
 from rating.string_index import StringIndex
 from rating.money import round_ratio
 from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
@@ -44,6 +45,7 @@ class CompiledReference:
     version_plan: np.ndarray           # plan row per version row
     plan_versions: tuple               # PlanVersion per version row
     home_networks: pa.Array            # string
+    destinations: DestinationRules     # exact and string-prefix zone rules (non-numeric destinations)
     # enrichment
     msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
     msisdn_index: StringIndex          # MSISDN -> subscriber row, built once
@@ -147,6 +149,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         rate_ids=tuple(builder.rate_ids), plan_ids=plan_ids, version_numbers=builder.version_numbers,
         version_plan=np.array([pi for pi, _ in versions], np.int64), plan_versions=tuple(v for _, v in versions),
         home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
+        destinations=compile_destination_rules(ref, [v.zone_table for _, v in versions], names.zone_id),
         **_enrichment_lookups(ref, plan_ids, tz_index), reference=ref)
 
 
@@ -163,7 +166,7 @@ class _Names:
         tables = list(ref.zone_tables.values()) + list(ref.roaming_tables.values())
         versions = [v for p in ref.plans.values() for v in p.versions]
         return cls(
-            zones=sorted({z for t in tables for _, z in t.prefixes} | {HOME_ZONE}),
+            zones=sorted({z for t in tables for _, z in t.prefixes + t.string_prefixes + t.exact} | {HOME_ZONE}),
             bands=sorted({b for v in versions for b in [v.default_band] + [r.band for r in v.band_rules]}),
             allowances=sorted({a.name for v in versions for a in v.allowances}),
             tier_groups=sorted({r.tiers.group for v in versions for r in v.rates if r.tiers is not None}))
@@ -248,6 +251,8 @@ class _VersionTables:
         self.levels_rows: list[tuple] = []
         self.allow_rows: list[tuple] = []
         self.allow_zone_ok: list[np.ndarray] = []
+        self.allow_pooled: list[int] = []
+        self.pool_of_name: dict[str, str] = {}   # allowance name -> pool of its first listing
         self.rate_ids: list[str] = []
 
     def add(self, vi: int, plan, ver) -> None:
@@ -384,12 +389,20 @@ class _VersionTables:
         ordered = sorted(ver.allowances, key=lambda a: a.order)
         self.ver["ver_allow_count"][vi] = len(ordered)
         for allowance in ordered:
+            # The loader refuses this with file and field (plan_rates.check_allowance_pools); here
+            # for reference data built in code: the kernels keep one balance owner per name.
+            pool = self.pool_of_name.setdefault(allowance.name, allowance.pool)
+            if pool != allowance.pool:
+                raise ValueError(
+                    f"plan {plan.plan_id} version {ver.version}: allowance {allowance.name} has pool "
+                    f"{allowance.pool} but pool {pool} elsewhere; give every listing of a name the same pool")
             self.allow_rows.append((self.names.allowance_id[allowance.name], SERVICES.index(allowance.service),
                                     allowance.units))
             ok = np.zeros(n_z, np.int8)
             for z in (range(n_z) if ANY in allowance.zones else [zone_id[z] for z in allowance.zones if z in zone_id]):
                 ok[z] = 1
             self.allow_zone_ok.append(ok)
+            self.allow_pooled.append(1 if allowance.pooled else 0)
         for s in range(3):
             for z in range(n_z):
                 covering = sum(1 for a, ok in zip(self.allow_rows[first:], self.allow_zone_ok[first:])
@@ -420,7 +433,8 @@ class _VersionTables:
             step_inc=steps[:, 3].copy(), step_inc_price_micros=steps[:, 4].copy(),
             level_up_to=levels[:, 0].copy(), level_price_micros=levels[:, 1].copy(), level_per=levels[:, 2].copy(),
             allow_name=allows[:, 0].copy(), allow_service=allows[:, 1].copy(), allow_units=allows[:, 2].copy(),
-            allow_zone_ok=np.array(self.allow_zone_ok, np.int8).reshape(-1, self.n_z))
+            allow_zone_ok=np.array(self.allow_zone_ok, np.int8).reshape(-1, self.n_z),
+            allow_pooled=np.array(self.allow_pooled, np.int8))
 
 
 def _enrichment_lookups(ref: ReferenceData, plan_ids: tuple[str, ...], tz_index: dict[str, int]) -> dict:

@@ -32,6 +32,8 @@ RATING_TABLE_FIELDS = (
     "level_up_to", "level_price_micros", "level_per",
     # allowances (global rows, grouped per version in consumption order)
     "allow_name", "allow_service", "allow_units", "allow_zone_ok",
+    # 1: the allowance draws from the account's pool (a row of allow_state per account and cycle)
+    "allow_pooled",
     # limits per service (voice, sms, data): raw units above are rejected OVERFLOW
     "max_units",
 )

@@ -250,6 +250,10 @@ class RecordFactory:
             "termination_cause": take_or_null(self._causes, cause, service != SMS),
             "rat_type": self._rat_types.take(pa.array(rat)),
             "partial_sequence": pa.array(np.zeros(count, np.int32)),
+            "usage_type": pa.nulls(count, pa.string()),
+            "quantity": pa.nulls(count, pa.int64()),
+            "subscriber": pa.nulls(count, pa.string()),
+            "subscriber_kind": pa.nulls(count, pa.string()),
         }
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
         return Chunk(batch, source.astype(np.int16), service, roaming, country)

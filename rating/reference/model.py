@@ -15,6 +15,8 @@ SERVICES = ("voice", "sms", "data")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = ISO weekday - 1
 ANY = "*"
 HOME_ZONE = "HOME"  # built-in zone of data usage at home (no destination, not roaming)
+POOL_SUBSCRIPTION, POOL_ACCOUNT = "subscription", "account"   # an allowance's ``pool``
+POOLS = (POOL_SUBSCRIPTION, POOL_ACCOUNT)
 
 
 class RoundingMode(enum.Enum):
@@ -136,6 +138,12 @@ class Allowance:
     zones: tuple[str, ...]   # zone names, or (ANY,)
     units: int               # per full cycle, before proration
     order: int               # consumption order among allowances that cover an event
+    pool: str = POOL_SUBSCRIPTION   # whose balance: the subscription's, or the account's (shared)
+
+    @property
+    def pooled(self) -> bool:
+        """One balance per (account, cycle, name), shared by the account's subscriptions."""
+        return self.pool == POOL_ACCOUNT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +184,10 @@ class Plan:
 class ZoneTable:
     name: str                                # path relative to the reference dir, e.g. zones/world.csv
     prefixes: tuple[tuple[str, str], ...]    # (digits prefix, zone), unique prefixes
+    # Non-numeric destinations (zone tables only; roaming tables have neither): values case-folded
+    # (str.casefold), sorted, unique within each tuple. An ``exact`` rule may be digits (a short code).
+    string_prefixes: tuple[tuple[str, str], ...] = ()   # (prefix with a character other than 0-9, zone)
+    exact: tuple[tuple[str, str], ...] = ()             # (whole destination as dialled, zone)
 
 
 @dataclasses.dataclass(frozen=True)
