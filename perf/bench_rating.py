@@ -279,9 +279,9 @@ def _band_at_each(start_us, version, zone, tz, reason, T, out_band):
     """The shipped ``band_at`` once per row, alone."""
     for i in range(len(start_us)):
         if reason[i] == 0:
-            band, _ = band_at(start_us[i], version[i], zone[i], tz[i], T.tz_start, T.tz_transitions, T.tz_offsets,
-                              T.week_band, T.week_next_min, T.ver_hol_first, T.ver_hol_count, T.holidays_day,
-                              T.hol_band, T.hol_next_min, T.hol_variant)
+            band, _ = band_at(start_us[i], version[i], T.hol_variant[version[i], zone[i]], tz[i], T.tz_start,
+                              T.tz_transitions, T.tz_offsets, T.week_band, T.week_next_min, T.ver_hol_first,
+                              T.ver_hol_count, T.holidays_day, T.hol_band, T.hol_next_min)
             out_band[i] = band
 
 
