@@ -20,6 +20,7 @@ from rating.reference.model import (
 USAGE_TYPES = "usage_types.yaml"
 _TYPE_FIELDS = ("name", "unit", "unit_name", "destination", "increment", "rounding", "max_units")
 _TYPE_NAME = re.compile(r"[A-Z0-9_]+")
+_RESERVED = ("PLAN_FEE",)   # charge lines use it as a kind beside the usage types (rating/rerate)
 _UNIT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ /.-]{0,31}")
 
 
@@ -61,6 +62,9 @@ def _read_type(reader: f.FieldReader, raw: object, here: tuple) -> UsageType | N
         return None
     name = reader.field(spec, here, "name", f.text(_TYPE_NAME, "a name of capital letters, digits and _ such "
                                                                "as MMS or API_CALLS"))
+    if name in _RESERVED:
+        reader.issue(here + ("name",), f"{name} names plan fees on charge lines; choose another name")
+        name = None
     unit = reader.field(spec, here, "unit", f.choice(UNITS))
     unit_name = reader.field(spec, here, "unit_name", f.text(_UNIT_NAME, "a short unit name such as calls or "
                                                                          "kWh"), default=None)
