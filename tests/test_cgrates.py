@@ -214,8 +214,8 @@ def test_a_complete_import_exits_0_and_notes_what_it_left_aside(tmp_path, capsys
 
 
 def test_bad_options_are_refused_before_anything_is_read(tmp_path):
-    with pytest.raises(ValueError, match="--category generic: say which service"):
-        cli(["import-cgrates", str(OWN_PLAN), "--out", str(tmp_path / "r"), "--category", "generic"])
+    with pytest.raises(ValueError, match="--category generic=no-such!: the usage type must be"):
+        cli(["import-cgrates", str(OWN_PLAN), "--out", str(tmp_path / "r"), "--category", "generic=no-such!"])
     with pytest.raises(ValueError, match="--tenant 'nope' has no rating profiles"):
         cli(["import-cgrates", str(OWN_PLAN), "--out", str(tmp_path / "r"), "--tenant", "nope"])
     with pytest.raises(ValueError, match="has no RatingPlans.csv"):
@@ -430,7 +430,7 @@ def test_what_a_tariff_plan_cannot_say_is_reported(tmp_path):
     assert "both with and without '+'" in messages["prefix 49"]
     assert "RT_MISSING" in messages["DestinationRates.csv:3"]
     assert "subject 'alice' is not an MSISDN" in messages["RatingProfiles.csv:3"]
-    assert "--category mms=voice|sms|data" in messages["category mms"]
+    assert "category mms" not in messages   # imported as the usage type MMS (tests/test_types_cgrates.py)
 
 
 # --- native and cgrates arithmetic ----------------------------------------------------------------
