@@ -57,8 +57,9 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
 
 @dataclasses.dataclass(frozen=True)
 class Enrichment:
-    """Per input row: usage type code (0 voice, 1 SMS, 2 data, then the declared types), start, raw units, subscription row,
-    plan, account, plan version (-1: none), account timezone, cycle (month index and UTC bounds), and
+    """Per input row: usage type code (0 voice, 1 SMS, 2 data, then the declared types), start, raw
+    units, subscription row, plan, account, plan version (-1: none), account timezone, cycle (month
+    index and UTC bounds), and
     ``reason``: 0, or why enrichment rejected the row. ``unit_reason`` holds the raw-unit verdicts
     (OVERFLOW, INVALID_FIELD), applied at pricing after the enrichment and zoning reasons."""
     service: np.ndarray
