@@ -369,3 +369,27 @@ def test_operators_with_types_load_back(data, tmp_path_factory):
     directory = tmp_path_factory.mktemp("types")
     write_reference(ref, directory)
     assert load_reference(directory).usage_types == ref.usage_types
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored rated events of declared types, rated again (a cycle a later run adds to, re-rating)
+
+
+def test_stored_events_of_declared_types_rate_again_to_the_same_charges(reference):
+    from pipelines.prior import usage_rows, usage_rows_identity
+
+    rows = [_row(i, e) for i, e in enumerate(EXAMPLES) if e["charge"] != "OVERFLOW"]
+    engine = RatingEngine.from_reference(reference)
+    rated, _ = engine.rate(usage_batch(rows))
+    rebuilt = usage_rows(pa.Table.from_batches([rated]))
+    again, rejected = engine.rate(rebuilt.combine_chunks().to_batches()[0])
+    assert rejected.num_rows == 0, rejected.to_pylist()
+    key = ("record_id", "service", "charge_micros", "charged_units", "zone", "rate_id")
+    assert sorted(tuple(r[k] for k in key) for r in again.to_pylist()) == sorted(
+        tuple(r[k] for k in key) for r in rated.to_pylist())
+    identity = usage_rows_identity(usage_batch(rows))
+    by_id = {r["record_id"]: r for r in rated.to_pylist()}
+    for i, row in enumerate(rows):   # a duplicate of a stored record is recognised as identical
+        assert identity["service"][i].as_py() == by_id[row["record_id"]]["service"]
+        if row["usage_type"] != "STREAMING":   # a declared seconds type without quantity: units unknown here
+            assert identity["raw_units"][i].as_py() == by_id[row["record_id"]]["raw_units"]
