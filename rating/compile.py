@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from rating.destinations import DestinationRules, compile_destination_rules
 from rating.string_index import StringIndex
 from rating.money import round_ratio
 from rating.reference.model import (ANY, HOME_ZONE, ReferenceData, Rounding, RoundingMode, UsageType,
@@ -48,6 +49,7 @@ class CompiledReference:
     version_plan: np.ndarray           # plan row per version row
     plan_versions: tuple               # PlanVersion per version row
     home_networks: pa.Array            # string
+    destinations: DestinationRules     # exact and string-prefix zone rules (non-numeric destinations)
     # enrichment
     msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
     msisdn_index: StringIndex          # MSISDN -> subscriber row, built once
@@ -152,6 +154,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         rate_ids=tuple(builder.rate_ids), plan_ids=plan_ids, version_numbers=builder.version_numbers,
         version_plan=np.array([pi for pi, _ in versions], np.int64), plan_versions=tuple(v for _, v in versions),
         home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
+        destinations=compile_destination_rules(ref, [v.zone_table for _, v in versions], names.zone_id),
         **_enrichment_lookups(ref, plan_ids, tz_index), reference=ref,
         type_names=tuple(t.name for t in names.types))
 
@@ -179,7 +182,7 @@ class _Names:
         tables = list(ref.zone_tables.values()) + list(ref.roaming_tables.values())
         versions = [v for p in ref.plans.values() for v in p.versions]
         return cls(
-            zones=sorted({z for t in tables for _, z in t.prefixes} | {HOME_ZONE}),
+            zones=sorted({z for t in tables for _, z in t.prefixes + t.string_prefixes + t.exact} | {HOME_ZONE}),
             bands=sorted({b for v in versions for b in [v.default_band] + [r.band for r in v.band_rules]}),
             allowances=sorted({a.name for v in versions for a in v.allowances}),
             tier_groups=sorted({r.tiers.group for v in versions for r in v.rates if r.tiers is not None}),

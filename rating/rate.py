@@ -24,6 +24,7 @@ from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_bu
                                 take_strings)
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
+from rating.destinations import zone_by_rules
 from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions,
                                    raw_units, subscription_fields)
 from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
@@ -137,8 +138,9 @@ def _quantities(quantity: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class Zoning:
-    """Per input row: the normalised destination (digits, length, whether there is one), the zone
-    (global id; -1 none) and ``reason``: the enrichment's, plus INVALID_NUMBER and NO_ZONE."""
+    """Per input row: the normalised destination (digits, length, whether there is one: False for a
+    string destination), the zone (global id; -1 none) and ``reason``: the enrichment's, plus
+    INVALID_NUMBER and NO_ZONE."""
     digits: np.ndarray
     digits_len: np.ndarray
     has_destination: np.ndarray
@@ -147,15 +149,17 @@ class Zoning:
 
 
 def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment) -> Zoning:
-    """Normalise destinations and zone each row enrichment kept: by destination prefix at home, by
-    visited network when roaming, HOME at home for a type without destination (data) and for an
-    optional destination that is absent. ``enriched`` is not modified."""
+    """Normalise destinations and zone each row enrichment kept: by destination at home (an exact
+    rule, else the longest digit prefix of a number or string prefix of anything else), by visited
+    network when roaming, HOME at home for a type without destination (data) and for an optional
+    destination that is absent. ``enriched`` is not modified."""
     n = batch.num_rows
     T = compiled.tables
     reason = enriched.reason.copy()
     service, plan = enriched.service, enriched.plan
     rated_ok = reason == 0
-    offsets, data, present = string_buffers(column(batch, "other_party"))
+    other_party = column(batch, "other_party")
+    offsets, data, present = string_buffers(other_party)
     destination_rule = T.type_destination[service]   # DESTINATION_CODES: 0 required, 1 none, 2 optional
     has_destination = present & (destination_rule != 1)
     digits = pool_empty(n * 16, np.uint8).reshape(n, 16)   # read only up to each row's length
@@ -166,9 +170,16 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     roaming = ~is_in(visited, compiled.home_networks) & visited.is_valid().to_numpy(zero_copy_only=False)
     safe_version = np.maximum(enriched.version, 0)
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
+    by_rule = zone_by_rules(other_party, compiled.destinations, safe_version, has_destination & rated_ok, reason)
     zoned_by_destination = (destination_rule == 0) | ((destination_rule == 2) & present)
     dest_root = np.where((reason == 0) & ~roaming & zoned_by_destination, T.ver_zone_root[safe_version], -1)
+    if by_rule is not None:   # exact and string rules zone these rows; the trie the rest
+        named, named_zone = by_rule
+        dest_root[named] = -1
+        has_destination[named[digits_len[named] == 0]] = False   # a string destination: no E.164 digits
     match_zones(digits, digits_len, dest_root, T.trie_children, T.trie_zone, zones)
+    if by_rule is not None:
+        zones[named] = named_zone
     roamers = np.flatnonzero((reason == 0) & roaming)   # few: their visited networks alone
     if len(roamers):
         v_offsets, v_data, v_present = string_buffers(visited.take(pa.array(roamers, pa.int64())))

@@ -78,6 +78,23 @@ def longest_prefix_zone(digits: str, prefixes: dict[str, str]) -> str | None:
     return None
 
 
+def rule_zone_twin(dialled: str, is_number: bool, table) -> str | None:
+    """The zone an exact rule (any destination) or a string-prefix rule (a destination that is not
+    a number) gives ``dialled``; None when neither does. Rules and destination compare trimmed and
+    case-folded; a string prefix is tried against every leading part of the destination."""
+    folded = dialled.strip().casefold()
+    for value, zone in table.exact:
+        if value == folded:
+            return zone
+    if is_number:
+        return None
+    best, best_length = None, 0
+    for prefix, zone in table.string_prefixes:
+        if folded.startswith(prefix) and len(prefix) > best_length:
+            best, best_length = zone, len(prefix)
+    return best
+
+
 def band_twin(instant_us: int, version: PlanVersion, timezone: str, holidays: set[str]) -> str:
     local = _instant(instant_us).astimezone(ZoneInfo(timezone))
     minute = local.hour * 60 + local.minute
@@ -216,9 +233,11 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     out.update(sub=sub, plan=plan, version=version, account_id=account.account_id, cycle=cycle,
                cycle_start=cycle_start, cycle_end=cycle_end, account_tz=account.timezone)
     destination = None
+    named_zone = None   # from an exact or string-prefix rule
     if usage_type.destination != "none" and row.get("other_party") is not None:
         destination = normalise_twin(row["other_party"], plan.numbering)
-        if destination is None:
+        named_zone = rule_zone_twin(row["other_party"], destination is not None, ref.zone_tables[version.zone_table])
+        if destination is None and named_zone is None:
             out["reason"] = Reason.INVALID_NUMBER
             return out
     out["destination_e164"] = destination
@@ -226,8 +245,10 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     if visited is not None and visited not in ref.operator.home_networks:
         table = roaming_tables.get(version.roaming_table) if version.roaming_table else None
         zone = longest_prefix_zone(visited, table) if table is not None and visited.isdigit() else None
-    elif usage_type.destination == "none" or (usage_type.destination == "optional" and destination is None):
+    elif usage_type.destination == "none" or (usage_type.destination == "optional" and row.get("other_party") is None):
         zone = HOME_ZONE
+    elif named_zone is not None:
+        zone = named_zone
     else:
         zone = longest_prefix_zone(destination or "", prefix_tables[version.zone_table])
     if zone is None:

@@ -335,8 +335,8 @@ def test_a_rejected_event_is_an_answer(imported, capsys):
                             "--start", ANY_TIME, "--usage", "85s")
     assert no_rate["rejected"] == "NO_RATE" and "charge" not in no_rate
     voicemail = rate_one_json(capsys, imported["tutorial2", "cgrates"], "--subject", "1001",
-                              "--destination", "voicemail", "--start", "2019-03-11T09:00:00Z", "--usage", "10s")
-    assert voicemail["rejected"] == "INVALID_NUMBER"   # documented: the prefix is not digits
+                              "--destination", "voicemale", "--start", "2019-03-11T09:00:00Z", "--usage", "10s")
+    assert voicemail["rejected"] == "INVALID_NUMBER"   # not a number, and no string prefix (voicemail) names it
     capsys.readouterr()
     assert cli(["rate-one", "--reference", str(imported["oldtutorial", "cgrates"]), "--subject", "1001",
                 "--destination", "9999", "--start", ANY_TIME, "--usage", "85s"]) == 0
@@ -414,7 +414,7 @@ def test_steps_off_the_increment_grid_are_priced_as_cgrates_does(tmp_path, capsy
 def test_what_a_tariff_plan_cannot_say_is_reported(tmp_path):
     folder = _tariff(tmp_path / "tp", Timings="#Tag,Years,Months,MonthDays,WeekDays,Time\n"
                                               "DAY,*any,*any,*any,*any,08:00:30\n",
-                     Destinations="#Id,Prefix\nDST_49,+49\nDST_VM,voicemail\nDST_49,49\n",
+                     Destinations="#Id,Prefix\nDST_49,+49\nDST_VM,voice mail\nDST_49,49\n",
                      DestinationRates="#Id,DestinationId,RatesTag,RoundingMethod,RoundingDecimals\n"
                                       "DR_DAY,DST_49,RT_DAY,*middle,4\nDR_NIGHT,DST_49,RT_MISSING,*middle,4\n"
                                       "DR_VM,DST_VM,RT_DAY,*middle,4\n",
@@ -426,7 +426,7 @@ def test_what_a_tariff_plan_cannot_say_is_reported(tmp_path):
     report = convert_tariff_plan(folder, ImportOptions()).report
     messages = {f.where: f.message for f in report.findings if f.severity == "unsupported"}
     assert "not on a whole minute" in messages["Timings.csv:2"]
-    assert "'voicemail' of DST_VM is not a number" in messages["Destinations.csv:3"]
+    assert "'voice mail' of DST_VM is neither a number nor a string prefix" in messages["Destinations.csv:3"]
     assert "both with and without '+'" in messages["prefix 49"]
     assert "RT_MISSING" in messages["DestinationRates.csv:3"]
     assert "subject 'alice' is not an MSISDN" in messages["RatingProfiles.csv:3"]

@@ -309,6 +309,9 @@ def test_valid_records_rate_without_rejects_in_the_rating_engine(runs):
     valid = valid.take(pa.array(np.sort(first)))
     extra = {"rat_type": pa.nulls(valid.num_rows, pa.string()),
              "partial_sequence": pa.array(np.zeros(valid.num_rows, np.int32)),
+             "usage_type": pa.nulls(valid.num_rows, pa.string()), "quantity": pa.nulls(valid.num_rows, pa.int64()),
+             "subscriber": pa.nulls(valid.num_rows, pa.string()),
+             "subscriber_kind": pa.nulls(valid.num_rows, pa.string()),
              "input_file": pa.array(["x"] * valid.num_rows), "input_position": pa.array(np.arange(valid.num_rows))}
     schema = usage_batch_schema()
     columns = [valid[f.name].combine_chunks() if f.name in valid.column_names else extra[f.name] for f in schema]

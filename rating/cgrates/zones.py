@@ -10,8 +10,10 @@ ten one-digit prefixes not otherwise listed.
 
 Destinations are matched as given: the generated plans leave numbers untouched (no country code),
 so a prefix is stored as its digits. A ``+`` in front is dropped, because rating strips a leading
-``+`` from the dialled number too; prefixes with other characters (``voicemail``) cannot be
-matched by the rating engine and are reported.
+``+`` from the dialled number too. A prefix with other characters (tutorial2's ``voicemail``) is a
+string prefix of the zone table, compared case-folded (CGRateS compares case-sensitively: two
+prefixes that differ only in case are reported); one rating cannot hold (a space, ``49-17``) is
+reported.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 
 from rating.cgrates.report import Report
 from rating.cgrates.values import ANY
+from rating.reference.zone_tables import fold_destination, is_string_prefix
 
 CATCH_ALL = "ANY"
 _MAX_DIGITS = 15
@@ -31,7 +34,7 @@ Chain = tuple[tuple[str, ...], ...]   # destination ids per matching prefix, lon
 
 @dataclasses.dataclass(frozen=True)
 class ZoneTable:
-    rows: tuple[tuple[str, str], ...]        # (digits prefix, zone), sorted by prefix
+    rows: tuple[tuple[str, str], ...]        # (digits or case-folded string prefix, zone), sorted by prefix
     chains: dict[str, Chain]                 # zone -> its chain; CATCH_ALL -> ()
     prefixes: dict[str, tuple[str, ...]]     # zone -> the CGRateS prefixes it holds (as written)
 
@@ -39,16 +42,21 @@ class ZoneTable:
 def build_zone_table(destination_ids: set[str], destinations: dict[str, list[tuple[str, str]]],
                      report: Report) -> ZoneTable:
     """The zone table for the destinations the imported rating plans use (``*any`` excluded)."""
-    groups: dict[str, set[str]] = {}    # digits -> destination ids listing that prefix
-    written: dict[str, set[str]] = {}   # digits -> prefixes as written ("+49151", "49151")
+    groups: dict[str, set[str]] = {}    # digits (or folded string) -> destination ids listing that prefix
+    written: dict[str, set[str]] = {}   # digits (or folded string) -> prefixes as written ("+49151", "49151")
     for dest_id in sorted(destination_ids - {ANY}):
         if dest_id not in destinations:
             continue   # reported by the rate resolution, which knows the rating plan asking for it
         for prefix, where in destinations[dest_id]:
             digits = prefix[1:] if prefix.startswith("+") else prefix
             if not digits or not digits.isascii() or not digits.isdigit():
-                report.unsupported(where, f"prefix {prefix!r} of {dest_id} is not a number: rating matches digits "
-                                          f"only, so destinations starting with {prefix!r} are rejected "
+                if is_string_prefix(prefix):
+                    groups.setdefault(fold_destination(prefix), set()).add(dest_id)
+                    written.setdefault(fold_destination(prefix), set()).add(prefix)
+                    continue
+                report.unsupported(where, f"prefix {prefix!r} of {dest_id} is neither a number nor a string prefix "
+                                          f"rating can match (letters, digits and @ . _ - + : * #, with a letter or "
+                                          f"one of @ _ : * #), so destinations starting with {prefix!r} are rejected "
                                           f"INVALID_NUMBER instead of rated by {dest_id}")
                 continue
             if len(digits) > _MAX_DIGITS:
@@ -59,10 +67,14 @@ def build_zone_table(destination_ids: set[str], destinations: dict[str, list[tup
             written.setdefault(digits, set()).add(prefix)
     plus = sorted(p for forms in written.values() for p in forms if p.startswith("+"))
     for digits, forms in sorted(written.items()):
-        if len(forms) > 1:
+        if len(forms) > 1 and digits.isdigit():
             report.unsupported(f"prefix {digits}", f"listed both with and without '+' ({', '.join(sorted(forms))}); "
                                                    f"rating strips the '+', so both forms share one zone (CGRateS "
                                                    f"keeps them apart)")
+        elif len(forms) > 1:
+            report.unsupported(f"prefix {digits}", f"listed in several cases ({', '.join(sorted(forms))}); rating "
+                                                   f"compares destinations case-folded, so they share one zone "
+                                                   f"(CGRateS keeps them apart)")
     if plus:
         report.note("Destinations.csv", f"{len(plus)} prefixes written with '+' ({', '.join(plus[:5])}"
                                         f"{', ...' if len(plus) > 5 else ''}) are stored without it: a number "

@@ -45,22 +45,33 @@ class CsvTable:
         return zip(self.lines.tolist(), *columns)
 
 
-def read_csv_table(root: Path, relative: str, columns: tuple[str, ...], log: IssueLog
-                   ) -> CsvTable | None:
+def read_csv_table(root: Path, relative: str, columns: tuple[str, ...], log: IssueLog,
+                   optional: tuple[str, ...] = ()) -> CsvTable | None:
     """Read ``root/relative``; ``None`` (after logging why) if it is missing or its header is
-    unusable. Rows with the wrong number of fields are logged and left out."""
-    header = _read_header(root / relative, relative, columns, log)
+    unusable. Rows with the wrong number of fields are logged and left out. ``optional`` columns
+    may be absent from the header: their values are then ``""``; the table holds ``columns`` and
+    then ``optional``, in that order."""
+    header = _read_header(root / relative, relative, columns, log, optional)
     if header is None:
         return None
-    table = _read_with_arrow(root / relative, header, columns)
+    present = columns + tuple(name for name in optional if name in header)
+    table = _read_with_arrow(root / relative, header, present)
     if table is not None:
-        return CsvTable(relative, table, np.arange(2, table.num_rows + 2, dtype=np.int64))
-    return _read_with_csv_module(root / relative, relative, header, columns, log)
+        read = CsvTable(relative, table, np.arange(2, table.num_rows + 2, dtype=np.int64))
+    else:
+        read = _read_with_csv_module(root / relative, relative, header, present, log)
+    if present == columns + optional:
+        return read
+    full = read.table
+    for name in optional:
+        if name not in present:
+            full = full.append_column(name, pa.array([""] * full.num_rows, pa.string()))
+    return dataclasses.replace(read, table=full.select(list(columns + optional)))
 
 
-def _read_header(path: Path, relative: str, columns: tuple[str, ...], log: IssueLog
-                 ) -> list[str] | None:
-    expected = ",".join(columns)
+def _read_header(path: Path, relative: str, columns: tuple[str, ...], log: IssueLog,
+                 optional: tuple[str, ...] = ()) -> list[str] | None:
+    expected = ",".join(columns) + "".join(f" (optional: {name})" for name in optional)
     try:
         with open_csv_text(path) as handle:
             header = next(csv.reader(handle), None)
@@ -86,7 +97,7 @@ def _read_header(path: Path, relative: str, columns: tuple[str, ...], log: Issue
         log.add(relative, "line 1", f"column {name!r} appears more than once; keep one")
         usable = False
     for name in header:
-        if name not in columns:
+        if name not in columns and name not in optional:
             log.add(relative, "line 1", f"unexpected column {name!r}; the columns are exactly "
                                         f"{expected} (check spelling and spaces)")
     for name in columns:

@@ -175,6 +175,10 @@ class Plan:
 class ZoneTable:
     name: str                                # path relative to the reference dir, e.g. zones/world.csv
     prefixes: tuple[tuple[str, str], ...]    # (digits prefix, zone), unique prefixes
+    # Non-numeric destinations (zone tables only; roaming tables have neither): values case-folded
+    # (str.casefold), sorted, unique within each tuple. An ``exact`` rule may be digits (a short code).
+    string_prefixes: tuple[tuple[str, str], ...] = ()   # (prefix with a character other than 0-9, zone)
+    exact: tuple[tuple[str, str], ...] = ()             # (whole destination as dialled, zone)
 
 
 UNITS = ("seconds", "messages", "bytes", "count")
