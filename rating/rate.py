@@ -160,8 +160,9 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     rated_ok = reason == 0
     other_party = column(batch, "other_party")
     offsets, data, present = string_buffers(other_party)
-    destination_rule = T.type_destination[service]   # DESTINATION_CODES: 0 required, 1 none, 2 optional
-    has_destination = present & (destination_rule != 1)
+    rule = T.type_destination   # per type code, DESTINATION_CODES: 0 required, 1 none, 2 optional
+    takes_destination = (rule != 1)[service]   # one gather of a bool per row from a table of a few types
+    has_destination = present & takes_destination
     digits = pool_empty(n * 16, np.uint8).reshape(n, 16)   # read only up to each row's length
     digits_len = np.zeros(n, np.int64)
     normalise_numbers(offsets, data, np.where(has_destination & rated_ok, plan, -1), T.num_cc, T.num_cc_len,
@@ -171,7 +172,9 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     safe_version = np.maximum(enriched.version, 0)
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     by_rule = zone_by_rules(other_party, compiled.destinations, safe_version, has_destination & rated_ok, reason)
-    zoned_by_destination = (destination_rule == 0) | ((destination_rule == 2) & present)
+    zoned_by_destination = takes_destination   # required: zoned by it (absent: NO_ZONE); optional: when present
+    if (rule == 2).any():
+        zoned_by_destination = (rule == 0)[service] | ((rule == 2)[service] & present)
     dest_root = np.where((reason == 0) & ~roaming & zoned_by_destination, T.ver_zone_root[safe_version], -1)
     if by_rule is not None:   # exact and string rules zone these rows; the trie the rest
         named, named_zone = by_rule
