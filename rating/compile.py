@@ -269,6 +269,8 @@ class _VersionTables:
         self.levels_rows: list[tuple] = []
         self.allow_rows: list[tuple] = []
         self.allow_zone_ok: list[np.ndarray] = []
+        self.allow_pooled: list[int] = []
+        self.pool_of_name: dict[str, str] = {}   # allowance name -> pool of its first listing
         self.rate_ids: list[str] = []
 
     def add(self, vi: int, plan, ver) -> None:
@@ -379,12 +381,20 @@ class _VersionTables:
         ordered = sorted(ver.allowances, key=lambda a: a.order)
         self.ver["ver_allow_count"][vi] = len(ordered)
         for allowance in ordered:
+            # The loader refuses this with file and field (plan_rates.check_allowance_pools); here
+            # for reference data built in code: the kernels keep one balance owner per name.
+            pool = self.pool_of_name.setdefault(allowance.name, allowance.pool)
+            if pool != allowance.pool:
+                raise ValueError(
+                    f"plan {plan.plan_id} version {ver.version}: allowance {allowance.name} has pool "
+                    f"{allowance.pool} but pool {pool} elsewhere; give every listing of a name the same pool")
             self.allow_rows.append((self.names.allowance_id[allowance.name], self.names.type_id[allowance.service],
                                     allowance.units))
             ok = np.zeros(n_z, np.int8)
             for z in (range(n_z) if ANY in allowance.zones else [zone_id[z] for z in allowance.zones if z in zone_id]):
                 ok[z] = 1
             self.allow_zone_ok.append(ok)
+            self.allow_pooled.append(1 if allowance.pooled else 0)
         for s in range(len(self.names.types)):
             for z in range(n_z):
                 covering = sum(1 for a, ok in zip(self.allow_rows[first:], self.allow_zone_ok[first:])
@@ -414,7 +424,8 @@ class _VersionTables:
             step_inc=steps[:, 3].copy(), step_inc_price_micros=steps[:, 4].copy(),
             level_up_to=levels[:, 0].copy(), level_price_micros=levels[:, 1].copy(), level_per=levels[:, 2].copy(),
             allow_name=allows[:, 0].copy(), allow_service=allows[:, 1].copy(), allow_units=allows[:, 2].copy(),
-            allow_zone_ok=np.array(self.allow_zone_ok, np.int8).reshape(-1, self.n_z))
+            allow_zone_ok=np.array(self.allow_zone_ok, np.int8).reshape(-1, self.n_z),
+            allow_pooled=np.array(self.allow_pooled, np.int8))
 
 
 def _enrichment_lookups(ref: ReferenceData, plan_ids: tuple[str, ...], tz_index: dict[str, int]) -> dict:

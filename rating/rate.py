@@ -31,6 +31,7 @@ from rating.kernels.gather import gather_positive_entries, positive_entry_offset
 from rating.kernels.numbers import match_zones, normalise_numbers, parse_digits
 from rating.kernels.order import allowance_groups, event_order, lay_out, tier_slots
 from rating.kernels.pricing import rate_events
+from rating.pools import pool_grants, pooled_names
 from rating.reference.model import HOME_ZONE
 from rating.state import RatingState, slot_key
 from rating.string_index import StringIndex
@@ -208,6 +209,7 @@ class PricingCall:
     allow_keys: np.ndarray
     tier_keys: np.ndarray
     laid_out: dict = dataclasses.field(default_factory=dict)
+    pool_base: int = -1   # allow_state rows from here on: the accounts' pools, one per tier key (-1: none)
 
     def run(self) -> None:
         rate_events(**self.arguments)
@@ -226,7 +228,7 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
     service, raw, zone_, version, plan, tz, account, sub_row, reason = (pool_empty(n, np.int64) for _ in range(9))
     lay_out(order, zoned.reason, e.unit_reason, e.service, e.raw_units, zoned.zone, e.version, e.plan, T.plan_tz,
             e.account, e.sub_row, ok, reason, service, raw, zone_, version, plan, tz, account, sub_row)
-    allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys = _state_slots(
+    allow_slot, tier_slot, allow_state, tier_state, allow_keys, tier_keys, pool_base = _state_slots(
         compiled, order, ok, sub_row, account, cycle, e.cycle_start, e.cycle_end, e.account_tz, state)
     # rate_events writes every output of every row: no zeroing.
     outputs = {name: pool_empty(n, np.int64) for name in (
@@ -234,11 +236,12 @@ def pricing_call(batch: pa.RecordBatch, compiled: CompiledReference, enriched: E
         "out_rounding_nanos")}
     arguments = dict(
         service=service, raw_units=raw, start_us=start, zone=zone_, version=version, tz=tz, allow_slot=allow_slot,
-        tier_slot=tier_slot, T=T, allow_state=allow_state, tier_state=tier_state, out_reason=reason, **outputs,
+        tier_slot=tier_slot, pool_base=pool_base, T=T, allow_state=allow_state, tier_state=tier_state,
+        out_reason=reason, **outputs,
         out_allow_name=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT),
         out_allow_used=pool_empty(n * MAX_ALLOWANCES_PER_EVENT, np.int64).reshape(n, MAX_ALLOWANCES_PER_EVENT))
     return PricingCall(order, arguments, allow_keys, tier_keys,
-                       dict(account=account, plan=plan, cycle=cycle, version=version))
+                       dict(account=account, plan=plan, cycle=cycle, version=version), pool_base=pool_base)
 
 
 def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment, zoned: Zoning,
@@ -251,6 +254,9 @@ def price(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichme
     if state is not None:
         for slot, key in enumerate(call.allow_keys.tolist()):
             state.allowances[key] = a["allow_state"][slot].copy()
+        if call.pool_base >= 0:
+            for slot, key in enumerate(call.tier_keys.tolist()):
+                state.pools[key] = a["allow_state"][call.pool_base + slot].copy()
         for slot, key in enumerate(call.tier_keys.tolist()):
             state.tiers[key] = a["tier_state"][slot].copy()
     o_reason = a["out_reason"]
@@ -295,7 +301,9 @@ def _sorted_by_arrow(batch: pa.RecordBatch, e: Enrichment) -> np.ndarray:
 
 def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start, cycle_end, account_tz, state):
     """Allowance slots per (subscription, cycle) with prorated grants (or the balances in ``state``);
-    tier slots per (account, cycle). Returns the slot columns, both state arrays and their keys.
+    tier slots per (account, cycle); when the reference has pooled allowances, one more row of the
+    allowance state per tier slot (from ``pool_base`` on): the account's pools for the cycle
+    (``rating.pools``). Returns the slot columns, both state arrays, their keys and ``pool_base``.
 
     Slots are numbered in ascending key order (``slot_key``). ``ok``, ``sub_row``, ``account`` and
     ``cycle_month`` are laid out in ``order`` (``event_time_order``'s); ``cycle_start``,
@@ -308,7 +316,7 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     if not ok.any():
         empty = np.zeros(0, np.int64)
         return (np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, n_names), np.int64),
-                np.zeros((0, n_groups), np.int64), empty, empty)
+                np.zeros((0, n_groups), np.int64), empty, empty, -1)
     group = np.empty(n, np.int64)
     group_sub = np.empty(n, np.int64)
     group_cycle = np.empty(n, np.int64)
@@ -339,23 +347,37 @@ def _state_slots(compiled, order, ok, sub_row, account, cycle_month, cycle_start
     for v in np.unique(slot_version[slot_version >= 0]):
         slots = np.flatnonzero(slot_version == v)
         for a in range(T.ver_allow_first[v], T.ver_allow_first[v] + T.ver_allow_count[v]):
-            allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
+            if T.allow_pooled[a] == 0:   # pooled ones are granted to the account (below)
+                allow_state[slots, T.allow_name[a]] = T.allow_units[a] * days[slots] // cycle_days[slots]
     tier_slot = np.empty(n, np.int64)
     tier_account = np.empty(n, np.int64)
     tier_cycle = np.empty(n, np.int64)
     tier_count = tier_slots(ok, account, cycle_month, tier_slot, tier_account, tier_cycle)
     tier_keys = slot_key(tier_account[:tier_count], tier_cycle[:tier_count])
     tier_state = np.zeros((len(tier_keys), n_groups), np.int64)
+    pool_base = -1
+    if len(pooled_names(compiled)):
+        pool_base = len(keys)
+        tier_ok = np.flatnonzero(tier_slot >= 0)   # slots ascend in event order: first row of each
+        first_tier_event = order[tier_ok[np.searchsorted(tier_slot[tier_ok], np.arange(tier_count))]]
+        pools = pool_grants(compiled, tier_account[:tier_count], cycle_start[first_tier_event],
+                            cycle_end[first_tier_event])
+        allow_state = np.concatenate([allow_state, pools])
     if state is not None:
         for slot, key in enumerate(keys.tolist()):
             saved = state.allowances.get(key)
             if saved is not None:
                 allow_state[slot] = saved
+        if pool_base >= 0:
+            for slot, key in enumerate(tier_keys.tolist()):
+                saved = state.pools.get(key)
+                if saved is not None:
+                    allow_state[pool_base + slot] = saved
         for slot, key in enumerate(tier_keys.tolist()):
             saved = state.tiers.get(key)
             if saved is not None:
                 tier_state[slot] = saved
-    return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys
+    return allow_slot, tier_slot, allow_state, tier_state, keys, tier_keys, pool_base
 
 
 def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.RecordBatch:

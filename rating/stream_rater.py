@@ -138,8 +138,7 @@ class ShardState:
         _, accounts, months, ends = engine.cycle_keys(batch)
         fresh = RatingState()
         rerated, _ = engine.rate(batch, fresh)
-        self.rating_state.allowances.update(fresh.allowances)
-        self.rating_state.tiers.update(fresh.tiers)
+        self.rating_state.update(fresh)
         self._store(batch, accounts, months, ends, rated=rerated)
         stored = stored.select(rated_event_schema().names).cast(rated_event_schema())
         self._advance_last_keys(stored, engine)
@@ -161,8 +160,7 @@ class ShardState:
         everything = pa.concat_tables([previous.select(usage_batch_schema().names), new])
         fresh_state = RatingState()
         rated, rejected = engine.rate(_usage_batch(everything), fresh_state)
-        self.rating_state.allowances.update(fresh_state.allowances)
-        self.rating_state.tiers.update(fresh_state.tiers)
+        self.rating_state.update(fresh_state)
         kept = self.stored.num_rows if self.stored is not None else 0
         self._store(new_rows, accounts, months, ends, rated=rated)
         mine = pa.concat_tables([previous, self.stored.slice(kept)]).select(

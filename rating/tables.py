@@ -30,6 +30,8 @@ RATING_TABLE_FIELDS = (
     "level_up_to", "level_price_micros", "level_per",
     # allowances (global rows, grouped per version in consumption order)
     "allow_name", "allow_service", "allow_units", "allow_zone_ok",
+    # 1: the allowance draws from the account's pool (a row of allow_state per account and cycle)
+    "allow_pooled",
     # limits per usage type (code: voice 0, sms 1, data 2, then declared types): raw units above are rejected OVERFLOW
     "max_units",
     # per usage type: unit (UNIT_CODES), destination (DESTINATION_CODES), 1 when priced per increment in

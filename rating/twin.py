@@ -171,13 +171,35 @@ def grant_version(plan, sub, cycle_start: int, cycle_end: int) -> PlanVersion | 
     return None
 
 
+def pool_grant(ref: ReferenceData, account_id: str, name: str, cycle_start: int, cycle_end: int,
+               timezone: str) -> int:
+    """Units of the pooled allowance ``name`` an account gets for a cycle: the sum over its
+    subscriptions of what each would get on its own (``prorated_units`` of the grant version's
+    ``pool: account`` allowance of that name; 0 for a subscription whose version does not list it)."""
+    total = 0
+    for sub in ref.subscriptions:
+        if sub.account_id != account_id:
+            continue
+        if sub.valid_from_us >= cycle_end or (sub.valid_to_us is not None and sub.valid_to_us <= cycle_start):
+            continue
+        version = grant_version(ref.plans[sub.plan_id], sub, cycle_start, cycle_end)
+        for allowance in version.allowances if version is not None else ():
+            if allowance.pooled and allowance.name == name:
+                total += prorated_units(allowance.units, sub, cycle_start, cycle_end, timezone)
+    return total
+
+
 class _State:
-    """Allowance units left per (subscription, cycle, allowance) and tier usage per (account, cycle, group)."""
+    """Allowance units left per (subscription, cycle, allowance) and per (POOL, account, cycle,
+    allowance) for pooled ones, and tier usage per (account, cycle, group)."""
 
     def __init__(self):
         self.granted: set[tuple] = set()
         self.allowance_left: dict[tuple, int] = {}
         self.tier_used: dict[tuple, int] = {}
+
+
+_POOL = "pool"   # first element of a pooled allowance's key in _State.allowance_left
 
 
 def rate_rows_twin(rows: list[dict], ref: ReferenceData) -> list[dict]:
@@ -289,15 +311,24 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
     if slot not in state.granted:
         state.granted.add(slot)
         for a in grant_version(plan, p["sub"], p["cycle_start"], p["cycle_end"]).allowances:
-            state.allowance_left[(*slot, a.name)] = prorated_units(
-                a.units, p["sub"], p["cycle_start"], p["cycle_end"], p["account_tz"])
-    allowances = [a.name for a in sorted(version.allowances, key=lambda a: a.order)
-                  if a.service == service and (ANY in a.zones or p["zone"] in a.zones)]
-    snapshot = {name: state.allowance_left.get((p["sub"], p["cycle"], name), 0) for name in allowances}
+            if not a.pooled:
+                state.allowance_left[(*slot, a.name)] = prorated_units(
+                    a.units, p["sub"], p["cycle_start"], p["cycle_end"], p["account_tz"])
+    covering = [a for a in sorted(version.allowances, key=lambda a: a.order)
+                if a.service == service and (ANY in a.zones or p["zone"] in a.zones)]
+    allowances = [a.name for a in covering]
+    # Where each covering allowance's balance lives: the subscription's, or the account's pool.
+    key_of = {a.name: (_POOL, p["account_id"], p["cycle"], a.name) if a.pooled else (*slot, a.name)
+              for a in covering}
+    for a in covering:
+        if a.pooled and key_of[a.name] not in state.allowance_left:
+            state.allowance_left[key_of[a.name]] = pool_grant(ref, p["account_id"], a.name, p["cycle_start"],
+                                                              p["cycle_end"], p["account_tz"])
+    snapshot = {name: state.allowance_left.get(key_of[name], 0) for name in allowances}
 
     def take(inc: int) -> str | None:
         for name in allowances:
-            key = (p["sub"], p["cycle"], name)
+            key = key_of[name]
             if state.allowance_left.get(key, 0) >= inc:
                 state.allowance_left[key] -= inc
                 return name
@@ -351,7 +382,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
                 rate = rate_for(version, service, p["zone"], band)
                 if rate is None:
                     for name, left in snapshot.items():
-                        state.allowance_left[(p["sub"], p["cycle"], name)] = left
+                        state.allowance_left[key_of[name]] = left
                     p["reason"] = Reason.NO_RATE
                     return
                 split = split or band != band0

@@ -37,6 +37,7 @@ from rating.reference.model import (
     ANY, SERVICES, WEEKDAYS, Account, Allowance, BandRule, Calendar, Currency, Numbering, Operator, Plan,
     PlanVersion, Rate, RecurringFee, ReferenceData, Rounding, RoundingMode, Step, Subscription, TaxRate,
     TierLevel, Tiers, UsageType, ZoneTable, builtin_usage_types)
+from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION
 from tests.usage_rows import usage_row
 
 UTC = dt.timezone.utc
@@ -327,7 +328,8 @@ def _allowance_units(draw, service: str, incs: dict) -> int:
     return max(1, inc * draw(st.integers(1, 300)) + draw(st.sampled_from((0, 0, 1, -1))))
 
 
-def _allowances(draw, zones: list[str], incs: dict) -> tuple[Allowance, ...]:
+def _allowances(draw, zones: list[str], incs: dict, pooled: frozenset = frozenset()) -> tuple[Allowance, ...]:
+    """0-3 allowances; those named in ``pooled`` have ``pool: account`` (some with units 0: a member's)."""
     n = draw(st.integers(0, 3))
     names = draw(st.lists(st.sampled_from(ALLOWANCE_NAMES), min_size=n, max_size=n, unique=True))
     orders = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n, unique=True))
@@ -338,7 +340,11 @@ def _allowances(draw, zones: list[str], incs: dict) -> tuple[Allowance, ...]:
             scope = (ANY,)
         else:
             scope = tuple(draw(st.lists(st.sampled_from(zones), min_size=1, max_size=3, unique=True)))
-        out.append(Allowance(name, service, scope, _allowance_units(draw, service, incs), order))
+        if name in pooled:
+            units = 0 if _one_in(draw, 4) else _allowance_units(draw, service, incs)
+            out.append(Allowance(name, service, scope, units, order, POOL_ACCOUNT))
+        else:
+            out.append(Allowance(name, service, scope, _allowance_units(draw, service, incs), order))
     return tuple(out)
 
 
@@ -353,7 +359,7 @@ def _numbering(draw) -> Numbering:
 
 
 def _version(draw, number: int, valid_from: int, valid_to: int | None, tables: dict, incs: dict,
-             tiered_time: bool) -> PlanVersion:
+             tiered_time: bool, pooled: frozenset = frozenset()) -> PlanVersion:
     zone_table = draw(st.sampled_from(sorted(tables["zones"])))
     roaming_table = draw(st.sampled_from([None] + sorted(tables["roaming"])))
     calendar = draw(st.sampled_from([None] + sorted(tables["calendars"])))
@@ -366,11 +372,12 @@ def _version(draw, number: int, valid_from: int, valid_to: int | None, tables: d
         version=number, valid_from_us=valid_from, valid_to_us=valid_to, zone_table=zone_table,
         roaming_table=roaming_table, holiday_calendar=calendar, rounding=_rounding(draw),
         zero_duration_charged=draw(st.booleans()), default_band=default, band_rules=rules,
-        rates=_rates(draw, zones, bands, incs, tiered_time), allowances=_allowances(draw, zones, incs),
+        rates=_rates(draw, zones, bands, incs, tiered_time), allowances=_allowances(draw, zones, incs, pooled),
         recurring_fees=fees)
 
 
-def _plan(draw, plan_id: str, currency: str, tables: dict, incs: dict, tiered_time: bool) -> Plan:
+def _plan(draw, plan_id: str, currency: str, tables: dict, incs: dict, tiered_time: bool,
+          pooled: frozenset = frozenset()) -> Plan:
     timezone = draw(st.sampled_from(TIMEZONES))
     numbering = draw(_numbering())
     first = _instant_between(draw, WINDOW_START_US, WINDOW_START_US + 150 * DAY_US)
@@ -387,7 +394,7 @@ def _plan(draw, plan_id: str, currency: str, tables: dict, incs: dict, tiered_ti
                 end = max(end, start + US_PER_S)
         else:
             end = start + draw(st.integers(60, 400)) * DAY_US if _one_in(draw, 5) else None
-        versions.append(_version(draw, k + 1, start, end, tables, incs, tiered_time))
+        versions.append(_version(draw, k + 1, start, end, tables, incs, tiered_time, pooled))
     return Plan(plan_id, f"Plan {plan_id}", currency, timezone, numbering, tuple(versions))
 
 
@@ -400,8 +407,10 @@ def _msisdn(rnd: random.Random, taken: set[str], country_codes: list[str]) -> st
 
 
 @st.composite
-def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> ReferenceData:
-    """A random, valid operator. ``tiered_time``: voice and SMS rates may be tiered too (rarely)."""
+def operators(draw, *, tiered_time: bool = True, max_plans: int = 3, pools: bool = False) -> ReferenceData:
+    """A random, valid operator. ``tiered_time``: voice and SMS rates may be tiered too (rarely).
+    ``pools``: some allowance names are pooled (``pool: account``) in every plan that lists them,
+    and there are at most two accounts, so subscriptions share them."""
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     n_plans = draw(st.integers(1, max_plans))
     currencies = sorted(set(draw(st.lists(st.sampled_from(sorted(CURRENCIES)), min_size=1, max_size=n_plans))))
@@ -433,16 +442,17 @@ def operators(draw, *, tiered_time: bool = True, max_plans: int = 3) -> Referenc
     tables = {"zones": zone_tables, "roaming": roaming_tables, "calendars": calendars}
     incs = {**INCREMENTS, "data": draw(st.sampled_from(DATA_INCREMENTS))}
 
+    pooled = frozenset(draw(st.sets(st.sampled_from(ALLOWANCE_NAMES), min_size=1))) if pools else frozenset()
     plans = {}
     for k in range(n_plans):
         plan_id = f"P{k + 1}"
-        plans[plan_id] = _plan(draw, plan_id, plan_currency[k], tables, incs, tiered_time)
+        plans[plan_id] = _plan(draw, plan_id, plan_currency[k], tables, incs, tiered_time, pooled)
     # National numbers of every plan land in the tables: its country code is in them.
     country_codes = sorted(set(country_codes) | {p.numbering.country_code for p in plans.values()})
     zone_tables = {name: _with_country_codes(t, country_codes) for name, t in zone_tables.items()}
 
     accounts = {}
-    for k in range(draw(st.integers(1, 4))):
+    for k in range(draw(st.integers(1, 2 if pools else 4))):
         account_id = f"A{k + 1}"
         accounts[account_id] = _account(draw, account_id, draw(st.sampled_from(currencies)))
     for currency in currencies:  # every plan currency has an account
@@ -781,7 +791,8 @@ def _version_doc(v: PlanVersion) -> dict:
            "bands": {"default": v.default_band, "rules": [_rule_doc(r) for r in v.band_rules]},
            "rates": [_rate_doc(r) for r in v.rates],
            "allowances": [{"name": a.name, "service": a.service, "zones": list(a.zones), "units": a.units,
-                           "order": a.order} for a in v.allowances],
+                           "order": a.order, **({"pool": a.pool} if a.pool != POOL_SUBSCRIPTION else {})}
+                          for a in v.allowances],
            "recurring_fees": [{"name": f.name, "description": f.description, "amount": _decimal(f.amount_micros)}
                               for f in v.recurring_fees]}
     if v.roaming_table is not None:

@@ -145,25 +145,26 @@ def _add_whole(whole, count, price):
 
 
 @njit(nogil=True, cache=True, inline="always")  # inlined in Numba IR: no call, no array refcounts
-def _cover_increments(allow_state, slot, cover, used, k, n_inc, inc):
+def _cover_increments(allow_state, cover_row, cover, used, k, n_inc, inc):
     """Cover up to ``n_inc`` increments of ``inc`` units from the ``k`` allowances ``cover`` (names,
-    in consumption order) of row ``slot``; whole increments only. Takes them from ``allow_state``,
-    adds them to ``used`` and returns how many increments were covered."""
+    in consumption order), each held in row ``cover_row[q]`` of ``allow_state`` (the subscription's
+    slot, or the account's pool); whole increments only. Takes them from ``allow_state``, adds them
+    to ``used`` and returns how many increments were covered."""
     covered = 0
     for q in range(k):
         if covered == n_inc:
             break
-        left = allow_state[slot, cover[q]]
+        left = allow_state[cover_row[q], cover[q]]
         c = min(n_inc - covered, left // inc)
         if c > 0:
-            allow_state[slot, cover[q]] = left - c * inc
+            allow_state[cover_row[q], cover[q]] = left - c * inc
             used[q] += c * inc
             covered += c
     return covered
 
 
 @njit(nogil=True, cache=True)
-def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tier_slot, T,
+def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tier_slot, pool_base, T,
                 allow_state, tier_state,
                 out_reason, out_charge, out_connect, out_charged, out_free, out_band, out_split,
                 out_rate, out_tier, out_rounding_nanos, out_allow_name, out_allow_used):
@@ -174,8 +175,12 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
     ``zone`` and ``version`` global ids; ``tz`` the plan's timezone id; ``allow_slot`` a row of
     ``allow_state`` (remaining units per allowance name) or -1; ``tier_slot`` a row of
     ``tier_state`` (paid units so far per tier group) or -1. Both states are updated in place.
+    A pooled allowance (``T.allow_pooled``) is held in the account's row of ``allow_state`` for the
+    cycle, ``pool_base + tier_slot`` (one per account and cycle, as tier slots are); ``pool_base``
+    -1: no pool rows (the reference has no pooled allowance, or a stateless run).
     """
     cover = np.empty(MAX_ALLOWANCES_PER_EVENT, np.int64)
+    cover_row = np.empty(MAX_ALLOWANCES_PER_EVENT, np.int64)
     used = np.empty(MAX_ALLOWANCES_PER_EVENT, np.int64)
     tz_start, tz_transitions, tz_offsets = T.tz_start, T.tz_transitions, T.tz_offsets
     week_band, week_next_min, hol_band, hol_next_min = T.week_band, T.week_next_min, T.hol_band, T.hol_next_min
@@ -220,10 +225,17 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         k = 0
         slot = allow_slot[i]
         if slot >= 0:
+            pool_row = pool_base + tier_slot[i] if pool_base >= 0 and tier_slot[i] >= 0 else -1
             a0 = T.ver_allow_first[v]
             for a in range(a0, a0 + T.ver_allow_count[v]):
                 if T.allow_service[a] == s and T.allow_zone_ok[a, z] == 1:
+                    row = slot
+                    if T.allow_pooled[a] == 1:
+                        row = pool_row
+                        if row < 0:
+                            continue
                     cover[k] = T.allow_name[a]
+                    cover_row[k] = row
                     used[k] = 0
                     k += 1
 
@@ -244,7 +256,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             inc = T.rate_tier_inc[r0]
             n_inc = _ceil_div(raw, inc)
             charged = n_inc * inc
-            covered = _cover_increments(allow_state, slot, cover, used, k, n_inc, inc)
+            covered = _cover_increments(allow_state, cover_row, cover, used, k, n_inc, inc)
             first_covered = covered > 0
             free = covered * inc
             paid = charged - free
@@ -303,7 +315,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                         seg_end = u_change
                 inc = T.step_inc[j]
                 n_inc = _ceil_div(seg_end - u, inc)
-                covered = _cover_increments(allow_state, slot, cover, used, k, n_inc, inc)
+                covered = _cover_increments(allow_state, cover_row, cover, used, k, n_inc, inc)
                 if u == 0:
                     first_covered = covered > 0
                 paid = n_inc - covered
@@ -318,7 +330,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             charged = u
         if failed:  # give back what this event took from its allowances
             for q in range(k):
-                allow_state[slot, cover[q]] += used[q]
+                allow_state[cover_row[q], cover[q]] += used[q]
             out_reason[i] = failed_reason
             out_tier[i] = -1
             continue
@@ -344,7 +356,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 frac = 0
         if whole >= _OVERFLOW_LIMIT:   # a minimum charge of 2^62 micros or more
             for q in range(k):
-                allow_state[slot, cover[q]] += used[q]
+                allow_state[cover_row[q], cover[q]] += used[q]
             out_reason[i] = OVERFLOW
             out_connect[i] = 0
             out_tier[i] = -1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rating.reference import billing_tables
+from rating.reference import billing_tables, plan_rates
 from rating.reference.billing_tables import ACCOUNTS
 from rating.reference.issues import IssueLog, ReferenceDataError, ReferenceIssue
 from rating.reference.model import Account, Operator, Plan, ReferenceData
@@ -88,6 +88,8 @@ def _read(root: Path) -> tuple[ReferenceData | None, list[ReferenceIssue]]:
         usage_types=usage_types,
     )
     plans = _read_plans(root, log, context)
+    if plans is not None:
+        plan_rates.check_allowance_pools(plans, log)
     tax = billing_tables.read_tax_rates(root, log)
     accounts = billing_tables.read_accounts(root, log, currencies=currencies,
                                             tax_regions=tax[1] if tax else None)

@@ -15,6 +15,8 @@ SERVICES = ("voice", "sms", "data")   # the built-in usage types (codes 0, 1, 2)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = ISO weekday - 1
 ANY = "*"
 HOME_ZONE = "HOME"  # built-in zone of data usage at home (no destination, not roaming)
+POOL_SUBSCRIPTION, POOL_ACCOUNT = "subscription", "account"   # an allowance's ``pool``
+POOLS = (POOL_SUBSCRIPTION, POOL_ACCOUNT)
 
 
 class RoundingMode(enum.Enum):
@@ -135,6 +137,12 @@ class Allowance:
     zones: tuple[str, ...]   # zone names, or (ANY,)
     units: int               # per full cycle, before proration
     order: int               # consumption order among allowances that cover an event
+    pool: str = POOL_SUBSCRIPTION   # whose balance: the subscription's, or the account's (shared)
+
+    @property
+    def pooled(self) -> bool:
+        """One balance per (account, cycle, name), shared by the account's subscriptions."""
+        return self.pool == POOL_ACCOUNT
 
 
 @dataclasses.dataclass(frozen=True)

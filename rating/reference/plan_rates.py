@@ -11,6 +11,7 @@ from rating.reference import yaml_fields as f
 from rating.reference.model import (
     ANY, Allowance, RecurringFee, Rate, Rounding, RoundingMode, Step, TierLevel, Tiers, UsageType,
     builtin_usage_types)
+from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION, POOLS
 from rating.reference.yaml_doc import Path_
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
 
@@ -212,7 +213,7 @@ def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
     raw_list = reader.sequence(version, path, "allowances", default=[], non_empty=False)
     for index, raw in enumerate(raw_list or ()):
         here = path + ("allowances", index)
-        spec = reader.mapping(raw, here, ("name", "service", "zones", "units", "order"))
+        spec = reader.mapping(raw, here, ("name", "service", "zones", "units", "order", "pool"))
         if spec is None:
             continue
         name = reader.field(spec, here, "name", f.text())
@@ -226,11 +227,18 @@ def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
                 reader.issue(here + ("zones", zone_index), str(exc))
         if ANY in zone_names and len(zone_names) > 1:
             reader.issue(here + ("zones",), "\"*\" already covers every zone; list it alone")
-        units = reader.field(spec, here, "units", f.integer(1))
+        pool = reader.field(spec, here, "pool", f.choice(POOLS), default=POOL_SUBSCRIPTION)
+        # A pooled allowance may add nothing to the account's pool (a family member's plan draws
+        # from the pool without adding to it); a subscription's own allowance of 0 is a mistake.
+        units = reader.field(spec, here, "units", f.integer(0))
+        if units == 0 and pool != POOL_ACCOUNT:
+            reader.issue(here + ("units",),
+                         "expected an integer >= 1 for a subscription's own allowance, got 0; only "
+                         "a pooled one (pool: account) may add 0 units to its pool")
         order = reader.field(spec, here, "order", f.integer(0))
         _unique(reader, first_order, order, index, here + ("order",), "order", "allowances")
         allowances.append(Allowance(name=name, service=service, zones=tuple(zone_names),
-                                    units=units, order=order))
+                                    units=units, order=order, pool=pool or POOL_SUBSCRIPTION))
     return tuple(allowances)
 
 
@@ -261,3 +269,29 @@ def _unique(reader: f.FieldReader, first: dict, value: object, index: int, here:
                            f"each must be unique within a version")
     else:
         first[value] = index
+
+
+def check_allowance_pools(plans: dict, log) -> None:
+    """An allowance name is pooled (``pool: account``) everywhere it is listed or nowhere: a name
+    is one balance, owned by the account or by each subscription, whatever plan lists it. Adds one
+    issue (``log``: an ``IssueLog``) per listing that disagrees with the first one met (plans by id,
+    versions and allowances in file order). ``plans`` maps plan id -> Plan or None (unreadable)."""
+    first: dict[str, tuple[str, str, str]] = {}   # name -> (pool, file, field path)
+    for plan_id in sorted(plans):
+        plan = plans[plan_id]
+        if plan is None:
+            continue
+        file = f"plans/{plan_id}.yaml"
+        for vi, version in enumerate(plan.versions):
+            for ai, allowance in enumerate(version.allowances):
+                if allowance.name is None or allowance.pool is None:
+                    continue
+                where = f"versions[{vi}].allowances[{ai}].pool"
+                seen = first.setdefault(allowance.name, (allowance.pool, file, where))
+                if seen[0] != allowance.pool:
+                    log.add(file, where,
+                            f"allowance {allowance.name!r} has pool: {allowance.pool} here but "
+                            f"pool: {seen[0]} in {seen[1]} {seen[2]}; one allowance name is one "
+                            f"balance, owned by the account (pool: account) or by each "
+                            f"subscription (pool: subscription, the default) everywhere: give "
+                            f"both the same pool or rename one")

@@ -244,7 +244,7 @@ def block_sizes(rng, n: int) -> list[int]:
 
 
 _PARQUET_STRING = ("record_id", "source", "service", "served_msisdn", "other_party", "visited_network", "cell_id",
-                   "imsi", "apn", "termination_cause", "rat_type")
+                   "imsi", "apn", "termination_cause", "rat_type", "usage_type", "subscriber", "subscriber_kind")
 
 
 def parquet_types(rng, stored: list[dict], unit: str) -> dict[str, pa.DataType]:
