@@ -121,7 +121,7 @@ def rated_counters(table: pa.Table) -> dict:
         entry = cycles.setdefault(row["service_cycle"], {"rated_micros": 0, "events": {}})
         entry["rated_micros"] += row["charge_micros"]
         entry["events"][row["service"]] = row["events"]
-        units[row["service"]] += row["raw_units"]
+        units[row["service"]] = units.get(row["service"], 0) + row["raw_units"]   # declared types: their own units
     return {"rated": table.num_rows, "rated_seconds": units["VOICE"], "rated_messages": units["SMS"],
             "rated_bytes": units["DATA"], "charge_micros": sum(e["rated_micros"] for e in cycles.values()),
             "cycles": cycles}

@@ -216,18 +216,24 @@ def usage_rows(rated: pa.Table) -> pa.Table:
 
     Rating reads the service, numbers, visited network, start time and raw units of a record; the
     rest is not kept in the store: voice seconds and SMS messages come back from ``raw_units``, data
-    bytes as up and down halves of it (each within the per-counter limit the original passed).
+    bytes as up and down halves of it (each within the per-counter limit the original passed), and a
+    declared usage type (``service`` MMS, API_CALLS) as service OTHER, its ``usage_type`` and
+    ``raw_units`` as its ``quantity``.
     """
     service = rated.column("service")
     raw = rated.column("raw_units")
     zero = pa.scalar(0, pa.int64())
+    builtin = pc.is_in(service, value_set=pa.array(["VOICE", "SMS", "DATA"]))
 
     def when(name: str, value):
         return pc.if_else(pc.equal(service, name), value, zero)
 
     up = pc.divide(raw, 2)
     columns = {
-        "record_id": rated.column("record_id"), "source": rated.column("source"), "service": service,
+        "record_id": rated.column("record_id"), "source": rated.column("source"),
+        "service": pc.if_else(builtin, service, pa.scalar("OTHER")),
+        "usage_type": pc.if_else(builtin, pa.scalar(None, pa.string()), service),
+        "quantity": pc.if_else(builtin, pa.scalar(None, pa.int64()), raw),
         "served_msisdn": rated.column("served_msisdn"), "other_party": rated.column("other_party"),
         "start_time": rated.column("start_time"), "duration_s": when("VOICE", raw),
         "bytes_up": when("DATA", up), "bytes_down": when("DATA", pc.subtract(raw, up)),
@@ -386,12 +392,16 @@ class DropStored(beam.DoFn):
 
 
 def usage_rows_identity(batch: pa.RecordBatch) -> dict:
-    """The identity columns (``_IDENTITY``) of usage rows, raw units as rating counts them."""
-    service = batch.column("service")
+    """The identity columns (``_IDENTITY``) of usage rows, raw units as rating counts them: the
+    ``quantity`` when set; a declared usage type (``usage_type``; its unit is in the reference, not
+    here) without one is taken as counted in messages, which is exact for messages and counts."""
+    usage_type = pc.utf8_upper(batch.column("usage_type"))
+    service = pc.coalesce(usage_type, batch.column("service"))
     bytes_total = pc.add(batch.column("bytes_up"), batch.column("bytes_down"))
     raw = pc.if_else(pc.equal(service, "VOICE"), batch.column("duration_s"),
-                     pc.if_else(pc.equal(service, "SMS"), pc.cast(batch.column("message_count"), pa.int64()),
-                                bytes_total))
+                     pc.if_else(pc.equal(service, "DATA"), bytes_total,
+                                pc.cast(batch.column("message_count"), pa.int64())))
+    raw = pc.coalesce(batch.column("quantity"), raw)
     return {"service": service, "served_msisdn": batch.column("served_msisdn"),
             "other_party": batch.column("other_party"), "visited_network": batch.column("visited_network"),
             "start_time": batch.column("start_time"), "raw_units": raw}

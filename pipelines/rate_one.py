@@ -34,11 +34,12 @@ from pipelines.money_text import micros_text
 from rating.cgrates import DEFAULT_CATEGORIES, RECORD
 from rating.engine import RatingEngine
 from rating.reference import load_reference
-from rating.reference.model import ReferenceData, Subscription
+from rating.reference.model import ReferenceData, Subscription, UsageType
 from rating.twin import band_twin, rate_for, round_fraction
 
 SERVICES = ("voice", "sms", "data")
 UNIT_NAMES = {"voice": "s", "sms": "messages", "data": "bytes"}
+_UNIT_LABELS = {"seconds": "s", "messages": "messages", "bytes": "bytes"}   # a count type's: its unit_name
 _DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROS = 1_000_000
@@ -50,8 +51,8 @@ class RateOneRequest:
     subject: str                  # the served MSISDN (CGRateS subject)
     destination: str | None       # as dialled; None for data
     start: str                    # ISO 8601 with Z or an offset
-    usage: str                    # voice: 85s, 1m25s or seconds; sms: messages; data: bytes
-    service: str | None = None    # voice | sms | data; None: from ``category``, else voice
+    usage: str                    # voice (any seconds type): 85s, 1m25s or seconds; others: a whole number
+    service: str | None = None    # a usage type (voice, sms, data, mms...); None: from ``category``, else voice
     category: str | None = None   # a CGRateS category (call, sms, data, or one mapped at import)
 
 
@@ -61,16 +62,20 @@ def rate_one(request: RateOneRequest) -> dict:
     record = _import_record(request.reference_dir)
     service = _service(request, record)
     start_us = _instant_us(request.start)
-    units = parse_usage(request.usage, service)
     reference = load_reference(request.reference_dir)
-    batch = _usage_batch(request, service, start_us, units)
+    usage_type = reference.usage_types.get(service.upper())
+    if usage_type is None:
+        raise ValueError(f"usage type {service!r} is not declared in {request.reference_dir}; declared: "
+                         f"{', '.join(t.lower() for t in reference.usage_types)}")
+    units = parse_usage(request.usage, service, usage_type)
+    batch = _usage_batch(request, usage_type, start_us, units)
     subscriber = "subscription"
     if record.get("default_plan") and not any(s.msisdn == request.subject for s in reference.subscriptions):
         reference = _with_default_subscription(reference, request.subject, record)
         subscriber = f"none: rated by plan {record['default_plan']} (CGRateS subject *any)"
     engine = RatingEngine.from_reference(reference)
     answer = {"subject": request.subject, "destination": request.destination, "start": request.start,
-              "service": service, "usage": units, "unit": UNIT_NAMES[service]}
+              "service": service, "usage": units, "unit": _unit_label(usage_type)}
     valid, rejected = validate_usage(batch)
     if rejected.num_rows == 0:
         rated, rejected = engine.rate(valid)
@@ -86,18 +91,24 @@ def rate_one(request: RateOneRequest) -> dict:
     return answer
 
 
-def parse_usage(text: str, service: str) -> int:
-    """Units of one event: voice ``85s``, ``1m25s``, ``1h`` or a number of seconds; SMS and data a
-    whole number of messages or bytes."""
+def _unit_label(usage_type: UsageType) -> str:
+    return usage_type.unit_name or _UNIT_LABELS[usage_type.unit]
+
+
+def parse_usage(text: str, service: str, usage_type: UsageType | None = None) -> int:
+    """Units of one event: voice (any type counted in seconds) ``85s``, ``1m25s``, ``1h`` or a number
+    of seconds; SMS, data and the others a whole number of messages, bytes or units."""
+    seconds = usage_type.unit == "seconds" if usage_type is not None else service == "voice"
+    unit = _unit_label(usage_type) if usage_type is not None else UNIT_NAMES.get(service, "units")
     value = text.strip()
     if value.isdigit():
         return int(value)
     match = _DURATION.fullmatch(value)
-    if service == "voice" and value and match:
-        hours, minutes, seconds = (int(g or 0) for g in match.groups())
-        return hours * 3600 + minutes * 60 + seconds
-    expected = "a duration such as 85s or 1m25s, or a number of seconds" if service == "voice" else (
-        f"a whole number of {UNIT_NAMES[service]}")
+    if seconds and value and match:
+        hours, minutes, seconds_ = (int(g or 0) for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds_
+    expected = "a duration such as 85s or 1m25s, or a number of seconds" if seconds else (
+        f"a whole number of {unit}")
     raise ValueError(f"--usage {text!r}: expected {expected}")
 
 
@@ -116,10 +127,8 @@ def _import_record(reference_dir: str) -> dict:
 
 
 def _service(request: RateOneRequest, record: dict) -> str:
-    if request.service is not None:
-        if request.service not in SERVICES:
-            raise ValueError(f"--service must be one of {', '.join(SERVICES)}, got {request.service!r}")
-        return request.service
+    if request.service is not None:   # checked against the reference's usage types by rate_one
+        return request.service.lower()
     if request.category is not None:
         categories = record.get("categories") or DEFAULT_CATEGORIES
         if request.category not in categories:
@@ -139,13 +148,16 @@ def _instant_us(text: str) -> int:
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
 
 
-def _usage_batch(request: RateOneRequest, service: str, start_us: int, units: int) -> pa.RecordBatch:
-    row = {"record_id": "rate-one", "source": "rate-one", "service": service.upper(),
+def _usage_batch(request: RateOneRequest, usage_type: UsageType, start_us: int, units: int) -> pa.RecordBatch:
+    service = usage_type.service
+    builtin = service in SERVICES   # the others: service OTHER, their usage_type and quantity
+    row = {"record_id": "rate-one", "source": "rate-one", "service": service.upper() if builtin else "OTHER",
            "served_msisdn": request.subject, "other_party": request.destination, "start_time": start_us,
            "duration_s": units if service == "voice" else 0, "bytes_up": 0,
            "bytes_down": units if service == "data" else 0, "message_count": units if service == "sms" else 0,
            "visited_network": None, "cell_id": None, "imsi": None, "apn": None, "termination_cause": None,
-           "rat_type": None, "partial_sequence": 0, "usage_type": None, "quantity": None, "subscriber": None,
+           "rat_type": None, "partial_sequence": 0, "usage_type": None if builtin else usage_type.name,
+           "quantity": None if builtin else units, "subscriber": None,
            "subscriber_kind": None, "input_file": "rate-one", "input_position": 0}
     schema = usage_batch_schema()
     columns = []
@@ -168,14 +180,16 @@ def breakdown(reference: ReferenceData, row: dict, service: str, units: int, sta
     plan = reference.plans[row["plan_id"]]
     version = next(v for v in plan.versions if v.version == row["plan_version"])
     rate0 = rate_for(version, service, row["zone"], row["band"])
-    rounding = rate0.rounding or version.rounding
+    usage_type = reference.usage_types[service.upper()]
+    rounding = rate0.rounding or usage_type.rounding or version.rounding
     result = {"cgrates": sources.get(row["rate_id"], {}).get("cgrates"),
               "rounding": {"mode": rounding.mode.value, "decimals": rounding.decimals}}
     if row["free_units"] or rate0.tiers is not None:
         return {**result, "pieces": None,
                 "note": "allowances or tiers priced this event; increments are not itemised"}
     holidays = set(reference.calendars[version.holiday_calendar].dates) if version.holiday_calendar else set()
-    pieces = _pieces(plan.plan_id, version, plan.timezone, holidays, service, row["zone"], row["band"], units, start_us)
+    pieces = _pieces(plan.plan_id, version, plan.timezone, holidays, service, row["zone"], row["band"], units, start_us,
+                     usage_type.unit == "seconds")
     paid = units > 0 or version.zero_duration_charged
     amount = sum((p.pop("_amount") for p in pieces), Fraction(0)) + (rate0.connect_fee_micros if paid else 0)
     result.update(pieces=[{**p, "cgrates": sources.get(p["rate_id"], {}).get("cgrates")} for p in pieces],
@@ -195,20 +209,20 @@ def breakdown(reference: ReferenceData, row: dict, service: str, units: int, sta
 
 
 def _pieces(plan_id: str, version, timezone: str, holidays: set[str], service: str, zone: str, band0: str,
-            units: int, start_us: int) -> list[dict]:
+            units: int, start_us: int, seconds: bool) -> list[dict]:
     """Runs of increments priced alike (band, rate, step), in elapsed order: each increment at the
-    band in force when it starts (voice; bands change on whole minutes), SMS and data at the band of
-    the start."""
+    band in force when it starts (voice and other ``seconds`` types; bands change on whole minutes),
+    the other types at the band of the start."""
     pieces: list[dict] = []
     u = 0
     while u < units:
         t_us = start_us + u * _MICROS
-        band = band_twin(t_us, version, timezone, holidays, zone) if service == "voice" else band0
+        band = band_twin(t_us, version, timezone, holidays, zone) if seconds else band0
         rate = rate_for(version, service, zone, band)
         index = max(i for i, s in enumerate(rate.steps) if s.from_units <= u)
         step = rate.steps[index]
         limit = min(rate.steps[index + 1].from_units if index + 1 < len(rate.steps) else units, units)
-        if service == "voice":   # increments starting before the next minute share this band
+        if seconds:   # increments starting before the next minute share this band
             next_minute_us = (t_us // (60 * _MICROS) + 1) * 60 * _MICROS
             limit = min(limit, -(-(next_minute_us - start_us) // _MICROS))
         count = -(-(limit - u) // step.increment_units)

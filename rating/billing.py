@@ -34,8 +34,7 @@ from rating.kernels.enrich import active_days, find_overlapping_versions
 from rating.reference.model import RoundingMode
 
 LINE_ORDER = {"USAGE": 0, "ALLOWANCE": 1, "PLAN_FEE": 2, "ADJUSTMENT": 3, "TAX": 4}
-_UNITS = {"VOICE": "second", "SMS": "message", "DATA": "byte"}
-_SERVICE_OF = {"voice": "VOICE", "sms": "SMS", "data": "DATA"}
+_UNIT_LABELS = {"seconds": "second", "messages": "message", "bytes": "byte"}   # a count type's is its unit_name
 BILLING_COLUMNS = ("account_id", "service_cycle", "service", "zone", "band", "currency", "raw_units", "charged_units",
                    "free_units", "charge_micros", "allowance_units")   # what bill_accounts reads of rated events
 
@@ -72,7 +71,7 @@ def bill_accounts(compiled: CompiledReference, account_rows: np.ndarray, rated: 
     operator = compiled.reference.operator
     digits = {code: c.minor_unit_digits for code, c in operator.currencies.items()}
     account_rows = np.asarray(sorted(set(int(a) for a in account_rows)), np.int64)
-    usage = _usage_lines(rated, period, digits, operator.invoice_rounding)
+    usage = _usage_lines(rated, period, digits, operator.invoice_rounding, unit_labels(compiled))
     terms = _terms(compiled, account_rows, period)
     fees = _fee_lines(compiled, terms, digits, operator.invoice_rounding)
     allowances = _allowance_lines(compiled, terms, rated)
@@ -84,7 +83,14 @@ def bill_accounts(compiled: CompiledReference, account_rows: np.ndarray, rated: 
     return lines, summary
 
 
-def _usage_lines(rated: pa.Table, period: BillingPeriod, digits: dict, mode: RoundingMode) -> pl.DataFrame:
+def unit_labels(compiled: CompiledReference) -> dict[str, str]:
+    """Usage type name (a charge line's ``service``) -> the unit its lines count in: second,
+    message, byte, or a count type's ``unit_name`` (calls, kWh)."""
+    return {t.name: t.unit_name or _UNIT_LABELS[t.unit] for t in compiled.reference.usage_types.values()}
+
+
+def _usage_lines(rated: pa.Table, period: BillingPeriod, digits: dict, mode: RoundingMode,
+                 units: dict[str, str]) -> pl.DataFrame:
     if rated.num_rows == 0:
         return pl.DataFrame()
     frame = pl.from_arrow(rated.select(["account_id", "service_cycle", "service", "zone", "band", "currency",
@@ -104,7 +110,7 @@ def _usage_lines(rated: pa.Table, period: BillingPeriod, digits: dict, mode: Rou
             pl.lit("USAGE").alias("line_type"),
             (pl.col("billing_cycle") != pl.col("service_cycle")).alias("late"),
             (pl.col("service").str.to_lowercase() + " " + pl.col("zone") + " " + pl.col("band")).alias("description"),
-            pl.col("service").replace_strict(_UNITS, default=None).alias("unit"),
+            pl.col("service").replace_strict(units, default=None, return_dtype=pl.Utf8).alias("unit"),
         )
     )
     return _round_lines(lines, digits, mode)
@@ -239,16 +245,18 @@ def _allowance_lines(compiled: CompiledReference, terms: _Terms, rated: pa.Table
         granted = granted.join(used, on=["account_id", "service_cycle", "item"], how="left")
     else:
         granted = granted.with_columns(pl.lit(0, pl.Int64).alias("free_units"))
-    service_of = {a.name: _SERVICE_OF[a.service] for a in allowances}
+    service_of = {a.name: a.service.upper() for a in allowances}
+    units = unit_labels(compiled)
+    plural = {name: unit if unit not in _UNIT_LABELS.values() else unit + "s" for name, unit in units.items()}
     lines = granted.sort(["account_id", "service_cycle", "item", "currency"]).with_columns(
         pl.col("free_units").fill_null(0).cast(pl.Int64),
         pl.col("item").replace_strict(service_of).alias("service"))
     lines = lines.with_columns(
         pl.col("service_cycle").alias("billing_cycle"), pl.lit("ALLOWANCE").alias("line_type"),
-        pl.Series("description", [f"{name}: {spent:,} of {granted:,} {_UNITS[service]}s used" for name, spent, granted,
+        pl.Series("description", [f"{name}: {spent:,} of {granted:,} {plural[service]} used" for name, spent, granted,
                                   service in lines.select(["item", "free_units", "granted_units", "service"]).iter_rows()],
                   dtype=pl.Utf8),
-        pl.lit(1, pl.Int64).alias("quantity"), pl.col("service").replace_strict(_UNITS).alias("unit"),
+        pl.lit(1, pl.Int64).alias("quantity"), pl.col("service").replace_strict(units, return_dtype=pl.Utf8).alias("unit"),
         (pl.col("granted_units") - pl.col("free_units")).alias("left_units"),
         pl.lit(0, pl.Int64).alias("amount_micros"), pl.lit(0, pl.Int64).alias("amount_minor"),
         pl.lit(0, pl.Int64).alias("rounding_micros"), pl.lit(False).alias("late"))

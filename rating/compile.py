@@ -2,8 +2,9 @@
 the Arrow wrappers use (names, subscriptions, accounts).
 
 Runs once per worker (``DoFn.setup``) or once per library call. Tariffs the kernels cannot rate
-exactly (a price whose products could overflow int64) raise ``ValueError`` here, before any
-record is read, naming the plan, version and rate.
+exactly (a price whose product with its ``per`` or increment could overflow int64) raise
+``ValueError`` here, before any record is read, naming the plan, version and rate; an event whose
+own charge would leave the exact range is rejected OVERFLOW when it is rated (docs/tariffs.md).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import pyarrow as pa
 from rating.destinations import DestinationRules, compile_destination_rules
 from rating.string_index import StringIndex
 from rating.money import round_ratio
-from rating.reference.model import ANY, HOME_ZONE, SERVICES, ReferenceData, Rounding, RoundingMode
-from rating.tables import MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, RatingTables
+from rating.reference.model import (ANY, HOME_ZONE, ReferenceData, Rounding, RoundingMode, UsageType,
+                                    ordered_usage_types)
+from rating.tables import (DESTINATION_CODES, MAX_ALLOWANCES_PER_EVENT, ROUNDING_CODES, SERVICE_NAMES, UNIT_CODES,
+                           RatingTables)
 from rating.timezones import stack_zones
 
 _MINUTES_PER_WEEK = 7 * 1440
 _MAX_SAFE = 2**62
 _MAX_DENOMINATOR = 2**40
-# Largest raw units one event may carry per service (voice s, sms messages, data bytes).
+# Largest raw units one event may carry per built-in type (voice s, sms messages, data bytes); a
+# declared type's is its max_units (rating.reference.model.DEFAULT_MAX_UNITS by unit).
 MAX_UNITS = np.array([72 * 3600, 1_000_000, 2**44], np.int64)
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -62,6 +66,7 @@ class CompiledReference:
     account_bcd: np.ndarray
     account_currency: tuple[str, ...]
     reference: ReferenceData
+    type_names: tuple[str, ...] = SERVICE_NAMES   # usage type names by type code (VOICE, SMS, DATA, MMS, ...)
 
 
 def _rounding_q(rounding: Rounding) -> int:
@@ -142,7 +147,7 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         **dict(zip(("tz_start", "tz_transitions", "tz_offsets"), stack_zones(tz_names))),
         **_plan_tables(ref, plan_ids, versions, tz_index),
         trie_children=np.array(trie.children, np.int32), trie_zone=np.array(trie.zone, np.int32),
-        **builder.tables(), max_units=MAX_UNITS.copy())
+        **builder.tables(), **_type_tables(names.types))
     return CompiledReference(
         tables=tables, zone_names=tuple(names.zones), band_names=tuple(names.bands),
         allowance_names=tuple(names.allowances), tier_group_names=tuple(names.tier_groups),
@@ -150,7 +155,17 @@ def compile_reference(ref: ReferenceData) -> CompiledReference:
         version_plan=np.array([pi for pi, _ in versions], np.int64), plan_versions=tuple(v for _, v in versions),
         home_networks=pa.array(sorted(ref.operator.home_networks), pa.string()),
         destinations=compile_destination_rules(ref, [v.zone_table for _, v in versions], names.zone_id),
-        **_enrichment_lookups(ref, plan_ids, tz_index), reference=ref)
+        **_enrichment_lookups(ref, plan_ids, tz_index), reference=ref,
+        type_names=tuple(t.name for t in names.types))
+
+
+def _type_tables(types: tuple[UsageType, ...]) -> dict:
+    """Per usage type code: largest event, unit, destination rule, and whether bands split it."""
+    return dict(
+        max_units=np.array([t.max_units for t in types], np.int64),
+        type_unit=np.array([UNIT_CODES[t.unit] for t in types], np.int64),
+        type_destination=np.array([DESTINATION_CODES[t.destination] for t in types], np.int64),
+        type_split=np.array([1 if t.unit == "seconds" else 0 for t in types], np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +175,7 @@ class _Names:
     bands: list[str]
     allowances: list[str]
     tier_groups: list[str]
+    types: tuple[UsageType, ...]   # by type code
 
     @classmethod
     def of(cls, ref: ReferenceData) -> "_Names":
@@ -169,7 +185,13 @@ class _Names:
             zones=sorted({z for t in tables for _, z in t.prefixes + t.string_prefixes + t.exact} | {HOME_ZONE}),
             bands=sorted({b for v in versions for b in [v.default_band] + [r.band for r in v.band_rules]}),
             allowances=sorted({a.name for v in versions for a in v.allowances}),
-            tier_groups=sorted({r.tiers.group for v in versions for r in v.rates if r.tiers is not None}))
+            tier_groups=sorted({r.tiers.group for v in versions for r in v.rates if r.tiers is not None}),
+            types=ordered_usage_types(ref.usage_types))
+
+    @functools.cached_property
+    def type_id(self) -> dict[str, int]:
+        """Type code by the lower-case name rates and allowances use (``voice`` 0, ``mms`` 3...)."""
+        return {t.service: i for i, t in enumerate(self.types)}
 
     @functools.cached_property
     def zone_id(self) -> dict[str, int]:
@@ -244,7 +266,7 @@ class _VersionTables:
         self.hol_variant = np.zeros((n_ver, self.n_z), np.int32)
         self._holiday_variant(np.full(_MINUTES_PER_WEEK, -1, np.int16))
         self.version_numbers = np.zeros(n_ver, np.int64)
-        self.rate_index = np.full((max(n_ver, 1), 3, self.n_z, self.n_b), -1, np.int32)
+        self.rate_index = np.full((max(n_ver, 1), len(names.types), self.n_z, self.n_b), -1, np.int32)
         self.holidays: list[int] = []
         self.rates_rows: list[dict] = []
         self.steps_rows: list[tuple] = []
@@ -322,21 +344,23 @@ class _VersionTables:
     def _rates(self, vi: int, plan, ver) -> None:
         """Rates with their steps and tier levels, most specific last so it overwrites the general
         ones in ``rate_index``; the version's exact-arithmetic denominator."""
-        # Voice is priced either by steps or by graduated tiers in a version, never both: a call
-        # crossing from a stepped band into a tiered one would have no defined price. (SMS and data
-        # take the band of their start, so they may mix.)
-        kinds = {rate.tiers is not None for rate in ver.rates if rate.service == "voice"}
-        if len(kinds) == 2:
-            raise ValueError(
-                f"plan {plan.plan_id} version {ver.version}: voice has both stepped and tiered rates; price voice "
-                f"either with steps in every rate or with tiers in every rate")
+        # Voice (any seconds type) is priced either by steps or by graduated tiers in a version, never
+        # both: a call crossing from a stepped band into a tiered one would have no defined price.
+        # (Other types take the band of their start, so they may mix.)
+        type_id, types = self.names.type_id, self.names.types
+        for t in types:
+            kinds = {rate.tiers is not None for rate in ver.rates if rate.service == t.service}
+            if t.unit == "seconds" and len(kinds) == 2:
+                raise ValueError(
+                    f"plan {plan.plan_id} version {ver.version}: {t.service} has both stepped and tiered rates; "
+                    f"price {t.service} either with steps in every rate or with tiers in every rate")
         zone_id, band_id, tier_id = self.names.zone_id, self.names.band_id, self.names.tier_id
         pers = []
         specificity = lambda r: (r.zone != ANY) * 2 + (r.band != ANY)  # noqa: E731
         for rate in sorted(ver.rates, key=specificity):
             where = f"plan {plan.plan_id} version {ver.version} rate ({rate.service}, {rate.zone}, {rate.band})"
             row = len(self.rates_rows)
-            rounding = rate.rounding or ver.rounding
+            rounding = rate.rounding or types[type_id[rate.service]].rounding or ver.rounding
             self.rates_rows.append(dict(
                 connect=rate.connect_fee_micros,
                 min=-1 if rate.minimum_micros is None else rate.minimum_micros,
@@ -348,9 +372,7 @@ class _VersionTables:
                 level_first=len(self.levels_rows), level_count=0 if rate.tiers is None else len(rate.tiers.levels),
             ))
             self.rate_ids.append(f"{plan.plan_id}/v{ver.version}/{rate.service}/{rate.zone}/{rate.band}")
-            service_max = int(MAX_UNITS[SERVICES.index(rate.service)])
             for step in rate.steps:
-                _check_product(step.price_micros, service_max, where, "price x largest event")
                 _check_product(step.price_micros, step.per_units, where, "price x per")
                 inc_price = -1
                 if rate.increment_rounding is not None:
@@ -362,7 +384,6 @@ class _VersionTables:
                 pers.append(step.per_units)
             if rate.tiers is not None:
                 for level in rate.tiers.levels:
-                    _check_product(level.price_micros, service_max, where, "tier price x largest event")
                     _check_product(level.price_micros, level.per_units, where, "tier price x per")
                     self.levels_rows.append((_INT64_MAX if level.up_to_units is None else level.up_to_units,
                                              level.price_micros, level.per_units))
@@ -371,7 +392,7 @@ class _VersionTables:
             bands = range(self.n_b) if rate.band == ANY else [band_id[rate.band]]
             for z in zones:
                 for b in bands:
-                    self.rate_index[vi, SERVICES.index(rate.service), z, b] = row
+                    self.rate_index[vi, type_id[rate.service], z, b] = row
         den = 1
         for per in pers:
             den = math.lcm(den, per)
@@ -396,21 +417,21 @@ class _VersionTables:
                 raise ValueError(
                     f"plan {plan.plan_id} version {ver.version}: allowance {allowance.name} has pool "
                     f"{allowance.pool} but pool {pool} elsewhere; give every listing of a name the same pool")
-            self.allow_rows.append((self.names.allowance_id[allowance.name], SERVICES.index(allowance.service),
+            self.allow_rows.append((self.names.allowance_id[allowance.name], self.names.type_id[allowance.service],
                                     allowance.units))
             ok = np.zeros(n_z, np.int8)
             for z in (range(n_z) if ANY in allowance.zones else [zone_id[z] for z in allowance.zones if z in zone_id]):
                 ok[z] = 1
             self.allow_zone_ok.append(ok)
             self.allow_pooled.append(1 if allowance.pooled else 0)
-        for s in range(3):
+        for s in range(len(self.names.types)):
             for z in range(n_z):
                 covering = sum(1 for a, ok in zip(self.allow_rows[first:], self.allow_zone_ok[first:])
                                if a[1] == s and ok[z])
                 if covering > MAX_ALLOWANCES_PER_EVENT:
                     raise ValueError(
                         f"plan {plan.plan_id} version {ver.version}: {covering} allowances cover service "
-                        f"{SERVICES[s]} in zone {self.names.zones[z]}; at most {MAX_ALLOWANCES_PER_EVENT} may")
+                        f"{self.names.types[s].service} in zone {self.names.zones[z]}; at most {MAX_ALLOWANCES_PER_EVENT} may")
 
     def tables(self) -> dict:
         """The ``RatingTables`` fields built here, by name."""

@@ -59,8 +59,9 @@ def rate(batch: pa.RecordBatch, compiled: CompiledReference,
 
 @dataclasses.dataclass(frozen=True)
 class Enrichment:
-    """Per input row: service code (0 voice, 1 SMS, 2 data), start, raw units, subscription row,
-    plan, account, plan version (-1: none), account timezone, cycle (month index and UTC bounds), and
+    """Per input row: usage type code (0 voice, 1 SMS, 2 data, then the declared types), start, raw
+    units, subscription row, plan, account, plan version (-1: none), account timezone, cycle (month
+    index and UTC bounds), and
     ``reason``: 0, or why enrichment rejected the row. ``unit_reason`` holds the raw-unit verdicts
     (OVERFLOW, INVALID_FIELD), applied at pricing after the enrichment and zoning reasons."""
     service: np.ndarray
@@ -83,16 +84,17 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
     n = batch.num_rows
     T = compiled.tables
     reason = np.zeros(n, np.int64)
-    service = _SERVICE_INDEX.rows(column(batch, "service"))
-    unknown_type = (service < 0) | column(batch, "usage_type").is_valid().to_numpy(zero_copy_only=False)
+    service = usage_type_codes(batch, compiled)
+    unknown_type = service < 0
     if unknown_type.any():
         reason[unknown_type] = Reason.UNKNOWN_USAGE_TYPE
         service[unknown_type] = 0
     start_us = int_column(column(batch, "start_time"))
     raw, unit_reason = np.empty(n, np.int64), np.empty(n, np.int64)
+    quantity, quantity_valid = _quantities(column(batch, "quantity"))
     raw_units(service, int_column(column(batch, "duration_s")), int_column(column(batch, "message_count")),
-              int_column(column(batch, "bytes_up")), int_column(column(batch, "bytes_down")), T.max_units, raw,
-              unit_reason)
+              int_column(column(batch, "bytes_up")), int_column(column(batch, "bytes_down")), quantity,
+              quantity_valid, T.type_unit, T.max_units, raw, unit_reason)
 
     subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
     sub_row = np.empty(n, np.int64)
@@ -113,6 +115,28 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
                       cycle_month, cycle_start, cycle_end, reason)
 
 
+def usage_type_codes(batch: pa.RecordBatch, compiled: CompiledReference) -> np.ndarray:
+    """Each row's usage type code: its ``usage_type`` (a declared type's name, in any case) when set,
+    else the type its ``service`` names (VOICE 0, SMS 1, DATA 2); -1 for a type the reference does
+    not declare (and for OTHER without a usage_type, which validation rejects first)."""
+    service = _SERVICE_INDEX.rows(column(batch, "service"))
+    usage_type = column(batch, "usage_type")
+    if usage_type.null_count < len(usage_type):   # some rows name their type: few batches, few distinct names
+        named = usage_type.is_valid().to_numpy(zero_copy_only=False)
+        types = StringIndex(pa.array(compiled.type_names, pa.string()))
+        service = np.where(named, types.rows(pc.utf8_upper(usage_type)), service)
+    return service
+
+
+def _quantities(quantity: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(``quantity`` with nulls as 0, 1 where it is set) for ``raw_units``; two empty arrays when no
+    row has a quantity (the usual batch: nothing allocated)."""
+    if quantity.null_count == len(quantity):
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    valid = quantity.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
+    return pc.fill_null(quantity, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
+
+
 @dataclasses.dataclass(frozen=True)
 class Zoning:
     """Per input row: the normalised destination (digits, length, whether there is one: False for a
@@ -128,7 +152,8 @@ class Zoning:
 def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichment) -> Zoning:
     """Normalise destinations and zone each row enrichment kept: by destination at home (an exact
     rule, else the longest digit prefix of a number or string prefix of anything else), by visited
-    network when roaming, HOME for data at home. ``enriched`` is not modified."""
+    network when roaming, HOME at home for a type without destination (data) and for an optional
+    destination that is absent. ``enriched`` is not modified."""
     n = batch.num_rows
     T = compiled.tables
     reason = enriched.reason.copy()
@@ -136,7 +161,9 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     rated_ok = reason == 0
     other_party = column(batch, "other_party")
     offsets, data, present = string_buffers(other_party)
-    has_destination = present & (service != 2)
+    rule = T.type_destination   # per type code, DESTINATION_CODES: 0 required, 1 none, 2 optional
+    takes_destination = (rule != 1)[service]   # one gather of a bool per row from a table of a few types
+    has_destination = present & takes_destination
     digits = pool_empty(n * 16, np.uint8).reshape(n, 16)   # read only up to each row's length
     digits_len = np.zeros(n, np.int64)
     normalise_numbers(offsets, data, np.where(has_destination & rated_ok, plan, -1), T.num_cc, T.num_cc_len,
@@ -146,7 +173,10 @@ def zone(batch: pa.RecordBatch, compiled: CompiledReference, enriched: Enrichmen
     safe_version = np.maximum(enriched.version, 0)
     zones = np.full(n, compiled.zone_names.index(HOME_ZONE), np.int64)
     by_rule = zone_by_rules(other_party, compiled.destinations, safe_version, has_destination & rated_ok, reason)
-    dest_root = np.where((reason == 0) & ~roaming & (service != 2), T.ver_zone_root[safe_version], -1)
+    zoned_by_destination = takes_destination   # required: zoned by it (absent: NO_ZONE); optional: when present
+    if (rule == 2).any():
+        zoned_by_destination = (rule == 0)[service] | ((rule == 2)[service] & present)
+    dest_root = np.where((reason == 0) & ~roaming & zoned_by_destination, T.ver_zone_root[safe_version], -1)
     if by_rule is not None:   # exact and string rules zone these rows; the trie the rest
         named, named_zone = by_rule
         dest_root[named] = -1
@@ -382,8 +412,9 @@ def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.Reco
     allowance_units = pa.ListArray.from_arrays(pa.array(list_offsets), struct, type=allowance_type)
     account = out("account")
     arrays = {
-        # A validated service is one of SERVICE_CODES (enrich raises otherwise): the same strings.
-        "record_id": kept("record_id"), "source": kept("source"), "service": take_names(_SERVICE_NAMES, out("service")),
+        # Rated rows have a declared usage type: its name (VOICE, SMS, DATA, MMS, ...).
+        "record_id": kept("record_id"), "source": kept("source"),
+        "service": take_names(compiled.type_names, out("service")),
         "served_msisdn": kept("served_msisdn"), "other_party": kept("other_party"),
         "visited_network": kept("visited_network"),
         "destination_e164": take_digit_strings(z.digits, z.digits_len, z.has_destination, src),

@@ -23,7 +23,7 @@ RATING_TABLE_FIELDS = (
     "ver_allow_first", "ver_allow_count",
     # prefix tries (destination and roaming tables share one node array)
     "trie_children", "trie_zone",
-    # rates: rate_index[version, service, zone, band] -> rate row or -1
+    # rates: rate_index[version, usage type, zone, band] -> rate row or -1
     "rate_index", "rate_connect_micros", "rate_min_micros", "rate_max_micros",
     "rate_round_q_micros", "rate_round_mode", "rate_step_first", "rate_step_count",
     "rate_tier_group", "rate_tier_inc", "rate_level_first", "rate_level_count",
@@ -34,13 +34,20 @@ RATING_TABLE_FIELDS = (
     "allow_name", "allow_service", "allow_units", "allow_zone_ok",
     # 1: the allowance draws from the account's pool (a row of allow_state per account and cycle)
     "allow_pooled",
-    # limits per service (voice, sms, data): raw units above are rejected OVERFLOW
+    # limits per usage type (code: voice 0, sms 1, data 2, then declared types): raw units above are rejected OVERFLOW
     "max_units",
+    # per usage type: unit (UNIT_CODES), destination (DESTINATION_CODES), 1 when priced per increment in
+    # the band of the increment's start (seconds types), else 0 (the band at the event's start)
+    "type_unit",
+    "type_destination",
+    "type_split",
 )
 
 RatingTables = collections.namedtuple("RatingTables", RATING_TABLE_FIELDS)
 
 SERVICE_CODES = {"VOICE": 0, "SMS": 1, "DATA": 2}
 SERVICE_NAMES = ("VOICE", "SMS", "DATA")
+UNIT_CODES = {"seconds": 0, "messages": 1, "bytes": 2, "count": 3}
+DESTINATION_CODES = {"required": 0, "none": 1, "optional": 2}
 ROUNDING_CODES = {"up": 0, "down": 1, "half_up": 2, "half_even": 3}
 MAX_ALLOWANCES_PER_EVENT = 4

@@ -20,7 +20,7 @@ from cdr_schemas.reasons import Reason
 from rating.reference.model import ANY, HOME_ZONE, PlanVersion, Rate, ReferenceData, Rounding, RoundingMode
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MAX_UNITS = {"voice": 72 * 3600, "sms": 1_000_000, "data": 2**44}
+_EXACT_LIMIT = 2**62   # an event whose exact amount reaches it is OVERFLOW (docs/tariffs.md)
 
 
 def _instant(us: int) -> dt.datetime:
@@ -232,9 +232,12 @@ def rate_rows_twin(rows: list[dict], ref: ReferenceData) -> list[dict]:
 
 def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> dict:
     out = {"index": index, "reason": Reason.RATED}
-    if row["service"] not in ("VOICE", "SMS", "DATA") or row.get("usage_type") is not None:
+    type_name = (row.get("usage_type") or row["service"]).upper()
+    usage_type = ref.usage_types.get(type_name)
+    if usage_type is None:
         out["reason"] = Reason.UNKNOWN_USAGE_TYPE
         return out
+    out["usage_type"] = usage_type
     t = row["start_time"]
     sub = next((s for s in subs_by_msisdn.get(row["served_msisdn"], [])
                 if s.valid_from_us <= t and (s.valid_to_us is None or t < s.valid_to_us)), None)
@@ -254,10 +257,9 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     cycle, cycle_start, cycle_end = cycle_twin(t, account.timezone, account.bill_cycle_day)
     out.update(sub=sub, plan=plan, version=version, account_id=account.account_id, cycle=cycle,
                cycle_start=cycle_start, cycle_end=cycle_end, account_tz=account.timezone)
-    service = row["service"].lower()
     destination = None
     named_zone = None   # from an exact or string-prefix rule
-    if service != "data" and row.get("other_party") is not None:
+    if usage_type.destination != "none" and row.get("other_party") is not None:
         destination = normalise_twin(row["other_party"], plan.numbering)
         named_zone = rule_zone_twin(row["other_party"], destination is not None, ref.zone_tables[version.zone_table])
         if destination is None and named_zone is None:
@@ -268,7 +270,7 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     if visited is not None and visited not in ref.operator.home_networks:
         table = roaming_tables.get(version.roaming_table) if version.roaming_table else None
         zone = longest_prefix_zone(visited, table) if table is not None and visited.isdigit() else None
-    elif service == "data":
+    elif usage_type.destination == "none" or (usage_type.destination == "optional" and row.get("other_party") is None):
         zone = HOME_ZONE
     elif named_zone is not None:
         zone = named_zone
@@ -281,11 +283,12 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
     return out
 
 
-def _raw_units(row) -> int:
-    service = row["service"]
-    if service == "VOICE":
+def _raw_units(row, usage_type) -> int:
+    if row.get("quantity") is not None:
+        return row["quantity"]
+    if usage_type.unit == "seconds":
         return row["duration_s"]
-    if service == "SMS":
+    if usage_type.unit in ("messages", "count"):
         return row["message_count"]
     return row["bytes_up"] + row["bytes_down"]
 
@@ -293,11 +296,12 @@ def _raw_units(row) -> int:
 def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
     version: PlanVersion = p["version"]
     plan = p["plan"]
-    service = row["service"].lower()
-    raw = _raw_units(row)
+    usage_type = p["usage_type"]
+    service = usage_type.service
+    raw = _raw_units(row, usage_type)
     t0 = row["start_time"]
     holidays = set(ref.calendars[version.holiday_calendar].dates) if version.holiday_calendar else set()
-    if raw > _MAX_UNITS[service]:
+    if raw > usage_type.max_units:
         p["reason"] = Reason.OVERFLOW
         return
     band0 = band_twin(t0, version, plan.timezone, holidays, p["zone"])
@@ -341,6 +345,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
     charged = 0
     split = False
     tier = -1
+    tier_after = None   # (tier key, counter after this event): written once the event is priced
     if raw == 0:
         paid_any = version.zero_duration_charged
     elif rate0.tiers is not None:
@@ -371,11 +376,11 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
                 tier = index
                 break
             low = high
-        state.tier_used[key] = cum + paid
+        tier_after = (key, cum + paid)
     else:
         u = 0
         while u < raw:
-            if service == "voice":
+            if usage_type.unit == "seconds":   # each increment in the band of its start
                 band = band_twin(t0 + u * 1_000_000, version, plan.timezone, holidays, p["zone"])
                 rate = rate_for(version, service, p["zone"], band)
                 if rate is None:
@@ -406,16 +411,32 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
     if paid_any and not first_covered:
         connect = rate0.connect_fee_micros
         amount += connect
+    if amount >= _EXACT_LIMIT:   # before minimum and maximum: the event's own arithmetic leaves the safe range
+        _overflow(p, state, snapshot)
+        return
     if paid_any:
         if rate0.minimum_micros is not None and amount < rate0.minimum_micros:
             amount = Fraction(rate0.minimum_micros)
         if rate0.maximum_micros is not None and amount > rate0.maximum_micros:
             amount = Fraction(rate0.maximum_micros)
-    rounding = rate0.rounding or version.rounding
+    if amount >= _EXACT_LIMIT:   # a minimum charge of 2^62 micros or more
+        _overflow(p, state, snapshot)
+        return
+    if tier_after is not None:
+        state.tier_used[tier_after[0]] = tier_after[1]
+    rounding = rate0.rounding or usage_type.rounding or version.rounding
     charge = round_fraction(amount, rounding)
     p.update(charge_micros=charge, connect_fee_micros=connect, charged_units=charged, free_units=free,
              band=band0, band_split=split, tier=tier, raw_units=raw,
              rounding_nanos=int((charge - amount) * 1000),
              allowance_units=[(n, used[n]) for n in allowances if used.get(n)],
-             rate_id=f"{plan.plan_id}/v{version.version}/{service}/{rate0.zone}/{rate0.band}",
+             rate_id=f"{plan.plan_id}/v{version.version}/{service}/{rate0.zone}/{rate0.band}", service=usage_type.name,
              plan_version=version.version)
+
+
+def _overflow(p: dict, state: _State, snapshot: dict) -> None:
+    """Reject OVERFLOW: the event gives back what it took from its allowances (tier counters it has
+    not moved yet)."""
+    for name, left in snapshot.items():
+        state.allowance_left[(p["sub"], p["cycle"], name)] = left
+    p["reason"] = Reason.OVERFLOW

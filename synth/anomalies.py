@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synth.numbering import HOME_COUNTRIES, NUMBERING
-from synth.records import DATA, Chunk
+from synth.records import MMS, SMS, VOICE, Chunk
 
 GENERIC_KINDS = ("MISSING_FIELD", "INVALID_FIELD", "UNKNOWN_SUBSCRIBER")
 DESTINATION_KINDS = ("MISSING_DESTINATION", "INVALID_NUMBER", "NO_ZONE")
@@ -77,7 +77,7 @@ def corrupt(rng: np.random.Generator, chunk: Chunk, count: int, fmt: str) -> Cor
     n = chunk.batch.num_rows
     count = min(count, n)
     rows = np.sort(rng.choice(n, size=count, replace=False)) if count else np.zeros(0, np.int64)
-    at_home_with_destination = (chunk.service[rows] != DATA) & ~chunk.roaming[rows]
+    at_home_with_destination = np.isin(chunk.service[rows], (VOICE, SMS, MMS)) & ~chunk.roaming[rows]
     generic = len(kinds) - len(DESTINATION_KINDS)
     allowed = np.where(at_home_with_destination, len(kinds), generic)
     kind = (rng.random(count) * allowed).astype(np.int64)

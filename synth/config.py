@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 FORMATS = ("avro", "parquet", "jsonl")
-SCHEMA_VERSIONS = ("v1", "v2")
+SCHEMA_VERSIONS = ("v1", "v2", "v3")   # v3: some texts are MMS and some data sessions API-call records
 AVRO_CODECS = ("null", "deflate")
 
 
@@ -24,7 +24,7 @@ class GeneratorConfig:
     duplicate_rate: float = 0.001
     malformed_rate: float = 0.0005
     # Options of GeneratorConfig only (no CLI flag): see docs/generator.md.
-    schema_version: str = "v1"          # usage schema the CDR files are written with
+    schema_version: str = "v1"          # usage schema the CDR files are written with (v3: with MMS and API_CALLS)
     avro_codec: str = "deflate"         # Avro block codec: "deflate" (level 1) or "null"
     chunk_records: int = 250_000        # records generated and written per step (bounds memory)
 

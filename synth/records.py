@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdr_schemas.arrow_mapping import PROVENANCE_FIELDS, usage_batch_schema
 from synth import networks, tariffs
@@ -24,6 +25,12 @@ from synth.traffic import BIN_S, Traffic
 
 VOICE, SMS, DATA = 0, 1, 2
 SERVICE_SYMBOLS = ("VOICE", "SMS", "DATA")
+# Declared usage types (usage_types.yaml of the generated reference), written in v3 records only:
+# codes after the built-in ones in Chunk.service, service OTHER with a usage_type in the records.
+MMS, API_CALLS = 3, 4
+USAGE_TYPE_NAMES = SERVICE_SYMBOLS + ("MMS", "API_CALLS")
+MMS_SHARE = 0.10         # of texts
+API_CALLS_SHARE = 0.05   # of data sessions (machine-to-machine API traffic)
 RECORD_ID_DIGITS = 12
 FORM_NATIONAL, FORM_INTERNATIONAL, FORM_PLUS = 0, 1, 2
 
@@ -101,7 +108,7 @@ def build_destinations() -> Destinations:
 class Chunk:
     batch: pa.RecordBatch    # record_id still empty: see RecordFactory.with_record_ids
     source: np.ndarray       # int16 index into source_names()
-    service: np.ndarray      # int8 VOICE/SMS/DATA
+    service: np.ndarray      # int8 VOICE/SMS/DATA (and MMS/API_CALLS with declared types)
     roaming: np.ndarray      # bool
     country: np.ndarray      # int8 home country of the served subscriber
 
@@ -129,8 +136,9 @@ class RecordFactory:
 
     ``make`` only reads shared state, so chunks can be made on several threads at once."""
 
-    def __init__(self, population: Population, traffic: Traffic):
+    def __init__(self, population: Population, traffic: Traffic, declared_types: bool = False):
         self.population = population
+        self.declared_types = declared_types   # turn some texts into MMS and data sessions into API calls
         self.traffic = traffic
         self.destinations = build_destinations()
         self.sources = source_names()
@@ -256,6 +264,8 @@ class RecordFactory:
             "subscriber_kind": pa.nulls(count, pa.string()),
         }
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        if self.declared_types:
+            batch, service = _declared_types(rng, batch, service)
         return Chunk(batch, source.astype(np.int16), service, roaming, country)
 
     def with_record_ids(self, chunk: Chunk) -> Chunk:
@@ -290,6 +300,31 @@ class RecordFactory:
         is_data = service == DATA
         other_party = sentinel_strings(d.dial_value[prefix] * _POW10[digits] + number, d.dial_plus[prefix], ~is_data)
         return other_party
+
+
+def _declared_types(rng: np.random.Generator, batch: pa.RecordBatch, service: np.ndarray
+                    ) -> tuple[pa.RecordBatch, np.ndarray]:
+    """A share of texts become MMS (same destination and message count) and of data sessions API-call
+    records (a ``quantity`` of calls, no bytes): service OTHER with their ``usage_type``."""
+    u = rng.random(len(service))
+    service = service.copy()
+    service[(service == SMS) & (u < MMS_SHARE)] = MMS
+    api = (service == DATA) & (u < API_CALLS_SHARE)
+    service[api] = API_CALLS
+    declared = service >= MMS
+    calls = np.minimum(rng.lognormal(np.log(40.0), 1.2, len(service)), 50_000).astype(np.int64) + 1
+    names = pa.array([None, None, None, "MMS", "API_CALLS"], pa.string())
+    changes = {
+        "service": pc.if_else(pa.array(declared), pa.scalar("OTHER"), batch.column("service")),
+        "usage_type": names.take(pa.array(service)),
+        "quantity": pa.array(np.where(api, calls, 0), pa.int64(), mask=~api),
+        "bytes_up": pa.array(np.where(api, 0, batch.column("bytes_up").to_numpy())),
+        "bytes_down": pa.array(np.where(api, 0, batch.column("bytes_down").to_numpy())),
+    }
+    for name, column in changes.items():
+        index = batch.schema.get_field_index(name)
+        batch = batch.set_column(index, batch.schema.field(index), column.cast(batch.schema.field(index).type))
+    return batch, service
 
 
 def _usage(rng: np.random.Generator, service: np.ndarray):

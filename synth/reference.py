@@ -68,6 +68,7 @@ def write_reference(root: Path, population: Population, start: dt.date, days: in
     for sub in ("plans", "zones", "roaming", "calendars"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _write_yaml(root / "operator.yaml", OPERATOR)
+    _write_yaml(root / "usage_types.yaml", tariffs.USAGE_TYPES)
     documents = tariffs.plan_documents(start, days)
     for document in documents:
         _write_yaml(root / "plans" / f"{document['plan_id']}.yaml", document)

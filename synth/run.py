@@ -32,7 +32,7 @@ from synth.writers import FILE_SUFFIXES, UsageFileWriter, encode_jsonl_lines, is
 from synth.anomalies import Duplicates, break_json_lines, corrupt, malformed_kinds
 from synth.config import GeneratorConfig
 from synth.population import SECOND_US, build_population
-from synth.records import SERVICE_SYMBOLS, RecordFactory
+from synth.records import SERVICE_SYMBOLS, USAGE_TYPE_NAMES, RecordFactory
 from synth.reference import write_reference
 from synth.traffic import BIN_S, build_traffic, plan_files
 
@@ -108,11 +108,11 @@ class _BackgroundWriter:
 class _Tally:
     """Everything injected and written so far, for the manifest; adds up one chunk at a time."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: str, types: tuple[str, ...] = SERVICE_SYMBOLS):
         self.written = 0
         self.duplicates = {"same_file": 0, "cross_file": 0}
         self.malformed = dict.fromkeys(malformed_kinds(fmt), 0)
-        self.rated_by_service = dict.fromkeys((s.lower() for s in SERVICE_SYMBOLS), 0)
+        self.rated_by_service = dict.fromkeys((s.lower() for s in types), 0)
 
     def add(self, rows: int, same: int, cross: int, malformed: dict[str, int], rated_services: np.ndarray):
         self.written += rows
@@ -120,7 +120,7 @@ class _Tally:
         self.duplicates["cross_file"] += cross
         for kind, n in malformed.items():
             self.malformed[kind] += n
-        for service, n in zip(self.rated_by_service, np.bincount(rated_services, minlength=3)):
+        for service, n in zip(self.rated_by_service, np.bincount(rated_services, minlength=len(self.rated_by_service))):
             self.rated_by_service[service] += int(n)
 
 
@@ -134,9 +134,10 @@ def generate(config: GeneratorConfig, progress: Progress | None = None) -> dict:
     reference_summary = write_reference(reference_dir, population, config.start, config.days)
     traffic = build_traffic(population, config.start, config.days)
     files = plan_files(traffic, config.records, config.files, config.chunk_records)
-    factory = RecordFactory(population, traffic)
+    declared_types = config.schema_version == "v3"   # MMS and API_CALLS need the v3 schema's usage_type
+    factory = RecordFactory(population, traffic, declared_types)
 
-    tally = _Tally(config.fmt)
+    tally = _Tally(config.fmt, USAGE_TYPE_NAMES if declared_types else SERVICE_SYMBOLS)
     per_chunk_duplicates = int(np.ceil(config.chunk_records * config.duplicate_rate))
     duplicates = Duplicates(per_chunk=2 * per_chunk_duplicates + 64, capacity=8 * per_chunk_duplicates + 256)
     fields = usage_avro_schema(config.schema_version)

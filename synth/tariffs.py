@@ -3,7 +3,8 @@
 Five plans: MOBILE_S and MOBILE_L (German consumers), BUSINESS_PRO (German business, per-second
 billing, pooled data), UK_FLEX (GBP) and US_TALK (USD). Some plans get a second version in the
 middle of the generated period (a price change). Every version has a ``*``/``*`` rate per service,
-so any (service, zone, band) a valid record reaches has a rate.
+so any (service, zone, band) a valid record reaches has a rate; also for the declared usage types
+MMS and API_CALLS (``USAGE_TYPES``, written to usage_types.yaml).
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ NUMBERING = {"DE": ("49", "00", "0"), "GB": ("44", "00", "0"), "US": ("1", "011"
 ZONE_TABLES = {"DE": "zones/de.csv", "GB": "zones/gb.csv", "US": "zones/us.csv"}
 ROAMING_TABLES = {"DE": "roaming/de.csv", "GB": "roaming/gb.csv", "US": "roaming/us.csv"}
 CALENDARS = {"DE": "calendars/de.csv", "GB": "calendars/gb.csv", "US": "calendars/us.csv"}
+
+
+# The generated reference's usage_types.yaml: MMS (messages, zoned by destination) and API calls (a
+# count, no destination, billed in tens). Records of them are written with the v3 schema only.
+USAGE_TYPES = {"usage_types": [
+    {"name": "MMS", "unit": "messages", "destination": "required", "increment": 1},
+    {"name": "API_CALLS", "unit": "count", "unit_name": "calls", "destination": "none", "increment": 10},
+]}
+
+
+def _declared_type_rates(country: str) -> list[dict]:
+    """MMS and API-call rates of every version: steps without increment take the type's."""
+    mms, call = {"DE": ("0.39", "0.0004"), "GB": ("0.35", "0.0003"), "US": ("0.25", "0.0005")}[country]
+    return [{"service": "mms", "zone": "*", "band": "*", "connect_fee": "0.00",
+             "steps": [{"from": 0, "price": mms, "per": 1}]},
+            {"service": "api_calls", "zone": "*", "band": "*", "connect_fee": "0.00",
+             "steps": [{"from": 0, "price": call, "per": 1}]}]
 
 
 class Instant(str):
@@ -141,7 +159,7 @@ def _version(number: int, valid_from: Instant, country: str, rates: list[dict], 
         "version": number, "valid_from": valid_from, "zone_table": ZONE_TABLES[country],
         "roaming_table": ROAMING_TABLES[country], "holiday_calendar": CALENDARS[country],
         "rounding": rounding, "zero_duration": zero_duration, "bands": _bands(country),
-        "rates": rates, "allowances": allowances, "recurring_fees": fees,
+        "rates": rates + _declared_type_rates(country), "allowances": allowances, "recurring_fees": fees,
     }
 
 

@@ -2,7 +2,7 @@
 
 Every writer takes Arrow record batches shaped like :func:`cdr_schemas.usage_batch_schema` (the
 provenance columns and any other extra column are ignored) and writes the fields of one usage
-schema version, ``"v1"`` or ``"v2"``. A v2 field missing from the batch is written with its Avro
+schema version, ``"v1"``, ``"v2"`` or ``"v3"``. A v2 or v3 field missing from the batch is written with its Avro
 default; a missing field without a default is a ``ValueError``.
 
 * **Avro**: a batch becomes Avro binary datums, then standard container blocks (``null`` or
@@ -44,10 +44,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cdr_schemas.arrow_mapping import avro_to_arrow
-from cdr_schemas.registry import USAGE_V1, USAGE_V2, load_schema
+from cdr_schemas.registry import USAGE_V1, USAGE_V2, USAGE_V3, load_schema
 
 FORMATS = ("avro", "parquet", "jsonl")
-SCHEMA_VERSIONS = {"v1": USAGE_V1, "v2": USAGE_V2}
+SCHEMA_VERSIONS = {"v1": USAGE_V1, "v2": USAGE_V2, "v3": USAGE_V3}
 AVRO_CODECS = ("null", "deflate")
 FILE_SUFFIXES = {"avro": ".avro", "parquet": ".parquet", "jsonl": ".jsonl"}
 
@@ -59,7 +59,7 @@ ENGINES = ("numba", "numpy")
 
 
 def usage_avro_schema(schema_version: str) -> dict:
-    """The Avro usage schema (parsed ``.avsc`` dict) for ``"v1"`` or ``"v2"``."""
+    """The Avro usage schema (parsed ``.avsc`` dict) for ``"v1"``, ``"v2"`` or ``"v3"``."""
     if schema_version not in SCHEMA_VERSIONS:
         raise ValueError(f"schema_version must be one of {', '.join(SCHEMA_VERSIONS)}, got {schema_version!r}")
     return load_schema(SCHEMA_VERSIONS[schema_version])

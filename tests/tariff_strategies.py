@@ -36,7 +36,7 @@ from rating.compile import MAX_UNITS
 from rating.reference.model import (
     ANY, SERVICES, WEEKDAYS, Account, Allowance, BandRule, Calendar, Currency, Numbering, Operator, Plan,
     PlanVersion, Rate, RecurringFee, ReferenceData, Rounding, RoundingMode, Step, Subscription, TaxRate,
-    TierLevel, Tiers, ZoneTable)
+    TierLevel, Tiers, UsageType, ZoneTable, builtin_usage_types)
 from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION
 from tests.usage_rows import usage_row
 
@@ -809,6 +809,16 @@ def _version_doc(v: PlanVersion) -> dict:
     return doc
 
 
+def _usage_type_doc(t: UsageType) -> dict:
+    doc = {"name": t.name, "unit": t.unit, "destination": t.destination, "max_units": t.max_units}
+    for key, value in (("unit_name", t.unit_name), ("increment", t.increment)):
+        if value is not None:
+            doc[key] = value
+    if t.rounding is not None:
+        doc["rounding"] = _rounding_doc(t.rounding)
+    return doc
+
+
 def write_reference(ref: ReferenceData, directory: Path) -> None:
     """Write ``ref`` as a reference-data directory (YAML written as JSON, which YAML reads)."""
     def write(relative: str, text: str) -> None:
@@ -839,6 +849,9 @@ def write_reference(ref: ReferenceData, directory: Path) -> None:
     write("subscriptions.csv", "msisdn,account_id,plan_id,valid_from,valid_to\n" + "".join(
         f"{s.msisdn},{s.account_id},{s.plan_id},{_instant_text(s.valid_from_us)},"
         f"{'' if s.valid_to_us is None else _instant_text(s.valid_to_us)}\n" for s in ref.subscriptions))
+    declared = [t for name, t in ref.usage_types.items() if builtin_usage_types().get(name) != t]
+    if declared:
+        write("usage_types.yaml", json.dumps({"usage_types": [_usage_type_doc(t) for t in declared]}, indent=1))
     write("tax_rates.csv", "tax_region,valid_from,rate,name\n" + "".join(
         f"{t.tax_region},{_instant_text(t.valid_from_us)},{_decimal(t.rate_millionths)},{t.name}\n"
         for t in ref.tax_rates))

@@ -260,7 +260,7 @@ def test_rerun_replaces_earlier_output_but_not_foreign_files(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"duplicate_rate": 0.4, "malformed_rate": 0.2}, "too few valid records"),
-    ({"schema_version": "v3"}, "schema_version"),
+    ({"schema_version": "v4"}, "schema_version"),
     ({"avro_codec": "snappy"}, "avro_codec"),
     ({"seed": -1}, "seed"),
     ({"fmt": "csv"}, "format"),

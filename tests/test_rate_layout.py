@@ -174,7 +174,8 @@ def test_raw_units_rules(rows):
     service, duration, messages, up, down = (np.array(c, np.int64) for c in zip(*rows))
     max_units = np.array([10**6, 1000, 2**44], np.int64)
     units, reason = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
-    raw_units(service, duration, messages, up, down, max_units, units, reason)
+    raw_units(service, duration, messages, up, down, np.zeros(0, np.int64), np.zeros(0, np.uint8),
+              np.array([0, 1, 2], np.int64), max_units, units, reason)
     for i, (s, *counters) in enumerate(rows):
         used = [counters[0]] if s == 0 else [counters[1]] if s == 1 else counters[2:]
         expected_reason = (Reason.INVALID_FIELD if min(used) < 0 else Reason.OVERFLOW if max(used) > max_units[s]

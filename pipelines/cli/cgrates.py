@@ -1,10 +1,10 @@
 """The ``import-cgrates`` and ``rate-one`` commands of ``usage-rating``.
 
-    usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C[=SERVICE]]...
+    usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C[=TYPE]]...
                                 [--rounding cgrates|native] [--currency EUR] [--timezone UTC]
                                 [--add-subject MSISDN]... [--allow-partial]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s
-                          [--service voice|sms|data] [--category C] [--json]
+                          [--service TYPE] [--category C] [--json]
 
 ``pipelines.cli`` adds the parsers with :func:`add_parsers`; each command's function is the parsed
 arguments' ``run`` and returns the exit status. Bad arguments or input raise ``ValueError``, which
@@ -22,7 +22,6 @@ import sys
 
 from pipelines.cli.args import EXIT_ERROR, EXIT_OK, add_command
 
-SERVICES = ("voice", "sms", "data")
 
 
 def add_parsers(subparsers) -> None:
@@ -36,8 +35,10 @@ def add_parsers(subparsers) -> None:
     imp.add_argument("directory", help="CGRateS tariff plan folder (its CSV files)")
     imp.add_argument("--out", required=True, help="reference-data directory to write (replaces an earlier import)")
     imp.add_argument("--tenant", help="tenant to import (default: the only one, else cgrates.org)")
-    imp.add_argument("--category", action="append", metavar="CATEGORY[=SERVICE]",
-                     help="category to import, as voice, sms or data (repeatable; default: call=voice, sms, data)")
+    imp.add_argument("--category", action="append", metavar="CATEGORY[=TYPE]",
+                     help="category to import, as usage type TYPE (voice, sms, data or any other name; default: "
+                          "call=voice, sms, data, and any other category as the type named after it, e.g. "
+                          "mms=MMS); repeatable; default: every category")
     imp.add_argument("--rounding", choices=("cgrates", "native"), default="cgrates",
                      help="cgrates: round each increment's price to 5 decimals like CGRateS (default); "
                           "native: the project's exact arithmetic")
@@ -57,18 +58,19 @@ def add_parsers(subparsers) -> None:
     one.add_argument("--destination", help="destination as dialled (not needed for data)")
     one.add_argument("--start", required=True, help="start (answer) time, ISO 8601 with Z or an offset")
     one.add_argument("--usage", required=True, help="voice: 85s, 1m25s or seconds; sms: messages; data: bytes")
-    one.add_argument("--service", choices=SERVICES, help="default: from --category, else voice")
+    one.add_argument("--service", metavar="TYPE", help="usage type: voice, sms, data or one the reference declares "
+                                                        "(default: from --category, else voice)")
     one.add_argument("--category", help="CGRateS category (call, sms, data, or one mapped at import)")
     one.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_import_cgrates(args) -> int:
-    from rating.cgrates import DEFAULT_CATEGORIES, ImportOptions, check_target, convert_tariff_plan, write_reference
+    from rating.cgrates import ImportOptions, check_target, convert_tariff_plan, write_reference
     from rating.cgrates.report import NOTE, UNSUPPORTED
 
     categories = None
     if args.category:
-        categories = tuple(_category(text, DEFAULT_CATEGORIES) for text in args.category)
+        categories = tuple(_category(text) for text in args.category)
     options = ImportOptions(tenant=args.tenant, categories=categories, arithmetic=args.rounding,
                             currency=args.currency, timezone=args.timezone, extra_subjects=tuple(args.add_subject))
     check_target(args.out)
@@ -101,12 +103,10 @@ def cmd_rate_one(args) -> int:
     return EXIT_OK
 
 
-def _category(text: str, defaults: dict[str, str]) -> tuple[str, str]:
+def _category(text: str) -> tuple[str, str]:
+    """(category, usage type) of ``--category C[=TYPE]``; the type named after C when not given.
+    ImportOptions checks the type's name."""
+    from rating.cgrates.importer import category_type
+
     category, _, service = text.partition("=")
-    if not service:
-        if category not in defaults:
-            raise ValueError(f"--category {category}: say which service it is, e.g. --category {category}=voice")
-        service = defaults[category]
-    if service not in SERVICES:
-        raise ValueError(f"--category {text}: the service must be one of {', '.join(SERVICES)}")
-    return category, service
+    return category, service or category_type(category)

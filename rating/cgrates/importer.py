@@ -4,7 +4,9 @@
     result.report.partial      # True when something could not be expressed (see result.report)
 
 One tenant per reference directory (usage records carry no tenant). Each selected category is one
-service. A subject that is an MSISDN (digits) becomes a subscription; subjects come from the rating
+usage type: call, sms and data the built-in voice, sms and data, any other a declared type named
+after it (``mms`` -> MMS, ``*routes`` -> ROUTES; ``category_type``), counted in seconds when its rates
+use time units (``60s``, ``1m``), else as a count. A subject that is an MSISDN (digits) becomes a subscription; subjects come from the rating
 profiles, from AccountActions.csv (accounts without a profile of their own are rated by ``*any``)
 and from ``extra_subjects``. Subjects with the same rating timeline share a plan; ``ANY`` is the
 plan of subjects without a profile (CGRateS's ``*any`` subject).
@@ -27,19 +29,22 @@ from rating.cgrates.values import ANY
 from rating.cgrates.versions import VersionBuilder, VersionContent
 from rating.cgrates.zones import ZoneTable, build_zone_table
 
-SERVICES = ("voice", "sms", "data")
+SERVICES = ("voice", "sms", "data")   # the built-in usage types; a category may import as any other
 DEFAULT_CATEGORIES = {"call": "voice", "sms": "sms", "data": "data"}
 DEFAULT_TENANT = "cgrates.org"   # CGRateS's general.default_tenant
 DEFAULT_PLAN = "ANY"
 _MSISDN = re.compile(r"[1-9][0-9]{0,14}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _NOT_PLAN_ID = re.compile(r"[^A-Za-z0-9_.+-]")
+_TYPE_NAME = re.compile(r"[A-Za-z0-9_]+")
+_TIME_UNIT = re.compile(r"[0-9.]+(?:h|m|s|ms|us|µs|ns)(?:[0-9.]+(?:h|m|s|ms|us|µs|ns))*")
+_RESERVED_TYPES = ("plan_fee",)   # rating.reference.usage_types_yaml
 
 
 @dataclasses.dataclass(frozen=True)
 class ImportOptions:
     tenant: str | None = None                                # None: the only tenant, else cgrates.org
-    categories: tuple[tuple[str, str], ...] | None = None    # (category, service); None: call, sms, data
+    categories: tuple[tuple[str, str], ...] | None = None    # (category, usage type); None: every category
     arithmetic: str = "native"                               # native | cgrates
     currency: str = "EUR"
     timezone: str = "UTC"
@@ -60,12 +65,13 @@ class ImportOptions:
         if self.categories is not None:
             services = [service for _, service in self.categories]
             for category, service in self.categories:
-                if service not in SERVICES:
-                    raise ValueError(f"--category {category}={service}: the service must be one of "
-                                     f"{', '.join(SERVICES)}")
+                if _TYPE_NAME.fullmatch(service) is None or service.lower() in _RESERVED_TYPES:
+                    raise ValueError(f"--category {category}={service}: the usage type must be voice, sms, data or "
+                                     f"a name of letters, digits and _ such as mms")
+            services = [service.lower() for service in services]
             if len(set(services)) != len(services):
-                raise ValueError(f"--category maps two categories to one service ({', '.join(services)}); a plan "
-                                 f"has one set of rates per service")
+                raise ValueError(f"--category maps two categories to one usage type ({', '.join(services)}); a plan "
+                                 f"has one set of rates per usage type")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +95,8 @@ class ImportResult:
     source: Path
     options: ImportOptions
     tenant: str
-    categories: dict[str, str]          # category -> service, in service order
+    categories: dict[str, str]          # category -> usage type (lower case), built-in types first
+    units: dict[str, str]               # usage type -> seconds | messages | bytes | count
     zones: ZoneTable
     plans: tuple[PlanOut, ...]
     subscriptions: tuple[tuple[str, str, int], ...]   # (msisdn, plan_id, valid_from_us)
@@ -106,6 +113,8 @@ def convert_tariff_plan(folder: str | Path, options: ImportOptions = ImportOptio
     rows = [r for r in tariff.rating_profiles if r.tenant == tenant]
     categories = _categories(rows, options, report)
     services = tuple(categories.values())
+    units = {service: _unit(tariff, [r for r in rows if r.category == category], service)
+             for category, service in categories.items()}
     selected = [r for r in rows if r.category in categories]
     profiles = Profiles(selected, tuple(categories), options.timezone, report)
     index = RatingPlanIndex(tariff, report)
@@ -123,11 +132,38 @@ def convert_tariff_plan(folder: str | Path, options: ImportOptions = ImportOptio
     default = profiles.timeline(ANY) if profiles.has_default() else []
     used_plans = {p for intervals in [*timelines.values(), default] for i in intervals for c in i.chains for p in c}
     zones = build_zone_table(index.destinations(used_plans), tariff.destinations, report)
-    builder = VersionBuilder(index, zones, RateConverter(tariff.rates, options.arithmetic, report), services,
-                             report)
+    seconds = tuple(service for service, unit in units.items() if unit == "seconds")
+    builder = VersionBuilder(index, zones, RateConverter(tariff.rates, options.arithmetic, report, seconds=seconds),
+                             services, report)
     plans, subscriptions = _plans(timelines, default, profiles, services, builder)
-    return ImportResult(Path(folder), options, tenant, categories, zones, plans, subscriptions,
+    return ImportResult(Path(folder), options, tenant, categories, units, zones, plans, subscriptions,
                         DEFAULT_PLAN if default else None, report)
+
+
+def category_type(category: str) -> str:
+    """The usage type a category imports as unless ``--category`` says otherwise: call, sms and data
+    as voice, sms and data; another its name with characters other than letters, digits and _
+    dropped (``-``, ``.`` and spaces become _), in the lower case rates use: ``*routes`` -> routes
+    (type ROUTES), ``reseller1`` -> reseller1."""
+    if category in DEFAULT_CATEGORIES:
+        return DEFAULT_CATEGORIES[category]
+    name = re.sub(r"[^a-z0-9_]", "", re.sub(r"[-. ]", "_", category.lower())) or "category"
+    return name + "_" if name in _RESERVED_TYPES else name
+
+
+def _unit(tariff: TariffPlan, rows, service: str) -> str:
+    """The unit of a category's usage type: the built-in type's, else seconds when a rate its rating
+    plans use has a time unit or increment (60s, 1m), else count."""
+    builtin = {"voice": "seconds", "sms": "messages", "data": "bytes"}
+    if service in builtin:
+        return builtin[service]
+    for row in rows:
+        for plan_row in tariff.rating_plans.get(row.plan_id, ()):
+            for dr in tariff.destination_rates.get(plan_row.dr_id, ()):
+                for rate in tariff.rates.get(dr.rates_tag, ()):
+                    if any(_TIME_UNIT.fullmatch(v.strip()) for v in (rate.rate_unit, rate.rate_increment)):
+                        return "seconds"
+    return "count"
 
 
 def _tenant(tariff: TariffPlan, options: ImportOptions, report: Report) -> str:
@@ -155,15 +191,15 @@ def _tenant(tariff: TariffPlan, options: ImportOptions, report: Report) -> str:
 def _categories(rows, options: ImportOptions, report: Report) -> dict[str, str]:
     present = list(dict.fromkeys(r.category for r in rows))
     if options.categories is None:
-        chosen = {c: DEFAULT_CATEGORIES[c] for c in present if c in DEFAULT_CATEGORIES}
-        for category in present:
-            if category not in chosen:
-                report.unsupported(f"category {category}", f"{sum(1 for r in rows if r.category == category)} rating "
-                                                           f"profiles not imported: the project rates voice, sms and "
-                                                           f"data; import it as one of them with --category "
-                                                           f"{category}=voice|sms|data")
+        chosen: dict[str, str] = {}
+        for category in present:   # two categories that name one type (mms, MMS): the second gets a suffix
+            service, n = category_type(category), 1
+            while service in chosen.values():
+                n += 1
+                service = f"{category_type(category)}_{n}"
+            chosen[category] = service
     else:
-        chosen = dict(options.categories)
+        chosen = {category: service.lower() for category, service in options.categories}
         for category in chosen:
             if category not in present:
                 raise ValueError(f"--category {category}: no rating profile of the tenant has this category; present: "
@@ -173,8 +209,10 @@ def _categories(rows, options: ImportOptions, report: Report) -> dict[str, str]:
                 report.note(f"category {category}", "not selected with --category; not imported")
     if not chosen:
         raise ValueError(f"no category to import (present: {', '.join(present)}); select some with "
-                         f"--category CATEGORY=voice|sms|data")
-    return dict(sorted(chosen.items(), key=lambda item: SERVICES.index(item[1])))
+                         f"--category CATEGORY[=TYPE]")
+    return dict(sorted(chosen.items(), key=lambda item: (item[1] not in SERVICES,
+                                                         SERVICES.index(item[1]) if item[1] in SERVICES else 0,
+                                                         item[1])))
 
 
 def _subjects(tariff, tenant, rows, profiles: Profiles, options, report: Report) -> list[str]:

@@ -2,11 +2,13 @@
 
 * Rows of a rate are steps by elapsed units from the event start (GroupIntervalStart); the connect
   fee is the first row's. RateUnit and RateIncrement of 0 mean 1 s, as in CGRateS.
-* Units: CGRateS holds usage as nanoseconds. Voice steps must be whole seconds; SMS and data are
-  counted in the same units CGRateS counts them (a bare ``1`` is one message or one byte).
+* Units: CGRateS holds usage as nanoseconds. Steps of voice (and of any usage type counted in
+  seconds) must be whole seconds; SMS, data and count types are counted in the same units CGRateS
+  counts them (a bare ``1`` is one message, one byte, one unit).
 * Price: ``Rate`` per ``RateUnit``. A rate with more than 6 decimals is written per 10^k units
-  (``0.0000125`` per 1 s = ``0.000125`` per 10 s), and one too large to price the largest event
-  exactly in int64 per fewer units (1 per 1024 bytes = 0.25 per 256 bytes): the same money.
+  (``0.0000125`` per 1 s = ``0.000125`` per 10 s), and one whose product with its unit or
+  increment would leave int64 per fewer units: the same money. (An event too large to price
+  exactly is rejected OVERFLOW when it is rated, so 1 per byte imports as it is.)
 * A GroupIntervalStart that is not on the previous step's increment grid is moved to where that
   step's last increment ends (CGRateS rounds each piece up to its increment and shortens the next
   piece). Exact for events this rate prices from their start; flagged in ``RateSpec.moved_steps``.
@@ -27,13 +29,11 @@ from rating.cgrates.report import Report
 from rating.cgrates.tariff_files import DestinationRateRow, RateRow
 from rating.cgrates.values import (
     NS_PER_S, ROUNDING_MODES, decimals_of, money_text, parse_decimal, parse_duration_ns)
-from rating.compile import MAX_UNITS
-from rating.reference.model import SERVICES
 
 ARITHMETIC = ("native", "cgrates")
 CGRATES_INCREMENT_ROUNDING = ("half_up", 5)   # engine/timespans.go: globalRoundingDecimals, *middle
 _MAX_DECIMALS = 6
-_EXACT_LIMIT = 2**62   # rating.compile: products of prices and units must stay below it
+_EXACT_LIMIT = 2**62   # rating.compile: a price times its per (or increment) must stay below it
 _FREE = "*free"
 _DISCONNECT = "*disconnect"
 
@@ -61,12 +61,14 @@ class RateSpec:
 class RateConverter:
     """Converts destination-rate rows once per (row, service), reporting what cannot be converted."""
 
-    def __init__(self, rates: dict[str, list[RateRow]], arithmetic: str, report: Report):
+    def __init__(self, rates: dict[str, list[RateRow]], arithmetic: str, report: Report,
+                 seconds: tuple[str, ...] = ("voice",)):
         if arithmetic not in ARITHMETIC:
             raise ValueError(f"--rounding must be one of {', '.join(ARITHMETIC)}, got {arithmetic!r}")
         self._rates = rates
         self._arithmetic = arithmetic
         self._report = report
+        self._seconds = seconds   # usage types counted in seconds (whole-second units, increments, starts)
         self._cache: dict[tuple[DestinationRateRow, str], RateSpec | None] = {}
 
     def convert(self, row: DestinationRateRow, service: str) -> RateSpec | None:
@@ -85,7 +87,8 @@ class RateConverter:
         try:
             rounding = self._rounding(dr)
             maximum = self._maximum(dr)
-            parsed = sorted((_parse_rate_row(r, service) for r in rows), key=lambda p: p[0])
+            parsed = sorted((_parse_rate_row(r, service, service in self._seconds) for r in rows),
+                            key=lambda p: p[0])
         except ValueError as error:
             self._report.unsupported(dr.where, f"{error}; {fail}")
             return None
@@ -161,7 +164,7 @@ class RateConverter:
         raise ValueError(f"MaxCostStrategy {strategy!r} is not *free or *disconnect")
 
 
-def _parse_rate_row(row: RateRow, service: str) -> tuple[int, decimal.Decimal, decimal.Decimal, int, int]:
+def _parse_rate_row(row: RateRow, service: str, seconds: bool) -> tuple[int, decimal.Decimal, decimal.Decimal, int, int]:
     """(GroupIntervalStart, ConnectFee, Rate, RateUnit, RateIncrement), units in the service's units."""
     try:
         connect = parse_decimal(row.connect_fee, empty_is_zero=True)
@@ -172,9 +175,9 @@ def _parse_rate_row(row: RateRow, service: str) -> tuple[int, decimal.Decimal, d
     except ValueError as error:
         raise ValueError(f"{row.where}: {error}") from None
     values = (start, unit, increment)
-    if service == "voice":
+    if seconds:
         if any(v % NS_PER_S for v in values):
-            raise ValueError(f"{row.where}: voice is rated in whole seconds; {row.rate_id} has a unit, increment "
+            raise ValueError(f"{row.where}: {service} is rated in whole seconds; {row.rate_id} has a unit, increment "
                              f"or group start that is not ({row.rate_unit}, {row.rate_increment}, "
                              f"{row.group_interval_start})")
         start, unit, increment = (v // NS_PER_S for v in values)
@@ -184,11 +187,10 @@ def _parse_rate_row(row: RateRow, service: str) -> tuple[int, decimal.Decimal, d
 def _price_per(price: decimal.Decimal, unit: int, increment: int, service: str) -> tuple[str, int] | str:
     """(price text, per units) for ``price`` per ``unit``, or why it cannot be written.
 
-    The price needs at most 6 decimals (else both are scaled up by 10**k), and rating must be able
-    to price the largest event exactly in int64 (rating.compile checks price x units < 2**62); a
-    price too large for that is written per fewer units (1 per 1024 bytes = 0.25 per 256 bytes).
+    The price needs at most 6 decimals (else both are scaled up by 10**k), and its products with
+    ``per`` and the increment must stay below 2**62 (rating.compile checks them); a price too large
+    for that is written per fewer units.
     """
-    largest = int(MAX_UNITS[SERVICES.index(service)])
     for k in range(0, _MAX_DECIMALS + 1):
         scaled = fractions.Fraction(price) * 10**k
         if (scaled * 10**_MAX_DECIMALS).denominator != 1:
@@ -198,9 +200,9 @@ def _price_per(price: decimal.Decimal, unit: int, increment: int, service: str) 
             micros = scaled / divisor * 10**_MAX_DECIMALS
             if micros.denominator != 1:
                 continue
-            if micros * largest < _EXACT_LIMIT and micros * max(per, increment) < _EXACT_LIMIT:
+            if micros * max(per, increment) < _EXACT_LIMIT:
                 return money_text(decimal.Decimal(int(micros)).scaleb(-_MAX_DECIMALS)), per
-        return f"cannot be priced exactly in int64 micro-units for the largest {service} event ({largest} units)"
+        return f"cannot be priced exactly in int64 micro-units (price x increment reaches 2^62)"
     return f"cannot be written with at most {_MAX_DECIMALS} decimals per unit"
 
 

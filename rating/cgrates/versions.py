@@ -1,7 +1,7 @@
 """One plan version: the bands and explicit (service, zone, band) rates for a set of chains.
 
-For each service, each zone (voice and SMS; data is zoned ``HOME`` and rated by the ``*any``
-destination, CGRateS's rule for events without a destination) and each band, the rate is the one
+For each usage type, each zone (voice and SMS; data is zoned ``HOME`` and rated by the ``*any``
+destination, CGRateS's rule for events without a destination; other types both) and each band, the rate is the one
 CGRateS would pick (``RatingPlanIndex.resolve``). A zone priced by the same CGRateS rate in every
 band gets one rate with band ``*``; so does one priced alike on every ordinary day, with a rate of
 its own in each holiday band that prices it differently.
@@ -64,7 +64,10 @@ class VersionBuilder:
         for service, chain in zip(self._services, chains):
             if not chain:
                 continue
-            zones = [HOME] if service == "data" else sorted(self._zones.chains)
+            # Voice and SMS zone by destination, data has none (HOME: the *any destination), a
+            # declared type zones by its destination when it has one, else HOME.
+            zones = ([HOME] if service == "data" else sorted(self._zones.chains) if service in ("voice", "sms")
+                     else sorted(self._zones.chains) + [HOME])
             keys += [(service, zone, chain) for zone in zones]
         memo: dict[frozenset[str], tuple] = {}
 

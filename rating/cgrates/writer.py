@@ -76,6 +76,14 @@ def _write(result: ImportResult, root: Path) -> None:
         "invoice_rounding: half_even",
         "tax_rounding: half_even",
     ])
+    declared = [(service, unit) for service, unit in result.units.items() if service not in ("voice", "sms", "data")]
+    if declared:
+        _text(root / "usage_types.yaml", [
+            "# CGRateS categories other than call, sms and data, each a usage type (docs/cgrates.md). Events",
+            "# zone by their destination when they have one, else HOME (CGRateS's *any destination).",
+            "usage_types:",
+            *(f"  - {{name: {service.upper()}, unit: {unit}, "
+              f"{'unit_name: units, ' if unit == 'count' else ''}destination: optional}}" for service, unit in declared)])
     _text(root / ZONE_TABLE, ["prefix,zone", *(f"{prefix},{zone}" for prefix, zone in result.zones.rows)])
     calendars = _write_calendars(result, root)
     for plan in result.plans:

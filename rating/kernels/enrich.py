@@ -18,20 +18,32 @@ INVALID_FIELD = int(Reason.INVALID_FIELD)
 
 
 @njit(nogil=True, cache=True)
-def raw_units(service, duration_s, message_count, bytes_up, bytes_down, max_units, out_units, out_reason):
-    """Raw units per row: voice (0) seconds, SMS (1) messages, data (2) bytes_up + bytes_down.
+def raw_units(service, duration_s, message_count, bytes_up, bytes_down, quantity, quantity_valid, type_unit,
+              max_units, out_units, out_reason):
+    """Raw units per row of usage type ``service`` (a type code): ``quantity`` where
+    ``quantity_valid`` is 1 (an empty ``quantity_valid``: no row has one), else by the type's unit
+    (``type_unit``): seconds (0) ``duration_s``, messages (1) and counts (3) ``message_count``,
+    bytes (2) ``bytes_up + bytes_down``.
 
-    A counter above the service's largest ratable event (``max_units[service]``) is OVERFLOW and a
+    A counter above the type's largest ratable event (``max_units[service]``) is OVERFLOW and a
     negative one INVALID_FIELD (which wins); such rows get 0 units, so no wrapped int64 sum
     (2^62 + 2^62 is negative) ever reaches the kernels' allowance and tier counters, shared by the
     whole account and cycle. ``out_reason`` is 0 for the others.
     """
+    has_quantity = len(quantity_valid) > 0
     for i in range(len(service)):
         s = service[i]
+        unit = type_unit[s]
         units = 0
         reason = 0
-        if s == 0 or s == 1:
-            units = duration_s[i] if s == 0 else np.int64(message_count[i])
+        if has_quantity and quantity_valid[i] == 1:
+            units = quantity[i]
+            if units < 0:
+                reason = INVALID_FIELD
+            elif units > max_units[s]:
+                reason = OVERFLOW
+        elif unit != 2:
+            units = duration_s[i] if unit == 0 else np.int64(message_count[i])
             if units < 0:
                 reason = INVALID_FIELD
             elif units > max_units[s]:
@@ -41,10 +53,10 @@ def raw_units(service, duration_s, message_count, bytes_up, bytes_down, max_unit
             down = bytes_down[i]
             if up < 0 or down < 0:
                 reason = INVALID_FIELD
-            elif up > max_units[2] or down > max_units[2]:
+            elif up > max_units[s] or down > max_units[s]:
                 reason = OVERFLOW
             else:
-                units = up + down   # both within [0, max_units[2]] <= 2^44: no wrap
+                units = up + down   # both within [0, max_units[s]] <= 2^44: no wrap
         out_units[i] = units if reason == 0 else 0
         out_reason[i] = reason
 

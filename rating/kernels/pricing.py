@@ -1,11 +1,13 @@
 """Pricing: time bands, steps and increments, allowances and graduated tiers, rounding.
 
 ``rate_events`` walks each event's increments in elapsed order. At each point it takes the band in
-force at that instant (voice only; SMS and data keep the band of their start), the rate for
-(service, zone, band), the step containing the elapsed units, and prices whole increments until
+force at that instant (types counted in seconds, such as voice; the others keep the band of their
+start), the rate for (usage type, zone, band), the step containing the elapsed units, and prices whole increments until
 the step, the usage or the band ends. Allowances cover whole increments in their declared order;
 graduated tiers split an event's paid units over cumulative cycle usage. Money is accumulated
-exactly as ``whole`` micro-units plus ``frac / denominator`` and rounded once per event.
+exactly as ``whole`` micro-units plus ``frac / denominator`` and rounded once per event. An event
+whose exact amount (connect fee and paid increments, before minimum and maximum) reaches 2^62
+micro-units is OVERFLOW: the sums are checked before each product is formed, so none wraps.
 
 Events must be ordered by (account, cycle, start time, source, record_id) so that the allowance
 and tier state (rows of ``allow_state`` / ``tier_state`` chosen by slot columns) is consumed in
@@ -21,13 +23,13 @@ from cdr_schemas.reasons import Reason
 from rating.kernels.calendar import US_PER_DAY, US_PER_MIN, US_PER_S, offset_and_next
 from rating.tables import MAX_ALLOWANCES_PER_EVENT
 
-VOICE = 0
 NO_RATE = int(Reason.NO_RATE)
 OVERFLOW = int(Reason.OVERFLOW)
 INVALID_FIELD = int(Reason.INVALID_FIELD)
 ROUND_UP, ROUND_DOWN, ROUND_HALF_UP, ROUND_HALF_EVEN = 0, 1, 2, 3
 _INT64_MAX = np.iinfo(np.int64).max
 _OVERFLOW_LIMIT = 2**62
+_SMALL = 2**31   # two factors below it multiply to less than 2^62
 
 
 @njit(nogil=True, cache=True)
@@ -117,7 +119,13 @@ def rounding_nanos(rounded, whole, frac, den):
 
 @njit(nogil=True, cache=True)
 def _add_exact(whole, frac, den, price, units, per):
+    """(whole, frac) + price x units / per, exactly; (_OVERFLOW_LIMIT, 0) once the whole part
+    reaches it (sticky: a later add keeps it there). ``whole`` < _OVERFLOW_LIMIT or equal to it,
+    ``price x per`` < 2^62 (rating.compile checks it), so no product or sum wraps."""
     q = units // per
+    # price x q < 2^62 when both are below 2^31 (the usual case: no division); else compare exactly
+    if (q >= _SMALL or price >= _SMALL) and price > 0 and q >= _ceil_div(_OVERFLOW_LIMIT - whole, price):
+        return _OVERFLOW_LIMIT, 0   # price x q alone takes the sum to the limit
     r = units - q * per
     pr = price * r
     whole += price * q + pr // per
@@ -125,7 +133,18 @@ def _add_exact(whole, frac, den, price, units, per):
     if frac >= den:
         whole += frac // den
         frac = frac % den
+    if whole >= _OVERFLOW_LIMIT:
+        return _OVERFLOW_LIMIT, 0
     return whole, frac
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _add_whole(whole, count, price):
+    """whole + count x price micros (non-negative), or _OVERFLOW_LIMIT once the sum reaches it."""
+    if (count >= _SMALL or price >= _SMALL) and price > 0 and count >= _ceil_div(_OVERFLOW_LIMIT - whole, price):
+        return _OVERFLOW_LIMIT
+    whole += count * price   # < 2^62 + 2^62: no wrap
+    return _OVERFLOW_LIMIT if whole >= _OVERFLOW_LIMIT else whole
 
 
 @njit(nogil=True, cache=True, inline="always")  # inlined in Numba IR: no call, no array refcounts
@@ -154,7 +173,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 out_rate, out_tier, out_rounding_nanos, out_allow_name, out_allow_used):
     """Rate events in order. Rows whose ``out_reason`` is already non-zero are left unrated.
 
-    Per row: ``service`` 0 voice / 1 sms / 2 data; ``raw_units`` seconds, messages or bytes;
+    Per row: ``service`` the usage type code (0 voice / 1 sms / 2 data / declared types; ``T.type_split``
+    says which walk the bands increment by increment); ``raw_units`` in the type's unit;
     ``zone`` and ``version`` global ids; ``tz`` the plan's timezone id; ``allow_slot`` a row of
     ``allow_state`` (remaining units per allowance name) or -1; ``tier_slot`` a row of
     ``tier_state`` (paid units so far per tier group) or -1. Both states are updated in place.
@@ -169,6 +189,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
     week_band, week_next_min, hol_band, hol_next_min = T.week_band, T.week_next_min, T.hol_band, T.hol_next_min
     ver_hol_first, ver_hol_count, holidays_day = T.ver_hol_first, T.ver_hol_count, T.holidays_day
     hol_variant = T.hol_variant
+    type_split = T.type_split
     for i in range(len(service)):
         for q in range(MAX_ALLOWANCES_PER_EVENT):
             out_allow_name[i, q] = -1
@@ -273,8 +294,9 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             u = 0
             r = r0
             band = band0
+            split = type_split[s] == 1
             while u < raw:
-                if s == VOICE and u > 0 and t0 + u * US_PER_S >= change:
+                if split and u > 0 and t0 + u * US_PER_S >= change:
                     band, change = band_at(t0 + u * US_PER_S, v, h, tz[i], tz_start, tz_transitions, tz_offsets,
                                            week_band, week_next_min, ver_hol_first, ver_hol_count, holidays_day,
                                            hol_band, hol_next_min)
@@ -292,7 +314,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 seg_end = raw
                 if j + 1 < j_end and T.step_from[j + 1] < seg_end:
                     seg_end = T.step_from[j + 1]
-                if s == VOICE:
+                if split:
                     u_change = _ceil_div(change - t0, US_PER_S)
                     if u_change < seg_end:
                         seg_end = u_change
@@ -305,7 +327,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 if paid > 0:
                     paid_any = True
                     if T.step_inc_price_micros[j] >= 0:
-                        whole += paid * T.step_inc_price_micros[j]
+                        whole = _add_whole(whole, paid, T.step_inc_price_micros[j])
                     else:
                         whole, frac = _add_exact(whole, frac, den, T.step_price_micros[j], paid * inc, T.step_per[j])
                 free += covered * inc
@@ -320,7 +342,14 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
 
         if paid_any and not first_covered:
             out_connect[i] = T.rate_connect_micros[r0]
-            whole += T.rate_connect_micros[r0]
+            whole = _add_whole(whole, 1, T.rate_connect_micros[r0])
+        if whole >= _OVERFLOW_LIMIT:   # the exact amount, before minimum and maximum, leaves the safe range
+            for q in range(k):
+                allow_state[slot, cover[q]] += used[q]
+            out_reason[i] = OVERFLOW
+            out_connect[i] = 0
+            out_tier[i] = -1
+            continue
         if paid_any:
             minimum = T.rate_min_micros[r0]
             if minimum >= 0 and whole < minimum:
@@ -330,10 +359,12 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             if maximum >= 0 and (whole > maximum or (whole == maximum and frac > 0)):
                 whole = maximum
                 frac = 0
-        if whole >= _OVERFLOW_LIMIT:
+        if whole >= _OVERFLOW_LIMIT:   # a minimum charge of 2^62 micros or more
             for q in range(k):
                 allow_state[cover_row[q], cover[q]] += used[q]
             out_reason[i] = OVERFLOW
+            out_connect[i] = 0
+            out_tier[i] = -1
             continue
         if tier_group >= 0:
             tier_state[tier_slot[i], tier_group] = tier_after

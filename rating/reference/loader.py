@@ -23,6 +23,7 @@ from rating.reference.operator_yaml import read_operator
 from rating.reference.plan_yaml import PlanContext, read_plan
 from rating.reference.remote import local_reference
 from rating.reference.subscriptions_csv import read_subscriptions
+from rating.reference.usage_types_yaml import read_usage_types
 from rating.reference.yaml_fields import open_yaml
 from rating.reference.zone_tables import read_calendar, read_zone_table
 
@@ -72,6 +73,7 @@ def _read(root: Path) -> tuple[ReferenceData | None, list[ReferenceIssue]]:
         return None, log.finish()
     operator = _read_operator(root, log)
     currencies = frozenset(operator.currencies) if operator is not None else None
+    usage_types = read_usage_types(root, log)
     zone_tables = {relative: read_zone_table(root, relative, log, roaming=False)
                    for relative in _list(root, "zones", ".csv", log, required=True)}
     roaming_tables = {relative: read_zone_table(root, relative, log, roaming=True)
@@ -83,6 +85,7 @@ def _read(root: Path) -> tuple[ReferenceData | None, list[ReferenceIssue]]:
         zone_tables={name: table and table[1] for name, table in zone_tables.items()},
         roaming_tables={name: table and table[1] for name, table in roaming_tables.items()},
         calendars=frozenset(calendars),
+        usage_types=usage_types,
     )
     plans = _read_plans(root, log, context)
     if plans is not None:
@@ -107,6 +110,7 @@ def _read(root: Path) -> tuple[ReferenceData | None, list[ReferenceIssue]]:
         accounts=accounts,
         subscriptions=subscriptions,
         tax_rates=tax[0],
+        usage_types=usage_types,
     ), []
 
 

@@ -2,7 +2,7 @@
 
 Everything here has passed validation (``rating.reference.load``); the rating code trusts it. Times
 are int64 microseconds since the Unix epoch, UTC. Units are seconds (voice), messages (SMS) and
-bytes (data). The file format is documented in ``docs/reference-data.md``.
+bytes (data), and each declared usage type's unit (``UsageType``). The file format is documented in ``docs/reference-data.md``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from pathlib import Path
 
-SERVICES = ("voice", "sms", "data")
+SERVICES = ("voice", "sms", "data")   # the built-in usage types (codes 0, 1, 2), as rates name them
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = ISO weekday - 1
 ANY = "*"
 HOME_ZONE = "HOME"  # built-in zone of data usage at home (no destination, not roaming)
@@ -190,6 +190,53 @@ class ZoneTable:
     exact: tuple[tuple[str, str], ...] = ()             # (whole destination as dialled, zone)
 
 
+UNITS = ("seconds", "messages", "bytes", "count")
+DESTINATIONS = ("required", "none", "optional")
+# Largest raw units one event may carry, per unit, unless a type says otherwise (``max_units``).
+DEFAULT_MAX_UNITS = {"seconds": 72 * 3600, "messages": 1_000_000, "bytes": 2**44, "count": 10**12}
+MAX_UNITS_LIMIT = 2**44   # no type may allow more units per event (usage_types.yaml max_units)
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageType:
+    """A usage type (usage_types.yaml): what its units are and how its events are zoned.
+
+    ``name`` is upper case (``VOICE``, ``MMS``); rates and allowances name it in lower case.
+    ``unit_name`` names a ``count`` unit (``calls``, ``kWh``); ``increment`` is used by steps and
+    tiers that give none; ``rounding`` rounds its events' money when the rate has no rounding of
+    its own (before the version's); ``max_units`` is the largest event (above: OVERFLOW).
+    """
+    name: str
+    unit: str                       # one of UNITS
+    destination: str                # one of DESTINATIONS
+    max_units: int
+    unit_name: str | None = None
+    increment: int | None = None
+    rounding: Rounding | None = None
+
+    @property
+    def service(self) -> str:
+        """How rates, allowances and rate ids name the type: ``voice``, ``mms``."""
+        return self.name.lower()
+
+
+BUILTIN_USAGE_TYPES = (
+    UsageType("VOICE", "seconds", "required", DEFAULT_MAX_UNITS["seconds"]),
+    UsageType("SMS", "messages", "required", DEFAULT_MAX_UNITS["messages"]),
+    UsageType("DATA", "bytes", "none", DEFAULT_MAX_UNITS["bytes"]),
+)
+
+
+def builtin_usage_types() -> dict[str, UsageType]:
+    return {t.name: t for t in BUILTIN_USAGE_TYPES}
+
+
+def ordered_usage_types(types: dict[str, UsageType]) -> tuple[UsageType, ...]:
+    """Types by code: VOICE 0, SMS 1, DATA 2, then the declared others sorted by name."""
+    builtin = [types.get(t.name, t) for t in BUILTIN_USAGE_TYPES]
+    return tuple(builtin) + tuple(types[n] for n in sorted(types) if n not in {t.name for t in BUILTIN_USAGE_TYPES})
+
+
 @dataclasses.dataclass(frozen=True)
 class Calendar:
     name: str
@@ -207,3 +254,4 @@ class ReferenceData:
     accounts: dict[str, Account]
     subscriptions: tuple[Subscription, ...]   # sorted by (msisdn, valid_from_us)
     tax_rates: tuple[TaxRate, ...]            # sorted by (tax_region, valid_from_us)
+    usage_types: dict[str, UsageType] = dataclasses.field(default_factory=builtin_usage_types)  # name -> type

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from rating.reference import yaml_fields as f
 from rating.reference.model import (
-    ANY, SERVICES, Allowance, RecurringFee, Rate, Rounding, RoundingMode, Step, TierLevel, Tiers)
+    ANY, Allowance, RecurringFee, Rate, Rounding, RoundingMode, Step, TierLevel, Tiers, UsageType,
+    builtin_usage_types)
 from rating.reference.model import POOL_ACCOUNT, POOL_SUBSCRIPTION, POOLS
 from rating.reference.yaml_doc import Path_
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
@@ -40,6 +41,17 @@ def name_in(known: frozenset[str] | None, what: str, source: str) -> f.Parser:
     return parse
 
 
+def usage_type_in(types: dict[str, UsageType]) -> f.Parser:
+    """Parser for a rate's or allowance's ``service``: a declared usage type, in any case
+    (``voice`` and ``VOICE`` are one type); gives the lower-case form rates and rate ids use."""
+    def parse(value: object) -> str:
+        if isinstance(value, str) and value.upper() in types:
+            return value.lower()
+        raise ValueError(f"expected a usage type: one of {listing(t.lower() for t in types)} (declare others in "
+                         f"usage_types.yaml), got {f.describe(value)}")
+    return parse
+
+
 def read_rounding(reader: f.FieldReader, parent: dict, path: Path_, key: str, *,
                   required: bool) -> Rounding | None:
     raw = parent.get(key)
@@ -61,14 +73,16 @@ def read_rounding(reader: f.FieldReader, parent: dict, path: Path_, key: str, *,
 
 def read_rates(reader: f.FieldReader, version: dict, path: Path_, *,
                zones: frozenset[str] | None, zone_source: str,
-               bands: frozenset[str] | None) -> tuple[Rate, ...]:
+               bands: frozenset[str] | None, usage_types: dict[str, UsageType] | None = None
+               ) -> tuple[Rate, ...]:
+    types = builtin_usage_types() if usage_types is None else usage_types
     zone_parse = name_in(zones, "zone", zone_source)
     band_parse = name_in(bands, "band", "the version's bands (default or a rule's band)")
     rates = []
     first_index: dict[tuple, int] = {}
     for index, raw in enumerate(reader.sequence(version, path, "rates") or ()):
         here = path + ("rates", index)
-        rate = _read_rate(reader, raw, here, zone_parse, band_parse)
+        rate = _read_rate(reader, raw, here, zone_parse, band_parse, types)
         if rate is None:
             continue
         if None not in rate.key:
@@ -83,11 +97,12 @@ def read_rates(reader: f.FieldReader, version: dict, path: Path_, *,
 
 
 def _read_rate(reader: f.FieldReader, raw: object, here: Path_, zone_parse: f.Parser,
-               band_parse: f.Parser) -> Rate | None:
+               band_parse: f.Parser, types: dict[str, UsageType]) -> Rate | None:
     spec = reader.mapping(raw, here, _RATE_FIELDS)
     if spec is None:
         return None
-    service = reader.field(spec, here, "service", f.choice(SERVICES))
+    service = reader.field(spec, here, "service", usage_type_in(types))
+    default_increment = None if service is None else types[service.upper()].increment
     zone = reader.field(spec, here, "zone", zone_parse)
     band = reader.field(spec, here, "band", band_parse)
     connect_fee = reader.field(spec, here, "connect_fee", f.price, default=0)
@@ -107,14 +122,20 @@ def _read_rate(reader: f.FieldReader, raw: object, here: Path_, zone_parse: f.Pa
         reader.issue(here, "a rate needs steps (priced per event) or tiers (graduated over the "
                            "cycle); add e.g. steps: [{from: 0, price: \"0.10\", per: 60, "
                            "increment: 60}]")
-    steps = _read_steps(reader, spec, here) if has_steps else ()
-    tiers = _read_tiers(reader, spec["tiers"], here + ("tiers",)) if has_tiers else None
+    steps = _read_steps(reader, spec, here, default_increment) if has_steps else ()
+    tiers = _read_tiers(reader, spec["tiers"], here + ("tiers",), default_increment) if has_tiers else None
     return Rate(service=service, zone=zone, band=band, connect_fee_micros=connect_fee,
                 steps=steps, tiers=tiers, minimum_micros=minimum, maximum_micros=maximum,
                 increment_rounding=increment_rounding, rounding=rounding)
 
 
-def _read_steps(reader: f.FieldReader, rate: dict, path: Path_) -> tuple[Step, ...]:
+def _increment(default: int | None) -> object:
+    """The default of a step's or tier's ``increment``: the usage type's, else required."""
+    return f.MISSING if default is None else default
+
+
+def _read_steps(reader: f.FieldReader, rate: dict, path: Path_, default_increment: int | None
+                ) -> tuple[Step, ...]:
     steps = []
     for index, raw in enumerate(reader.sequence(rate, path, "steps") or ()):
         here = path + ("steps", index)
@@ -124,7 +145,8 @@ def _read_steps(reader: f.FieldReader, rate: dict, path: Path_) -> tuple[Step, .
         step = Step(from_units=reader.field(spec, here, "from", f.integer(0)),
                     price_micros=reader.field(spec, here, "price", f.price),
                     per_units=reader.field(spec, here, "per", f.integer(1)),
-                    increment_units=reader.field(spec, here, "increment", f.integer(1)))
+                    increment_units=reader.field(spec, here, "increment", f.integer(1),
+                                                 default=_increment(default_increment)))
         if index == 0 and step.from_units not in (None, 0):
             reader.issue(here + ("from",), f"the first step must start at from: 0 (steps are "
                                            f"measured from the start of the event), got "
@@ -147,12 +169,12 @@ def _read_steps(reader: f.FieldReader, rate: dict, path: Path_) -> tuple[Step, .
     return tuple(steps)
 
 
-def _read_tiers(reader: f.FieldReader, raw: object, here: Path_) -> Tiers | None:
+def _read_tiers(reader: f.FieldReader, raw: object, here: Path_, default_increment: int | None) -> Tiers | None:
     spec = reader.mapping(raw, here, ("group", "increment", "levels"))
     if spec is None:
         return None
     group = reader.field(spec, here, "group", f.text(NAME, NAME_EXPECTED))
-    increment = reader.field(spec, here, "increment", f.integer(1))
+    increment = reader.field(spec, here, "increment", f.integer(1), default=_increment(default_increment))
     raw_levels = reader.sequence(spec, here, "levels") or ()
     levels = []
     for index, raw_level in enumerate(raw_levels):
@@ -181,7 +203,9 @@ def _read_tiers(reader: f.FieldReader, raw: object, here: Path_) -> Tiers | None
 
 
 def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
-                    zones: frozenset[str] | None, zone_source: str) -> tuple[Allowance, ...]:
+                    zones: frozenset[str] | None, zone_source: str,
+                    usage_types: dict[str, UsageType] | None = None) -> tuple[Allowance, ...]:
+    types = builtin_usage_types() if usage_types is None else usage_types
     zone_parse = name_in(zones, "zone", zone_source)
     allowances = []
     first_name: dict[str, int] = {}
@@ -194,7 +218,7 @@ def read_allowances(reader: f.FieldReader, version: dict, path: Path_, *,
             continue
         name = reader.field(spec, here, "name", f.text())
         _unique(reader, first_name, name, index, here + ("name",), "allowance name", "allowances")
-        service = reader.field(spec, here, "service", f.choice(SERVICES))
+        service = reader.field(spec, here, "service", usage_type_in(types))
         zone_names = []
         for zone_index, zone in enumerate(reader.sequence(spec, here, "zones") or ()):
             try:

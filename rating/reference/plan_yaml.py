@@ -12,7 +12,8 @@ import re
 
 from rating.reference import plan_rates, times
 from rating.reference import yaml_fields as f
-from rating.reference.model import ANY, HOME_ZONE, WEEKDAYS, BandRule, Numbering, Plan, PlanVersion
+from rating.reference.model import (ANY, HOME_ZONE, WEEKDAYS, BandRule, Numbering, Plan, PlanVersion, UsageType,
+                                    builtin_usage_types)
 from rating.reference.yaml_doc import Path_, format_path
 from rating.reference.zone_tables import NAME, NAME_EXPECTED
 
@@ -32,6 +33,7 @@ class PlanContext:
     zone_tables: dict[str, frozenset[str] | None]   # relative path -> zone names
     roaming_tables: dict[str, frozenset[str] | None]
     calendars: frozenset[str]                       # relative paths
+    usage_types: dict[str, UsageType] = dataclasses.field(default_factory=builtin_usage_types)  # usage_types.yaml
 
 
 def read_plan(reader: f.FieldReader, data: object, file_plan_id: str, ctx: PlanContext
@@ -143,9 +145,9 @@ def _read_version(reader: f.FieldReader, raw: object, here: Path_, ctx: PlanCont
         default_band=default_band,
         band_rules=rules,
         rates=plan_rates.read_rates(reader, spec, here, zones=zones, zone_source=zone_source,
-                                    bands=bands),
+                                    bands=bands, usage_types=ctx.usage_types),
         allowances=plan_rates.read_allowances(reader, spec, here, zones=zones,
-                                              zone_source=zone_source),
+                                              zone_source=zone_source, usage_types=ctx.usage_types),
         recurring_fees=plan_rates.read_recurring_fees(reader, spec, here),
     )
     # A bad valid_to reads as None ("open"); remember it was given so it causes no overlap noise.

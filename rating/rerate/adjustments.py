@@ -19,7 +19,7 @@ _KIND = (pl.when(pl.col("line_type") == "USAGE").then(pl.col("service"))
          .when(pl.col("line_type") == "PLAN_FEE").then(pl.lit("PLAN_FEE"))
          .when(pl.col("line_type") == "ADJUSTMENT").then(pl.col("item"))
          .otherwise(pl.lit(None, pl.Utf8)))
-_SERVICES = ("VOICE", "SMS", "DATA")
+_FEES = "PLAN_FEE"   # the kind of fee money; every other kind is a usage type's (usage_types.yaml forbids the name)
 
 
 def _money_by_kind(lines: pl.DataFrame, with_fees: bool) -> pl.DataFrame:
@@ -91,7 +91,7 @@ def adjustment_lines(billed: pa.Table, rerated: pa.Table, changes: pl.DataFrame,
     diff = diff.join(behind, on=keys, how="left").with_columns(pl.col("records").fill_null(0),
                                                                pl.col("records_micros").fill_null(0))
     # Every usage adjustment is exactly the sum of the per-record changes behind it.
-    usage = pl.col("kind").is_in(_SERVICES)
+    usage = pl.col("kind") != _FEES
     check = (old.filter(usage).join(new.filter(usage), on=keys, how="full", coalesce=True, suffix="_new")
              .join(behind, on=keys, how="full", coalesce=True)
              .with_columns([pl.col(c).fill_null(0) for c in ("amount_micros", "amount_micros_new", "records_micros")]))
@@ -101,7 +101,7 @@ def adjustment_lines(billed: pa.Table, rerated: pa.Table, changes: pl.DataFrame,
     lines = diff.with_columns(
         pl.lit(billing_cycle).alias("billing_cycle"), pl.lit(cycle).alias("service_cycle"),
         pl.lit("ADJUSTMENT").alias("line_type"),
-        pl.when(pl.col("kind").is_in(_SERVICES)).then(pl.col("kind")).otherwise(pl.lit(None, pl.Utf8)).alias("service"),
+        pl.when(pl.col("kind") != _FEES).then(pl.col("kind")).otherwise(pl.lit(None, pl.Utf8)).alias("service"),
         pl.col("kind").alias("item"),
         (pl.lit(f"re-rating of {cycle} (version {version}): ")
          + pl.when(pl.col("d_micros") < 0).then(pl.lit("credit")).otherwise(pl.lit("debit")) + pl.lit(" ")
