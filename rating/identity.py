@@ -109,8 +109,10 @@ def subscriber_keys(batch: pa.RecordBatch | pa.Table) -> pa.Array:
     subscriber = _column(batch, "subscriber")
     if subscriber.null_count == len(subscriber):
         return served
-    keys = identity_keys(_column(batch, "subscriber_kind"), subscriber)
-    return pc.if_else(pc.is_valid(subscriber), keys, served.cast(pa.string()))
+    named = pc.is_valid(subscriber)
+    rows = pc.indices_nonzero(named)   # only these rows' keys are computed
+    keys = identity_keys(_column(batch, "subscriber_kind").take(rows), subscriber.take(rows))
+    return pc.replace_with_mask(served.cast(pa.string()), named, keys)
 
 
 def _column(batch, name: str) -> pa.Array:

@@ -230,3 +230,149 @@ def test_kernels_equal_twin_on_random_identities(data):
     twin_accounts = {(r["source"], r["record_id"]): t.get("account_id") for r, t in zip(out, twin)}
     for event in rated.to_pylist():
         assert event["account_id"] == twin_accounts[(event["source"], event["record_id"])]
+
+
+# --- CGRateS subjects that are not MSISDNs ----------------------------------------------------------
+
+CGRATES_PLAN = DATA / "cgrates" / "identity"
+SHARED = Path(__file__).parents[1] / ".." / "shared" / "cgrates"
+# (subject, destination, start, usage s, cost) on tests/data/cgrates/identity, CGRateS's rules:
+CGRATES_CASES = [
+    # PARTNER_A, an account code, on RP_WHOLESALE: 0.5 connect + 2 x 30 s at 0.3/60 s (0.15 each)
+    # + 25 s -> 3 x 10 s at 0.15/60 s (0.025 each) = 0.875
+    ("PARTNER_A", "4930123456", "2024-03-04T10:00:00Z", 85, Decimal("0.875")),
+    # pbx.acme-01 on RP_MOBILE: 61 s -> 2 x 60 s at 0.01
+    ("pbx.acme-01", "4917012345", "2024-03-04T10:00:00Z", 61, Decimal("0.02")),
+    # the MSISDN subject on the same plan
+    ("4915100001", "4917012345", "2024-03-04T10:00:00Z", 61, Decimal("0.02")),
+    # no profile (and account codes are exact: partner_a is not PARTNER_A): *any, RP_DEFAULT,
+    # 85 x 0.03/60 = 85 x 0.0005 = 0.0425
+    ("partner_a", "4930123456", "2024-03-04T10:00:00Z", 85, Decimal("0.0425")),
+    ("NOBODY", "4930123456", "2024-03-04T10:00:00Z", 85, Decimal("0.0425")),
+]
+
+
+def _cgrates_cli(argv: list[str]) -> int:
+    from tests.test_cgrates import cli
+    return cli(argv)
+
+
+@pytest.fixture(scope="module")
+def cgrates_reference(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("cgrates") / "ref"
+    assert _cgrates_cli(["import-cgrates", str(CGRATES_PLAN), "--out", str(target), "--rounding", "cgrates"]) == 0
+    return target
+
+
+def test_cgrates_subjects_that_are_not_msisdns_become_account_subscriptions(cgrates_reference):
+    subs = {(s.kind, s.subscriber) for s in load_reference(cgrates_reference).subscriptions}
+    assert subs == {("account", "PARTNER_A"), ("account", "pbx.acme-01"), ("msisdn", "4915100001")}
+    header = (cgrates_reference / "subscriptions.csv").read_text().splitlines()[0]
+    assert header == "subscriber,subscriber_kind,account_id,plan_id,valid_from,valid_to"
+
+
+@pytest.mark.parametrize("subject, destination, start, usage, cost", CGRATES_CASES,
+                         ids=[c[0] for c in CGRATES_CASES])
+def test_rate_one_finds_account_subjects_like_cgrates(subject, destination, start, usage, cost, cgrates_reference,
+                                                      capsys):
+    from tests.test_cgrates import rate_one_json
+    answer = rate_one_json(capsys, cgrates_reference, "--subject", subject, "--destination", destination,
+                           "--start", start, "--usage", f"{usage}s")
+    assert Decimal(answer["charge"]) == cost, answer
+
+
+# CGRateS's own sample plans, where ../shared/cgrates is beside the repository: their subjects that are
+# not MSISDNs, each cost worked out from the plan's rows by CGRateS's rules (EXAMPLES.md asserts none).
+SHARED_CASES = [
+    # testit ANY2CNT: RT_2CNT 0.02/60 s per 1 s: 0.000333.. -> 0.00033 (5 decimals, half-up) x 85 = 0.02805
+    ("testit", "ANY2CNT", "1002", "2018-06-01T10:00:00Z", 85, Decimal("0.02805")),
+    # testit SUPPLIER1: RT_1CNT 0.01/60 s per 1 s: 0.00017 x 85 = 0.01445
+    ("testit", "SUPPLIER1", "1002", "2018-06-01T10:00:00Z", 85, Decimal("0.01445")),
+    # testit SPECIAL_1002: the same 0.01445, DR_SPECIAL_1002 rounds *up to 4 decimals: 0.0145
+    ("testit", "SPECIAL_1002", "1002", "2018-06-01T10:00:00Z", 85, Decimal("0.0145")),
+    # testit RP_RETAIL: DST_FS (10) RT_40CNT: 0.8 connect + 2 x 30 s at 0.2 + 3 x 10 s at 0.03333 = 1.29999 -> 1.3
+    ("testit", "RP_RETAIL", "1002", "2018-06-01T10:00:00Z", 85, Decimal("1.3")),
+    # oldtutorial SPECIAL_1002: RT_1CNT 0.01 per 60 s block: 2 blocks
+    ("oldtutorial", "SPECIAL_1002", "1002", "2014-08-04T13:00:00Z", 85, Decimal("0.02")),
+    # tutorial2 RPF_SPECIAL_BLC: RT_10C_CN, 0.1 connect and nothing per second
+    ("tutorial2", "RPF_SPECIAL_BLC", "1003", "2019-03-11T09:00:00Z", 45, Decimal("0.1")),
+    # reratecdrs rs1: RT_ANY 0.6/60 s per second: 85 x 0.01
+    ("reratecdrs", "rs1", "1002", "2014-08-04T13:00:00Z", 85, Decimal("0.85")),
+]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="CGRateS's sample plans are not beside the repository")
+@pytest.mark.parametrize("plan, subject, destination, start, usage, cost", SHARED_CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in SHARED_CASES])
+def test_cgrates_sample_subjects_rate_like_cgrates(plan, subject, destination, start, usage, cost, tmp_path, capsys):
+    from tests.test_cgrates import rate_one_json
+    target = tmp_path / "ref"
+    assert _cgrates_cli(["import-cgrates", str(SHARED / plan), "--out", str(target), "--rounding", "cgrates",
+                         "--allow-partial"]) == 0
+    record = (target / "cgrates-import.json").read_text()
+    assert "is not an MSISDN" not in record
+    assert any(s.subscriber == subject and s.kind == "account" for s in load_reference(target).subscriptions)
+    answer = rate_one_json(capsys, target, "--subject", subject, "--destination", destination, "--start", start,
+                           "--usage", f"{usage}s")
+    assert Decimal(answer["charge"]) == cost, answer
+
+
+# --- a store created before rated events had a subscriber -------------------------------------------
+
+def _old_rated_schema() -> pa.Schema:
+    """The rated table's schema before identities: served_msisdn required, no subscriber columns."""
+    from cdr_schemas import rated_event_schema
+    return pa.schema([f.with_nullable(False) if f.name == "served_msisdn" else f for f in rated_event_schema()
+                      if f.name not in ("subscriber", "subscriber_kind")])
+
+
+def _usage_json(n: int, start: str, **who) -> dict:
+    return {"record_id": f"{n:06d}", "source": "MSC-1", "service": "SMS", "other_party": "015112345678",
+            "start_time": start, "duration_s": 0, "message_count": 1, **who}
+
+
+def test_a_store_created_before_identities_takes_their_events(tmp_path, monkeypatch):
+    """A store whose rated table has the old schema (and a file written with it) is evolved when opened:
+    the next run appends events of IMSI, SIP and account subscribers to the same cycle, rating the old
+    events again with them (their files lack the new columns: null), and the totals balance."""
+    import rating.rate
+    from pipelines.cli import main
+    from sinks.iceberg import IcebergStore, tables
+    from tests.month_cdrs import write_jsonl
+    from tests.paths import DIRECT
+
+    out = tmp_path / "out"
+    write_jsonl(tmp_path / "old.jsonl", [_usage_json(1, "2026-01-05T10:00:00Z", served_msisdn="491510000001"),
+                                         _usage_json(2, "2026-01-06T10:00:00Z", served_msisdn="491510000001")])
+    write_jsonl(tmp_path / "new.jsonl", [
+        _usage_json(3, "2026-01-07T10:00:00Z", served_msisdn="491510000001"),
+        _usage_json(4, "2026-01-07T11:00:00Z", subscriber="262011234567890", subscriber_kind="imsi"),
+        _usage_json(5, "2026-01-07T12:00:00Z", subscriber="sip:alice@pbx.example.com", subscriber_kind="sip"),
+        _usage_json(6, "2026-01-07T13:00:00Z", subscriber="ACME PBX/01", subscriber_kind="account")])
+
+    def batch(glob: Path) -> int:
+        return main(["batch", "--input", str(glob), "--reference", str(REFERENCE), "--output", str(out),
+                     "--shards", "2", *DIRECT])
+
+    with monkeypatch.context() as old_release:
+        old_schema = _old_rated_schema()
+        old_release.setitem(tables._SCHEMAS, "rated", lambda: old_schema)
+        rated_batch = rating.rate._rated_batch
+        old_release.setattr(rating.rate, "_rated_batch", lambda *args: rated_batch(*args).select(
+            old_schema.names).cast(old_schema))
+        assert batch(tmp_path / "old.jsonl") == 0
+    store = IcebergStore.open(str(out), create=False)   # opening evolves the table
+    fields = {f.name: f for f in store.table("rated").schema().fields}
+    assert fields["served_msisdn"].optional and fields["subscriber"].optional and "subscriber_kind" in fields
+
+    assert batch(tmp_path / "new.jsonl") == 0
+    rated = {r["record_id"]: r for r in IcebergStore.open(str(out), create=False).read("rated").to_pylist()}
+    assert {k: (r["account_id"], r["served_msisdn"], r["subscriber"], r["subscriber_kind"])
+            for k, r in rated.items()} == {
+        "000001": ("ACC_A", "491510000001", None, None), "000002": ("ACC_A", "491510000001", None, None),
+        "000003": ("ACC_A", "491510000001", None, None),
+        "000004": ("ACC_B", None, "262011234567890", "imsi"),
+        "000005": ("ACC_C", None, "sip:alice@pbx.example.com", "sip"),
+        "000006": ("ACC_D", None, "ACME PBX/01", "account")}
+    totals = IcebergStore.open(str(out), create=False).runs()[-1].control_totals
+    assert totals.get("balanced", True), totals
