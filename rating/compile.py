@@ -399,13 +399,16 @@ def _enrichment_lookups(ref: ReferenceData, plan_ids: tuple[str, ...], tz_index:
     account_ids = tuple(sorted(ref.accounts))
     account_row = {a: i for i, a in enumerate(account_ids)}
     plan_row = {p: i for i, p in enumerate(plan_ids)}
-    key_list = sorted({s.key for s in subs})
+    keys_of = [s.key for s in subs]   # once each: a million subscriptions is a normal size
+    key_list = sorted(set(keys_of))
     key_row = {m: i for i, m in enumerate(key_list)}
+    row_of = [key_row[k] for k in keys_of]
     sub_first = np.zeros(len(key_list), np.int64)
     sub_count = np.zeros(len(key_list), np.int64)
-    ordered_subs = sorted(subs, key=lambda s: (key_row[s.key], s.valid_from_us))
+    order = sorted(range(len(subs)), key=lambda i: (row_of[i], subs[i].valid_from_us))
+    ordered_subs = [subs[i] for i in order]
     for i, s in enumerate(ordered_subs):
-        r = key_row[s.key]
+        r = row_of[order[i]]
         if sub_count[r] == 0:
             sub_first[r] = i
         sub_count[r] += 1

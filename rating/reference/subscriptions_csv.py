@@ -53,7 +53,7 @@ def read_subscriptions(root: Path, log: IssueLog, *, accounts: dict[str, Account
 
     value_column = "msisdn" if old_header else "subscriber"
     value = table.column(value_column).combine_chunks()
-    kind = pa.array([identity.MSISDN] * table.num_rows, pa.string()) if old_header else \
+    kind = pa.repeat(pa.scalar(identity.MSISDN), table.num_rows) if old_header else \
         table.column("subscriber_kind").combine_chunks()
     bad = _mask(pc.invert(pc.is_in(kind, value_set=pa.array(identity.KINDS))))
     issues.add(bad, "subscriber_kind", lambda row: (
