@@ -197,7 +197,7 @@ def _identity(row) -> tuple[str | None, str]:
     if kind == "sip":
         scheme, _, rest = value.partition(":")
         user, at, host = rest.partition("@")
-        if scheme.lower() == "sip" and at:
+        if scheme.lower() == "sip" and at and host.isascii():
             value = f"sip:{user}@{host.lower()}"
     return kind, value
 

@@ -50,6 +50,16 @@ def test_identity_key_and_its_column_form_agree(kind, value, key):
     assert identity.identity_keys(pa.array([kind]), pa.array([value])).to_pylist() == [key]
 
 
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(identity.KINDS + ("other",)),
+                                st.one_of(st.text(max_size=12), st.from_regex(r"\A[sS][iI][pP]:\w{1,4}@\w{1,6}\Z"),
+                                          st.from_regex(r"\A[0-9]{1,16}\Z"))), max_size=12))
+def test_the_column_rule_is_the_one_value_rule(pairs):
+    """Arrow's regular expressions (RE2) and Python's give every value the same key, or none."""
+    kinds, values = pa.array([k for k, _ in pairs], pa.string()), pa.array([v for _, v in pairs], pa.string())
+    assert identity.identity_keys(kinds, values).to_pylist() == [identity.identity_key(k, v) for k, v in pairs]
+
+
 def test_keys_of_different_kinds_never_collide():
     keys = [identity.identity_key(kind, value) for kind, value in
             [("msisdn", "262011234567"), ("imsi", "262011234567"), ("account", "262011234567"),
