@@ -144,16 +144,16 @@ def _instant_us(text: str) -> int:
 
 
 def _usage_batch(request: RateOneRequest, service: str, start_us: int, units: int) -> pa.RecordBatch:
+    # A subject that is not an MSISDN is an account code, as import-cgrates declares it.
+    by_msisdn = subject_kind(request.subject) == "msisdn"
     row = {"record_id": "rate-one", "source": "rate-one", "service": service.upper(),
-           "served_msisdn": request.subject if subject_kind(request.subject) == "msisdn" else None,
+           "served_msisdn": request.subject if by_msisdn else None,
            "other_party": request.destination, "start_time": start_us,
            "duration_s": units if service == "voice" else 0, "bytes_up": 0,
            "bytes_down": units if service == "data" else 0, "message_count": units if service == "sms" else 0,
            "visited_network": None, "cell_id": None, "imsi": None, "apn": None, "termination_cause": None,
            "rat_type": None, "partial_sequence": 0, "usage_type": None, "quantity": None,
-           # a subject that is not an MSISDN is an account code (as import-cgrates declares it)
-           "subscriber": None if subject_kind(request.subject) == "msisdn" else request.subject,
-           "subscriber_kind": None if subject_kind(request.subject) == "msisdn" else "account",
+           "subscriber": None if by_msisdn else request.subject, "subscriber_kind": None if by_msisdn else "account",
            "input_file": "rate-one", "input_position": 0}
     schema = usage_batch_schema()
     columns = []

@@ -23,8 +23,8 @@ from cdr_schemas.reasons import DESCRIPTIONS, Reason
 from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_buffers, take_digit_strings, take_names,
                                 take_strings)
 from rating.cycles import month_labels
-from rating.identity import subscriber_keys
 from rating.compile import CompiledReference
+from rating.identity import subscriber_keys
 from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions,
                                    raw_units, subscription_fields)
 from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
