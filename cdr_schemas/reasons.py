@@ -19,7 +19,7 @@ class Reason(enum.IntEnum):
     INVALID_NUMBER = 10         # other party has characters that are not digits after normalisation
     MISSING_DESTINATION = 11    # voice or SMS without other_party
     # Enrichment.
-    UNKNOWN_SUBSCRIBER = 20     # no subscription for the served MSISDN at the start time
+    UNKNOWN_SUBSCRIBER = 20     # no subscription for the subscriber identity at the start time
     NO_PLAN_VERSION = 21        # the plan has no version in force at the start time
     UNKNOWN_USAGE_TYPE = 22     # the record's usage type is not declared in the reference data
     # Rating.
@@ -36,7 +36,7 @@ DESCRIPTIONS = {
     Reason.INVALID_FIELD: "a field has the wrong type or is out of range",
     Reason.INVALID_NUMBER: "destination is not a dialable number after normalisation",
     Reason.MISSING_DESTINATION: "voice or SMS record without other_party",
-    Reason.UNKNOWN_SUBSCRIBER: "no subscription for the served MSISDN at the event's start",
+    Reason.UNKNOWN_SUBSCRIBER: "no subscription for the subscriber identity (MSISDN, IMSI, SIP URI, account) at the start",
     Reason.NO_PLAN_VERSION: "the subscriber's plan has no version in force at the event's start",
     Reason.UNKNOWN_USAGE_TYPE: "the record's usage type is not declared in the reference data",
     Reason.NO_ZONE: "no zone matches the destination or visited network",

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,6 +51,7 @@ from cdr_schemas.decoders import decode_file  # noqa: E402
 from cdr_schemas.validate import validate_usage  # noqa: E402
 from synth import GeneratorConfig, generate  # noqa: E402
 from rating.compile import CompiledReference, compile_reference  # noqa: E402
+from rating.identity import subscriber_keys  # noqa: E402
 from rating.kernels import pricing  # noqa: E402
 from rating.kernels.pricing import band_at, rate_events  # noqa: E402
 from rating.reference import ReferenceDataError, load_reference  # noqa: E402
@@ -320,6 +322,19 @@ def prepare(records: int, workdir: Path) -> tuple[pa.RecordBatch, CompiledRefere
     return batch, compiled, Prepared(enriched, pricing_call(batch, compiled, enriched, zone(batch, compiled, enriched)))
 
 
+def with_subscribers(batch: pa.RecordBatch, every: int) -> pa.RecordBatch:
+    """``batch`` with every ``every``-th record naming its MSISDN by subscriber + subscriber_kind
+    (served_msisdn null): the path other identity kinds take, on subscribers that exist."""
+    named = np.arange(batch.num_rows) % every == 0
+    served = batch.column("served_msisdn")
+    mask = pa.array(named)
+    columns = {"served_msisdn": pc.if_else(mask, pa.scalar(None, pa.string()), served),
+               "subscriber": pc.if_else(mask, served, pa.scalar(None, pa.string())),
+               "subscriber_kind": pc.if_else(mask, pa.scalar("msisdn"), pa.scalar(None, pa.string()))}
+    return pa.RecordBatch.from_arrays([columns.get(f.name, batch.column(f.name)) for f in batch.schema],
+                                      schema=batch.schema)
+
+
 def twin_rows(batch: pa.RecordBatch, sample: int, seed: int = 7) -> list[dict]:
     rows = np.sort(np.random.default_rng(seed).choice(batch.num_rows, min(sample, batch.num_rows), replace=False))
     taken = batch.take(pa.array(rows))
@@ -356,7 +371,13 @@ def run(records: int, workdir: Path, repeat: int, twin_sample: int, profile: boo
     order = prepared.call.order
     enriched = prepared.enriched.reason[order] == 0
     usage = polars_usage(batch, order, call["version"], enriched)
+    by_subscriber = with_subscribers(batch, every=10)
     cases = time_cases([
+        Case("subscriber lookup", lambda: compiled.subscriber_index.rows(subscriber_keys(batch)), n,
+             "served_msisdn -> subscriber row: the identity key and one StringIndex lookup"),
+        Case("subscriber lookup, 10% by kind", lambda: compiled.subscriber_index.rows(subscriber_keys(by_subscriber)),
+             n, "every 10th record names its MSISDN as subscriber + subscriber_kind"),
+        Case("enrich stage", lambda: enrich(batch, compiled), n, "subscription, account, plan version, cycle"),
         Case("stateless kernel (1 thread)", stateless, n, "rate_events, slots -1: tiers priced from zero per event",
              stateless.reset),
         Case("ordered allowance/tier scan", scan, n, "rate_events with the wrapper's slots, sorted input", scan.reset),
@@ -385,6 +406,8 @@ def run(records: int, workdir: Path, repeat: int, twin_sample: int, profile: boo
         "memcpy_records_per_s": by_name["memcpy of the kernel inputs"].records_per_s,
         "wrapper_records_per_s": by_name["whole wrapper rate()"].records_per_s,
         "zoning_and_kernel_records_per_s": by_name["stateless + numbers and zones"].records_per_s,
+        "subscriber_lookup_records_per_s": by_name["subscriber lookup"].records_per_s,
+        "enrich_records_per_s": by_name["enrich stage"].records_per_s,
         "rows": [{"name": c.name, "records": c.records, "records_per_s": c.records_per_s,
                   "wall_records_per_s": c.wall_records_per_s, "cpu_s": c.cpu_s, "wall_s": c.wall_s,
                   "rss_mb": c.rss_mb, "notes": c.notes} for c in cases],

@@ -29,7 +29,8 @@ TOP_EVENTS = 10
 FALLBACK_MINOR_DIGITS = 2
 EVENT_SCHEMA = {"record_id": pl.Utf8, "service": pl.Utf8, "served_msisdn": pl.Utf8, "other_party": pl.Utf8,
                 "start_time": pl.Datetime("us", "UTC"), "service_cycle": pl.Utf8, "zone": pl.Utf8, "band": pl.Utf8,
-                "raw_units": pl.Int64, "charged_units": pl.Int64, "free_units": pl.Int64, "charge_micros": pl.Int64}
+                "raw_units": pl.Int64, "charged_units": pl.Int64, "free_units": pl.Int64, "charge_micros": pl.Int64,
+                "subscriber": pl.Utf8, "subscriber_kind": pl.Utf8}
 EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
 

@@ -15,6 +15,7 @@ import zoneinfo
 
 from pipelines.invoice import InvoiceData
 from pipelines.money_text import format_micros, format_minor
+from rating.identity import label
 
 _SERVICE_TITLES = {"VOICE": "Voice", "SMS": "SMS", "DATA": "Data"}
 _UNIT_HINTS = {"VOICE": " (minutes:seconds)", "DATA": " (1 MB = 1,048,576 bytes)"}
@@ -113,6 +114,13 @@ def _money_table(data: InvoiceData, lines, key: str, title: str, columns: tuple[
                  (False,) * len(rows), footer)
 
 
+def _subscriber(event: dict) -> str:
+    """Who a rated event's subscriber is: its MSISDN, or the identity it was rated by (imsi:..., a SIP URI)."""
+    if event["subscriber"] is None:
+        return event["served_msisdn"]
+    return label(event["subscriber_kind"], event["subscriber"])
+
+
 def _top_events_table(data: InvoiceData) -> Table:
     rows, late = [], []
     # one number of decimals for the column (exact: as many as the most precise charge needs)
@@ -123,7 +131,7 @@ def _top_events_table(data: InvoiceData) -> Table:
         is_late = r["service_cycle"] != data.billing_cycle
         rows.append((str(rank), r["record_id"], _local_time(r["start_time"], data.timezone),
                      _SERVICE_TITLES.get(r["service"], r["service"]),
-                     r["served_msisdn"], r["other_party"] or "", f"{r['zone']} {r['band']}",
+                     _subscriber(r), r["other_party"] or "", f"{r['zone']} {r['band']}",
                      format_units(r["charged_units"], unit), format_micros(r["charge_micros"], digits),
                      f"LATE: {r['service_cycle']}" if is_late else ""))
         late.append(is_late)
@@ -131,7 +139,7 @@ def _top_events_table(data: InvoiceData) -> Table:
     title = (f"{len(rows)} costliest events" if rows else "Costliest events") + (
         " (LATE: usage of an earlier, closed cycle)" if any(late) else "")
     return Table("top-events", title,
-                 ("#", "Record", f"Start ({where})", "Service", "Number", "Other party", "Zone, band", "Charged",
+                 ("#", "Record", f"Start ({where})", "Service", "Subscriber", "Other party", "Zone, band", "Charged",
                   f"Charge {data.summary['currency']}", ""),
                  frozenset({0, 7, 8}), tuple(rows), tuple(late))
 

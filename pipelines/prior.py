@@ -48,8 +48,10 @@ PRIOR_FOLDER = "prior"
 _RUN_OF_FILE = re.compile(r"(\d{8}T\d{6}Z-[0-9a-f]{8})-part-\d+\.parquet$")
 # The rated-event columns a usage row is rebuilt from; the identity columns a duplicate compares.
 _RATED_COLUMNS = ["record_id", "source", "service", "served_msisdn", "other_party", "visited_network", "start_time",
-                  "raw_units", "service_cycle", "account_id", "input_file", "input_position"]
-_IDENTITY = ["service", "served_msisdn", "other_party", "visited_network", "start_time", "raw_units"]
+                  "raw_units", "service_cycle", "account_id", "input_file", "input_position",
+                  "subscriber", "subscriber_kind"]
+_IDENTITY = ["service", "served_msisdn", "other_party", "visited_network", "start_time", "raw_units",
+             "subscriber", "subscriber_kind"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +177,8 @@ _DETAILS_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("record_i
                              pa.field("run_id", pa.string()), pa.field("service", pa.string()),
                              pa.field("served_msisdn", pa.string()), pa.field("other_party", pa.string()),
                              pa.field("visited_network", pa.string()),
-                             pa.field("start_time", pa.timestamp("us", tz="UTC")), pa.field("raw_units", pa.int64())])
+                             pa.field("start_time", pa.timestamp("us", tz="UTC")), pa.field("raw_units", pa.int64()),
+                             pa.field("subscriber", pa.string()), pa.field("subscriber_kind", pa.string())])
 
 
 def _details(part: pa.Table) -> pa.Table:
@@ -195,13 +198,22 @@ def _read_with_runs(store: IcebergStore, table: str, cycle: str):
         where = And(rejects_in_cycle(cycle), And(NotNull("source"), NotNull("record_id")))
     schema = pa.schema([arrow_schema(table).field(c) for c in columns])
     for task in store.scan(table, row_filter=where, selected_fields=columns).plan_files():
-        data = pq.read_table(task.file.file_path, columns=columns).cast(schema)
+        data = _read_columns(task.file.file_path, schema)
         if table == "rejected":   # the scan's filter prunes files; the rows of a file are filtered here
             keyed = pc.and_(pc.is_valid(data.column("source")), pc.is_valid(data.column("record_id")))
             data = data.filter(pc.and_(in_cycle_scope(data.column("start_time"), cycle), keyed))
         match = _RUN_OF_FILE.search(task.file.file_path)
         yield data.append_column("run_id", pa.array([match.group(1) if match else None] * data.num_rows,
                                                     pa.string()))
+
+
+def _read_columns(path: str, schema: pa.Schema) -> pa.Table:
+    """``schema``'s columns of a data file; a column the file predates (rated ``subscriber``, added
+    to stores after their first files) reads null, as Iceberg's schema evolution says."""
+    present = set(pq.read_schema(path).names)
+    data = pq.read_table(path, columns=[f.name for f in schema if f.name in present])
+    return pa.table({f.name: data.column(f.name).cast(f.type) if f.name in present else pa.nulls(data.num_rows, f.type)
+                     for f in schema}, schema=schema)
 
 
 def rejects_in_cycle(cycle: str):
@@ -235,6 +247,7 @@ def usage_rows(rated: pa.Table) -> pa.Table:
         "usage_type": pc.if_else(builtin, pa.scalar(None, pa.string()), service),
         "quantity": pc.if_else(builtin, pa.scalar(None, pa.int64()), raw),
         "served_msisdn": rated.column("served_msisdn"), "other_party": rated.column("other_party"),
+        "subscriber": rated.column("subscriber"), "subscriber_kind": rated.column("subscriber_kind"),
         "start_time": rated.column("start_time"), "duration_s": when("VOICE", raw),
         "bytes_up": when("DATA", up), "bytes_down": when("DATA", pc.subtract(raw, up)),
         "message_count": pc.cast(when("SMS", raw), pa.int32()),
@@ -404,4 +417,5 @@ def usage_rows_identity(batch: pa.RecordBatch) -> dict:
     raw = pc.coalesce(batch.column("quantity"), raw)
     return {"service": service, "served_msisdn": batch.column("served_msisdn"),
             "other_party": batch.column("other_party"), "visited_network": batch.column("visited_network"),
-            "start_time": batch.column("start_time"), "raw_units": raw}
+            "start_time": batch.column("start_time"), "raw_units": raw,
+            "subscriber": batch.column("subscriber"), "subscriber_kind": batch.column("subscriber_kind")}

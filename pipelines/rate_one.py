@@ -32,7 +32,9 @@ from cdr_schemas import usage_batch_schema
 from cdr_schemas.validate import validate_usage
 from pipelines.money_text import micros_text
 from rating.cgrates import DEFAULT_CATEGORIES, RECORD
+from rating.cgrates.importer import subject_kind
 from rating.engine import RatingEngine
+from rating.identity import identity_key
 from rating.reference import load_reference
 from rating.reference.model import ReferenceData, Subscription, UsageType
 from rating.twin import band_twin, rate_for, round_fraction
@@ -48,7 +50,7 @@ _MICROS = 1_000_000
 @dataclasses.dataclass(frozen=True)
 class RateOneRequest:
     reference_dir: str
-    subject: str                  # the served MSISDN (CGRateS subject)
+    subject: str                  # the CGRateS subject: an MSISDN, else an account code
     destination: str | None       # as dialled; None for data
     start: str                    # ISO 8601 with Z or an offset
     usage: str                    # voice (any seconds type): 85s, 1m25s or seconds; others: a whole number
@@ -70,7 +72,9 @@ def rate_one(request: RateOneRequest) -> dict:
     units = parse_usage(request.usage, service, usage_type)
     batch = _usage_batch(request, usage_type, start_us, units)
     subscriber = "subscription"
-    if record.get("default_plan") and not any(s.msisdn == request.subject for s in reference.subscriptions):
+    kind = subject_kind(request.subject)
+    if record.get("default_plan") and not any(s.key == identity_key(kind, request.subject)
+                                              for s in reference.subscriptions):
         reference = _with_default_subscription(reference, request.subject, record)
         subscriber = f"none: rated by plan {record['default_plan']} (CGRateS subject *any)"
     engine = RatingEngine.from_reference(reference)
@@ -151,14 +155,18 @@ def _instant_us(text: str) -> int:
 def _usage_batch(request: RateOneRequest, usage_type: UsageType, start_us: int, units: int) -> pa.RecordBatch:
     service = usage_type.service
     builtin = service in SERVICES   # the others: service OTHER, their usage_type and quantity
+    # A subject that is not an MSISDN is an account code, as import-cgrates declares it.
+    by_msisdn = subject_kind(request.subject) == "msisdn"
     row = {"record_id": "rate-one", "source": "rate-one", "service": service.upper() if builtin else "OTHER",
-           "served_msisdn": request.subject, "other_party": request.destination, "start_time": start_us,
+           "served_msisdn": request.subject if by_msisdn else None,
+           "other_party": request.destination, "start_time": start_us,
            "duration_s": units if service == "voice" else 0, "bytes_up": 0,
            "bytes_down": units if service == "data" else 0, "message_count": units if service == "sms" else 0,
            "visited_network": None, "cell_id": None, "imsi": None, "apn": None, "termination_cause": None,
            "rat_type": None, "partial_sequence": 0, "usage_type": None if builtin else usage_type.name,
-           "quantity": None if builtin else units, "subscriber": None,
-           "subscriber_kind": None, "input_file": "rate-one", "input_position": 0}
+           "quantity": None if builtin else units,
+           "subscriber": None if by_msisdn else request.subject, "subscriber_kind": None if by_msisdn else "account",
+           "input_file": "rate-one", "input_position": 0}
     schema = usage_batch_schema()
     columns = []
     for field in schema:
@@ -171,7 +179,8 @@ def _usage_batch(request: RateOneRequest, usage_type: UsageType, start_us: int, 
 
 def _with_default_subscription(reference: ReferenceData, subject: str, record: dict) -> ReferenceData:
     plan = reference.plans[record["default_plan"]]
-    subscription = Subscription(subject, record["default_account"], plan.plan_id, plan.versions[0].valid_from_us, None)
+    subscription = Subscription(subject, record["default_account"], plan.plan_id, plan.versions[0].valid_from_us, None,
+                                subject_kind(subject) or "account")
     return dataclasses.replace(reference, subscriptions=reference.subscriptions + (subscription,))
 
 

@@ -201,7 +201,8 @@ def _fee_lines(compiled: CompiledReference, terms: _Terms, digits: dict, mode: R
     account = terms.account[term]
     subscriber = np.searchsorted(compiled.sub_first, terms.sub_row[term], side="right") - 1
     cycle = pl.from_arrow(month_labels(terms.month[term]))
-    msisdn = pl.from_arrow(compiled.msisdns.take(pa.array(subscriber, pa.int64())))
+    # The identity key names the subscriber: the MSISDN, the SIP URI, imsi:..., account:...
+    msisdn = pl.from_arrow(compiled.subscriber_keys.take(pa.array(subscriber, pa.int64())))
     frame = pl.DataFrame({
         "account_id": pl.from_arrow(take_names(compiled.account_ids, account)),
         "billing_cycle": cycle, "service_cycle": cycle,

@@ -51,8 +51,8 @@ class CompiledReference:
     home_networks: pa.Array            # string
     destinations: DestinationRules     # exact and string-prefix zone rules (non-numeric destinations)
     # enrichment
-    msisdns: pa.Array                  # unique, sorted strings; index = subscriber row
-    msisdn_index: StringIndex          # MSISDN -> subscriber row, built once
+    subscriber_keys: pa.Array          # identity keys (rating.identity), unique, sorted; index = subscriber row
+    subscriber_index: StringIndex      # identity key -> subscriber row, built once
     sub_first: np.ndarray
     sub_count: np.ndarray
     sub_from_us: np.ndarray
@@ -459,25 +459,28 @@ class _VersionTables:
 
 
 def _enrichment_lookups(ref: ReferenceData, plan_ids: tuple[str, ...], tz_index: dict[str, int]) -> dict:
-    """Subscriptions by MSISDN (rows grouped per subscriber, by validity start), and accounts."""
+    """Subscriptions by identity key (rows grouped per subscriber, by validity start), and accounts."""
     subs = ref.subscriptions
     account_ids = tuple(sorted(ref.accounts))
     account_row = {a: i for i, a in enumerate(account_ids)}
     plan_row = {p: i for i, p in enumerate(plan_ids)}
-    msisdn_list = sorted({s.msisdn for s in subs})
-    msisdn_row = {m: i for i, m in enumerate(msisdn_list)}
-    sub_first = np.zeros(len(msisdn_list), np.int64)
-    sub_count = np.zeros(len(msisdn_list), np.int64)
-    ordered_subs = sorted(subs, key=lambda s: (msisdn_row[s.msisdn], s.valid_from_us))
+    keys_of = [s.key for s in subs]   # once each: a million subscriptions is a normal size
+    key_list = sorted(set(keys_of))
+    key_row = {m: i for i, m in enumerate(key_list)}
+    row_of = [key_row[k] for k in keys_of]
+    sub_first = np.zeros(len(key_list), np.int64)
+    sub_count = np.zeros(len(key_list), np.int64)
+    order = sorted(range(len(subs)), key=lambda i: (row_of[i], subs[i].valid_from_us))
+    ordered_subs = [subs[i] for i in order]
     for i, s in enumerate(ordered_subs):
-        r = msisdn_row[s.msisdn]
+        r = row_of[order[i]]
         if sub_count[r] == 0:
             sub_first[r] = i
         sub_count[r] += 1
     sub_account = np.array([account_row[s.account_id] for s in ordered_subs], np.int64)
-    msisdns = pa.array(msisdn_list, pa.string())
+    keys = pa.array(key_list, pa.string())
     return dict(
-        msisdns=msisdns, msisdn_index=StringIndex(msisdns), sub_first=sub_first, sub_count=sub_count,
+        subscriber_keys=keys, subscriber_index=StringIndex(keys), sub_first=sub_first, sub_count=sub_count,
         sub_from_us=np.array([s.valid_from_us for s in ordered_subs], np.int64),
         sub_to_us=np.array([_INT64_MAX if s.valid_to_us is None else s.valid_to_us for s in ordered_subs], np.int64),
         sub_account=sub_account, sub_by_account=np.argsort(sub_account, kind="stable"),

@@ -24,6 +24,7 @@ from cdr_schemas import usage_batch_schema
 from rating import engine_cache
 from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
+from rating.identity import subscriber_keys
 from rating.kernels.enrich import assign_cycles, find_subscriptions
 from rating.partition import account_ranks, account_shards, accounts_of_shard, split_by_account
 from rating.rate import rate
@@ -105,7 +106,7 @@ class RatingEngine:
     def subscription_rows(self, batch: pa.RecordBatch) -> np.ndarray:
         """Subscription row in force at each record's start time, -1 when there is none."""
         c = self.compiled
-        subscriber = c.msisdn_index.rows(column(batch, "served_msisdn"))
+        subscriber = c.subscriber_index.rows(subscriber_keys(batch))
         rows = np.empty(batch.num_rows, np.int64)
         reason = np.zeros(batch.num_rows, np.int64)
         find_subscriptions(subscriber, int_column(column(batch, "start_time")), c.sub_first, c.sub_count,

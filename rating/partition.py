@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute in account_ranks)
 
 from rating.arrow_utils import column, string_buffers
+from rating.identity import subscriber_keys
 from rating.kernels.hashing import fnv1a_strings, fnv_seed
 
 RECORD_KEY = ("source", "record_id")   # what makes a record unique: one rating per key
@@ -67,8 +68,8 @@ def split_by_account(batch: pa.RecordBatch, account_rows: np.ndarray, account_ra
                      n_shards: int) -> list[tuple[int, pa.RecordBatch]]:
     """(shard, sub-batch) pairs: all events of an account in one shard, by its id's range.
 
-    ``account_rows``: each event's account row (-1: no subscription, sharded by the hash of
-    ``served_msisdn``); ``account_rank``: ``account_ranks`` of the reference's accounts.
+    ``account_rows``: each event's account row (-1: no subscription, sharded by the hash of its
+    subscriber key, ``rating.identity``); ``account_rank``: ``account_ranks`` of the reference's accounts.
     """
     return split_by_shard(batch, account_shards(batch, account_rows, account_rank, n_shards), n_shards)
 
@@ -78,7 +79,8 @@ def account_shards(batch: pa.RecordBatch, account_rows: np.ndarray, account_rank
     """Each event's shard by account (``split_by_account``'s rule), as int64."""
     by_range = _shard_of_rank(account_rank, n_shards)
     return np.where(account_rows >= 0, by_range[np.maximum(account_rows, 0)],
-                    shard_of_hash(hash_columns(batch, ["served_msisdn"]), n_shards))
+                    shard_of_hash(hash_columns(pa.table({"subscriber": subscriber_keys(batch)}), ["subscriber"]),
+                                  n_shards))
 
 
 def accounts_of_shard(account_rank: np.ndarray, shard: int, n_shards: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from rating.arrow_utils import (column, int_column, is_in, pool_empty, string_bu
 from rating.cycles import month_labels
 from rating.compile import CompiledReference
 from rating.destinations import zone_by_rules
+from rating.identity import subscriber_keys
 from rating.kernels.enrich import (active_days, assign_cycles, find_overlapping_versions, find_subscriptions, find_versions,
                                    raw_units, subscription_fields)
 from rating.kernels.gather import gather_positive_entries, positive_entry_offsets
@@ -96,7 +97,7 @@ def enrich(batch: pa.RecordBatch, compiled: CompiledReference) -> Enrichment:
               int_column(column(batch, "bytes_up")), int_column(column(batch, "bytes_down")), quantity,
               quantity_valid, T.type_unit, T.max_units, raw, unit_reason)
 
-    subscriber = compiled.msisdn_index.rows(column(batch, "served_msisdn"))
+    subscriber = compiled.subscriber_index.rows(subscriber_keys(batch))
     sub_row = np.empty(n, np.int64)
     find_subscriptions(subscriber, start_us, compiled.sub_first, compiled.sub_count, compiled.sub_from_us,
                        compiled.sub_to_us, sub_row, reason)
@@ -438,6 +439,7 @@ def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.Reco
         "rounding_nanos": pa.array(out("out_rounding_nanos")),
         "revision": pa.array(np.zeros(n, np.int32)),
         "input_file": kept("input_file"), "input_position": kept("input_position"),
+        "subscriber": kept("subscriber"), "subscriber_kind": kept("subscriber_kind"),
     }
     return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 

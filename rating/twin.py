@@ -209,13 +209,13 @@ def rate_rows_twin(rows: list[dict], ref: ReferenceData) -> list[dict]:
     """Rate usage rows with the twin; returns per row a dict with ``reason`` and the priced fields."""
     prefix_tables = {name: dict(t.prefixes) for name, t in ref.zone_tables.items()}
     roaming_tables = {name: dict(t.prefixes) for name, t in ref.roaming_tables.items()}
-    subs_by_msisdn: dict[str, list] = {}
+    subs_by_identity: dict[tuple[str, str], list] = {}
     for sub in ref.subscriptions:
-        subs_by_msisdn.setdefault(sub.msisdn, []).append(sub)
+        subs_by_identity.setdefault((sub.kind, sub.subscriber), []).append(sub)
 
     prepared = []
     for index, row in enumerate(rows):
-        prepared.append(_enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables))
+        prepared.append(_enrich(index, row, ref, subs_by_identity, prefix_tables, roaming_tables))
     # Event-time order per (account, cycle); ties by (source, record_id).
     order = sorted(range(len(rows)), key=lambda i: (
         prepared[i].get("account_id") or "", prepared[i].get("cycle") or "", rows[i]["start_time"],
@@ -230,7 +230,21 @@ def rate_rows_twin(rows: list[dict], ref: ReferenceData) -> list[dict]:
     return results
 
 
-def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> dict:
+def _identity(row) -> tuple[str | None, str]:
+    """(kind, value) of the row's subscriber: ``subscriber`` and its kind when set, else
+    ``served_msisdn`` as an MSISDN; a SIP URI with its scheme and host lower-cased."""
+    if row.get("subscriber") is None:
+        return "msisdn", row["served_msisdn"]
+    kind, value = row.get("subscriber_kind"), row["subscriber"]
+    if kind == "sip":
+        scheme, _, rest = value.partition(":")
+        user, at, host = rest.partition("@")
+        if scheme.lower() == "sip" and at and host.isascii():
+            value = f"sip:{user}@{host.lower()}"
+    return kind, value
+
+
+def _enrich(index, row, ref, subs_by_identity, prefix_tables, roaming_tables) -> dict:
     out = {"index": index, "reason": Reason.RATED}
     type_name = (row.get("usage_type") or row["service"]).upper()
     usage_type = ref.usage_types.get(type_name)
@@ -239,7 +253,7 @@ def _enrich(index, row, ref, subs_by_msisdn, prefix_tables, roaming_tables) -> d
         return out
     out["usage_type"] = usage_type
     t = row["start_time"]
-    sub = next((s for s in subs_by_msisdn.get(row["served_msisdn"], [])
+    sub = next((s for s in subs_by_identity.get(_identity(row), [])
                 if s.valid_from_us <= t and (s.valid_to_us is None or t < s.valid_to_us)), None)
     if sub is None:
         out["reason"] = Reason.UNKNOWN_SUBSCRIBER

@@ -396,6 +396,20 @@ def test_a_dated_timing_becomes_a_holiday_calendar_when_it_can(tmp_path, capsys)
     assert charges == {"24": "0.12", "25": "0.01"}
 
 
+def test_a_rate_without_a_first_step_imports_its_gap_as_free_with_a_note(tmp_path, capsys):
+    """testit's RT_TEST_1 starts at GroupIntervalStart 60s: CGRateS has no rate before it."""
+    folder = _tariff(tmp_path / "tp", Rates="#Id,ConnectFee,Rate,RateUnit,RateIncrement,GroupIntervalStart\n"
+                                            "RT_DAY,0.1,0.12,60s,60s,60s\nRT_NIGHT,0,0.02,60s,60s,0s\n")
+    ref = tmp_path / "ref"
+    assert cli(["import-cgrates", str(folder), "--out", str(ref)]) == 0
+    assert "RT_DAY has no row with GroupIntervalStart 0" in capsys.readouterr().out
+    charges = [rate_one_json(capsys, ref, "--subject", "4930111", "--destination", "+4930123",
+                             "--start", "2024-12-02T10:00:00Z", "--usage", usage)["charge"]
+               for usage in ("20s", "60s", "61s", "120s")]
+    # The connect fee of the first row stays; the first 60 s are one free increment, then 0.12/min.
+    assert charges == ["0.1", "0.1", "0.22", "0.22"]
+
+
 def test_steps_off_the_increment_grid_are_priced_as_cgrates_does(tmp_path, capsys):
     folder = _tariff(tmp_path / "tp", Rates="#Id,ConnectFee,Rate,RateUnit,RateIncrement,GroupIntervalStart\n"
                                             "RT_DAY,0.05,0.12,60s,40s,0s\nRT_DAY,0,0.06,60s,1s,60s\n"
@@ -430,7 +444,7 @@ def test_what_a_tariff_plan_cannot_say_is_reported(tmp_path):
     assert "'voice mail' of DST_VM is neither a number nor a string prefix" in messages["Destinations.csv:3"]
     assert "both with and without '+'" in messages["prefix 49"]
     assert "RT_MISSING" in messages["DestinationRates.csv:3"]
-    assert "subject 'alice' is not an MSISDN" in messages["RatingProfiles.csv:3"]
+    assert "RatingProfiles.csv:3" not in messages   # subject alice: an account subscription (#17)
     assert "category mms" not in messages   # imported as the usage type MMS (tests/test_types_cgrates.py)
 
 
@@ -444,7 +458,7 @@ def both_arithmetics(imported):
         record = json.loads((imported[plan, "cgrates"] / "cgrates-import.json").read_text())
         prefixes = [p for z in record["zones"].values() for p in z["prefixes"]] or ["1"]
         engines[plan] = (RatingEngine.load(str(imported[plan, "native"])), RatingEngine.from_reference(reference),
-                         reference, sorted({s.msisdn for s in reference.subscriptions}), prefixes)
+                         reference, sorted({s.msisdn for s in reference.subscriptions if s.msisdn}), prefixes)
     return engines
 
 

@@ -2,7 +2,7 @@
 
     usage-rating import-cgrates DIR --out REFDIR [--tenant T] [--category C[=TYPE]]...
                                 [--rounding cgrates|native] [--currency EUR] [--timezone UTC]
-                                [--add-subject MSISDN]... [--allow-partial]
+                                [--add-subject SUBJECT]... [--allow-partial]
     usage-rating rate-one --reference REFDIR --subject S --destination D --start ISO8601 --usage 85s
                           [--service TYPE] [--category C] [--json]
 
@@ -44,8 +44,9 @@ def add_parsers(subparsers) -> None:
                           "native: the project's exact arithmetic")
     imp.add_argument("--currency", default="EUR", help="ISO 4217 code of the tariffs (CGRateS names none)")
     imp.add_argument("--timezone", default="UTC", help="IANA timezone timings are evaluated in (default UTC)")
-    imp.add_argument("--add-subject", action="append", default=[], metavar="MSISDN",
-                     help="also subscribe this subject (rated by its profile, else by *any); repeatable")
+    imp.add_argument("--add-subject", action="append", default=[], metavar="SUBJECT",
+                     help="also subscribe this subject, an MSISDN or an account code (rated by its profile, "
+                          "else by *any); repeatable")
     imp.add_argument("--allow-partial", action="store_true",
                      help="write the reference even when some rules cannot be expressed (they are reported)")
 
@@ -54,7 +55,8 @@ def add_parsers(subparsers) -> None:
         description="Rate one event with the rating engine and print the charge with its breakdown (zone, band, "
                     "steps, increments, rounding). A rejected event is an answer (exit status 0).")
     one.add_argument("--reference", required=True, help="reference-data directory")
-    one.add_argument("--subject", required=True, help="served MSISDN (the CGRateS subject)")
+    one.add_argument("--subject", required=True,
+                     help="the CGRateS subject: an MSISDN (served_msisdn), else an account code")
     one.add_argument("--destination", help="destination as dialled (not needed for data)")
     one.add_argument("--start", required=True, help="start (answer) time, ISO 8601 with Z or an offset")
     one.add_argument("--usage", required=True, help="voice: 85s, 1m25s or seconds; sms: messages; data: bytes")

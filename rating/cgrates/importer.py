@@ -6,7 +6,9 @@
 One tenant per reference directory (usage records carry no tenant). Each selected category is one
 usage type: call, sms and data the built-in voice, sms and data, any other a declared type named
 after it (``mms`` -> MMS, ``*routes`` -> ROUTES; ``category_type``), counted in seconds when its rates
-use time units (``60s``, ``1m``), else as a count. A subject that is an MSISDN (digits) becomes a subscription; subjects come from the rating
+use time units (``60s``, ``1m``), else as a count. Every subject becomes a subscription: of kind
+msisdn when it is an MSISDN (digits), else of kind account (the subject as an account code,
+``subject_kind``); subjects come from the rating
 profiles, from AccountActions.csv (accounts without a profile of their own are rated by ``*any``)
 and from ``extra_subjects``. Subjects with the same rating timeline share a plan; ``ANY`` is the
 plan of subjects without a profile (CGRateS's ``*any`` subject).
@@ -28,12 +30,12 @@ from rating.cgrates.tariff_files import TariffPlan, read_tariff_plan
 from rating.cgrates.values import ANY
 from rating.cgrates.versions import VersionBuilder, VersionContent
 from rating.cgrates.zones import ZoneTable, build_zone_table
+from rating.identity import identity_key
 
 SERVICES = ("voice", "sms", "data")   # the built-in usage types; a category may import as any other
 DEFAULT_CATEGORIES = {"call": "voice", "sms": "sms", "data": "data"}
 DEFAULT_TENANT = "cgrates.org"   # CGRateS's general.default_tenant
 DEFAULT_PLAN = "ANY"
-_MSISDN = re.compile(r"[1-9][0-9]{0,14}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _NOT_PLAN_ID = re.compile(r"[^A-Za-z0-9_.+-]")
 _TYPE_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -60,8 +62,9 @@ class ImportOptions:
             raise ValueError(f"--timezone must be an IANA timezone name such as UTC or Europe/Berlin, "
                              f"got {self.timezone!r}")
         for subject in self.extra_subjects:
-            if _MSISDN.fullmatch(subject) is None:
-                raise ValueError(f"--add-subject {subject!r} is not an MSISDN (1 to 15 digits, no leading 0)")
+            if subject_kind(subject) is None:
+                raise ValueError(f"--add-subject {subject!r} is neither an MSISDN (1 to 15 digits, no leading 0) "
+                                 f"nor an account code (printable characters, no comma)")
         if self.categories is not None:
             services = [service for _, service in self.categories]
             for category, service in self.categories:
@@ -99,7 +102,7 @@ class ImportResult:
     units: dict[str, str]               # usage type -> seconds | messages | bytes | count
     zones: ZoneTable
     plans: tuple[PlanOut, ...]
-    subscriptions: tuple[tuple[str, str, int], ...]   # (msisdn, plan_id, valid_from_us)
+    subscriptions: tuple[tuple[str, str, int], ...]   # (subject, plan_id, valid_from_us); kind: subject_kind
     default_plan: str | None
     report: Report
 
@@ -216,7 +219,8 @@ def _categories(rows, options: ImportOptions, report: Report) -> dict[str, str]:
 
 
 def _subjects(tariff, tenant, rows, profiles: Profiles, options, report: Report) -> list[str]:
-    """MSISDN subjects to subscribe; the others are reported."""
+    """Subjects to subscribe: MSISDNs (kind msisdn) and any other subject that is a valid account code
+    (kind account: ANY2CNT, RP_RETAIL, rs1...); the rest are reported."""
     fallback_targets = {f.strip() for r in rows for f in r.fallback_subjects.split(";") if f.strip()}
     candidates: dict[str, str] = {}   # subject -> where it comes from
     for row in rows:
@@ -229,17 +233,26 @@ def _subjects(tariff, tenant, rows, profiles: Profiles, options, report: Report)
         candidates.setdefault(subject, "--add-subject")
     subjects = []
     for subject, where in sorted(candidates.items()):
-        if _MSISDN.fullmatch(subject):
+        if subject_kind(subject) is not None:
             subjects.append(subject)
         elif subject in profiles.subjects and subject not in fallback_targets:
-            report.unsupported(where, f"subject {subject!r} is not an MSISDN (1 to 15 digits, no leading 0), so it "
-                                      f"cannot be a subscription; its rating profile is not imported")
+            report.unsupported(where, f"subject {subject!r} is neither an MSISDN nor an account code (printable, "
+                                      f"no comma), so it cannot be a subscription; its rating profile is not imported")
         elif subject in profiles.subjects:
-            report.note(where, f"subject {subject!r} is not an MSISDN: no subscription, but its profile is used as a "
-                               f"fallback of other subjects")
+            report.note(where, f"subject {subject!r} cannot be a subscription: its profile is used as a fallback "
+                               f"of other subjects only")
         else:
-            report.note(where, f"{subject!r} is not an MSISDN (1 to 15 digits, no leading 0); no subscription")
+            report.note(where, f"{subject!r} is neither an MSISDN nor an account code; no subscription")
     return subjects
+
+
+def subject_kind(subject: str) -> str | None:
+    """The subscriber kind a CGRateS subject is imported as: msisdn for an MSISDN, else account
+    (CGRateS subjects are account codes, SIP users or MSISDNs alike); None when it can be neither."""
+    for kind in ("msisdn", "account"):
+        if identity_key(kind, subject) is not None:
+            return kind
+    return None
 
 
 def _plans(timelines: dict[str, list[Interval]], default: list[Interval], profiles: Profiles,

@@ -94,9 +94,15 @@ class RateConverter:
             return None
         starts = [p[0] for p in parsed]
         if starts[0] != 0:
-            self._report.unsupported(rows[0].where, f"{dr.rates_tag} has no row with GroupIntervalStart 0, so "
-                                                    f"the start of an event has no price; {fail}")
-            return None
+            # CGRateS finds no rate before the first GroupIntervalStart (GetRateParameters returns
+            # rate -1 per -1 unit, and the piece's cost is then whatever that arithmetic gives): no
+            # price a tariff means. The gap is imported as one free increment, the connect fee kept.
+            self._report.note(rows[0].where, f"{dr.rates_tag} has no row with GroupIntervalStart 0: CGRateS has "
+                                             f"no rate for the first {starts[0]} units of an event; they are "
+                                             f"imported as free")
+            first = parsed[0]
+            parsed.insert(0, (0, first[1], decimal.Decimal(0), first[3], starts[0]))
+            starts.insert(0, 0)
         if len(set(starts)) != len(starts):
             self._report.unsupported(rows[0].where, f"{dr.rates_tag} has two rows with the same "
                                                     f"GroupIntervalStart; {fail}")

@@ -17,7 +17,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from rating.cgrates.importer import ImportResult, PlanOut
+from rating.cgrates.importer import ImportResult, PlanOut, subject_kind
 from rating.cgrates.versions import RateEntry
 from rating.compile import compile_reference
 from rating.reference import load_reference
@@ -91,8 +91,9 @@ def _write(result: ImportResult, root: Path) -> None:
     accounts = [s[0] for s in result.subscriptions] + ([DEFAULT_ACCOUNT] if result.default_plan else [])
     _text(root / "accounts.csv", ["account_id,currency,timezone,bill_cycle_day,tax_region",
                                   *(f"{a},{options.currency},{options.timezone},1,{TAX_REGION}" for a in accounts)])
-    _text(root / "subscriptions.csv", ["msisdn,account_id,plan_id,valid_from,valid_to",
-                                       *(f"{m},{m},{p},{format_instant_us(f)}," for m, p, f in result.subscriptions)])
+    _text(root / "subscriptions.csv", ["subscriber,subscriber_kind,account_id,plan_id,valid_from,valid_to",
+                                       *(f"{m},{subject_kind(m)},{m},{p},{format_instant_us(f)},"
+                                         for m, p, f in result.subscriptions)])
     _text(root / "tax_rates.csv", ["tax_region,valid_from,rate,name",
                                    f"{TAX_REGION},2000-01-01T00:00:00Z,0,no tax (CGRateS tariffs carry none)"])
     (root / RECORD).write_text(json.dumps(_record(result, calendars), indent=1) + "\n", encoding="utf-8")

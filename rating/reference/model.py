@@ -11,6 +11,8 @@ import dataclasses
 import enum
 from pathlib import Path
 
+from rating.identity import identity_key
+
 SERVICES = ("voice", "sms", "data")   # the built-in usage types (codes 0, 1, 2), as rates name them
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = ISO weekday - 1
 ANY = "*"
@@ -59,11 +61,22 @@ class Account:
 
 @dataclasses.dataclass(frozen=True)
 class Subscription:
-    msisdn: str
+    subscriber: str              # the identity's value, normalised (rating.identity)
     account_id: str
     plan_id: str
     valid_from_us: int           # inclusive
     valid_to_us: int | None      # exclusive; None = open-ended
+    kind: str = "msisdn"         # msisdn | imsi | sip | account
+
+    @property
+    def key(self) -> str:
+        """The identity's lookup key (``rating.identity``): the bare digits for an MSISDN."""
+        return self.subscriber if self.kind == "msisdn" else identity_key(self.kind, self.subscriber)
+
+    @property
+    def msisdn(self) -> str | None:
+        """The MSISDN of an MSISDN subscription; ``None`` for other kinds."""
+        return self.subscriber if self.kind == "msisdn" else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +265,6 @@ class ReferenceData:
     roaming_tables: dict[str, ZoneTable]   # prefixes are MCC+MNC digits
     calendars: dict[str, Calendar]
     accounts: dict[str, Account]
-    subscriptions: tuple[Subscription, ...]   # sorted by (msisdn, valid_from_us)
+    subscriptions: tuple[Subscription, ...]   # sorted by (key, valid_from_us)
     tax_rates: tuple[TaxRate, ...]            # sorted by (tax_region, valid_from_us)
     usage_types: dict[str, UsageType] = dataclasses.field(default_factory=builtin_usage_types)  # name -> type

@@ -1,14 +1,19 @@
-"""subscriptions.csv -> subscriptions sorted by (msisdn, valid_from_us), checked column-wise.
+"""subscriptions.csv -> subscriptions sorted by (identity key, valid_from_us), checked column-wise.
 
 A million rows is a normal size, so every check is one Arrow or NumPy operation over a column
 (instants are parsed once per distinct string), and Python only runs per row to build messages
-(at most the listing limit per check) and the model objects at the end. Checks: E.164 MSISDN,
-known account and plan, plan currency equal to the account's, valid instants with
-valid_from < valid_to, and no overlapping intervals for one MSISDN.
+(at most the listing limit per check) and the model objects at the end. Checks: a known
+subscriber_kind and a subscriber valid for it (``rating.identity``: E.164 MSISDN, IMSI, SIP URI,
+account code), known account and plan, plan currency equal to the account's, valid instants with
+valid_from < valid_to, and no overlapping intervals for one identity (kind, value).
+
+The header is ``subscriber,subscriber_kind,account_id,...``; the older header with ``msisdn`` in
+place of the first two columns still loads (every row of kind msisdn).
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,39 +21,50 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rating import identity
 from rating.reference import times
-from rating.reference.csv_tables import CsvTable, column, read_csv_table
+from rating.reference.csv_tables import CsvTable, column, open_csv_text, read_csv_table
 from rating.reference.issues import MAX_ISSUES_PER_FILE, IssueLog
 from rating.reference.model import Account, Subscription
 from rating.reference.plan_rates import listing
 
 SUBSCRIPTIONS = "subscriptions.csv"
-_COLUMNS = ("msisdn", "account_id", "plan_id", "valid_from", "valid_to")
-_E164 = "^[1-9][0-9]{0,14}$"
+_COLUMNS = ("subscriber", "subscriber_kind", "account_id", "plan_id", "valid_from", "valid_to")
+_MSISDN_COLUMNS = ("msisdn", "account_id", "plan_id", "valid_from", "valid_to")   # the older header
 _OPEN_END = np.iinfo(np.int64).max   # valid_to of an open-ended subscription, while checking
 
 
 def read_subscriptions(root: Path, log: IssueLog, *, accounts: dict[str, Account] | None,
                        plan_currencies: dict[str, str | None] | None
                        ) -> tuple[Subscription, ...] | None:
-    """Subscriptions sorted by (msisdn, valid_from_us); ``None`` if the file is unusable.
+    """Subscriptions sorted by (identity key, valid_from_us); ``None`` if the file is unusable.
 
     ``plan_currencies`` maps every plan file's id to its currency (``None`` when that plan's
     currency is unusable). A ``None`` argument skips the checks that need it (its own file
     already has an issue).
     """
-    csv_table = read_csv_table(root, SUBSCRIPTIONS, _COLUMNS, log)
+    old_header = _is_msisdn_header(root)
+    csv_table = read_csv_table(root, SUBSCRIPTIONS, _MSISDN_COLUMNS if old_header else _COLUMNS, log)
     if csv_table is None:
         return None
     issues = _RowIssues(csv_table, log)
     table = csv_table.table
     good = np.ones(table.num_rows, dtype=bool)
 
-    msisdn = table.column("msisdn")
-    bad = _mask(pc.invert(pc.match_substring_regex(msisdn, _E164)))
-    issues.add(bad, "msisdn", lambda row: (
-        f"expected an E.164 number: 1 to 15 digits, country code first, no + or spaces, got "
-        f"{issues.value('msisdn', row)!r}"))
+    value_column = "msisdn" if old_header else "subscriber"
+    value = table.column(value_column).combine_chunks()
+    kind = pa.repeat(pa.scalar(identity.MSISDN), table.num_rows) if old_header else \
+        table.column("subscriber_kind").combine_chunks()
+    bad = _mask(pc.invert(pc.is_in(kind, value_set=pa.array(identity.KINDS))))
+    issues.add(bad, "subscriber_kind", lambda row: (
+        f"unknown subscriber_kind {issues.value('subscriber_kind', row)!r}; expected one of "
+        f"{', '.join(identity.KINDS)}"))
+    good &= ~bad
+    key = identity.identity_keys(kind, value)
+    bad = good & _mask(pc.is_null(key))
+    issues.add(bad, value_column, lambda row: (
+        f"expected {identity.EXPECTED[kind[row].as_py()]}, got {issues.value(value_column, row)!r}"
+        + ("" if kind[row].as_py() == identity.MSISDN else f" (subscriber_kind {kind[row].as_py()})")))
     good &= ~bad
     account_index = _check_accounts(table, accounts, issues, good)
     _check_plans(table, accounts, account_index, plan_currencies, issues, good)
@@ -62,20 +78,35 @@ def read_subscriptions(root: Path, log: IssueLog, *, accounts: dict[str, Account
     good &= ~bad
 
     rows = np.flatnonzero(good)
-    order = pc.sort_indices(pa.table({"msisdn": msisdn.take(rows), "from_us": from_us[rows]}),
-                            sort_keys=[("msisdn", "ascending"), ("from_us", "ascending")])
+    order = pc.sort_indices(pa.table({"key": key.take(rows), "from_us": from_us[rows]}),
+                            sort_keys=[("key", "ascending"), ("from_us", "ascending")])
     rows = rows[order.to_numpy()]
-    _check_overlaps(msisdn.take(rows), from_us[rows], to_us[rows], rows, issues)
+    _check_overlaps(key.take(rows), from_us[rows], to_us[rows], rows, issues, value_column)
     issues.flush()
 
     ends = to_us[rows]
+    kinds = kind.take(rows)
+    # The normalised value: as written, but a SIP URI's normalised form (its key).
+    values = pc.if_else(pc.equal(kinds, "sip"), key.take(rows), value.take(rows))
     return tuple(map(
         Subscription,
-        msisdn.take(rows).to_pylist(),
+        values.to_pylist(),
         table.column("account_id").take(rows).to_pylist(),
         table.column("plan_id").take(rows).to_pylist(),
         from_us[rows].tolist(),
-        pa.array(ends, mask=ends == _OPEN_END).to_pylist()))
+        pa.array(ends, mask=ends == _OPEN_END).to_pylist(),
+        kinds.to_pylist()))
+
+
+def _is_msisdn_header(root: Path) -> bool:
+    """Whether subscriptions.csv has the older header (``msisdn`` first); an unreadable header is
+    read as the current one (``read_csv_table`` reports it)."""
+    try:
+        with open_csv_text(root / SUBSCRIPTIONS) as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, csv.Error):
+        return False
+    return bool(header) and "msisdn" in header and "subscriber" not in header
 
 
 def _check_accounts(table: pa.Table, accounts: dict[str, Account] | None, issues: _RowIssues,
@@ -148,15 +179,15 @@ def _instants(table: pa.Table, name: str, issues: _RowIssues, good: np.ndarray, 
     return parsed[positions]
 
 
-def _check_overlaps(msisdn: pa.ChunkedArray, from_us: np.ndarray, to_us: np.ndarray,
-                    rows: np.ndarray, issues: _RowIssues) -> None:
-    """Arrays sorted by (msisdn, from_us): an interval must start after every earlier interval of
-    the same MSISDN has ended. Adjacent pairs find every MSISDN with an overlap; those few are
-    then walked to report each overlapping row."""
+def _check_overlaps(key: pa.Array, from_us: np.ndarray, to_us: np.ndarray,
+                    rows: np.ndarray, issues: _RowIssues, value_column: str) -> None:
+    """Arrays sorted by (identity key, from_us): an interval must start after every earlier
+    interval of the same identity has ended. Adjacent pairs find every identity with an overlap;
+    those few are then walked to report each overlapping row."""
     count = len(from_us)
     if count < 2:
         return
-    same = _mask(pc.equal(msisdn.slice(1), msisdn.slice(0, count - 1)))
+    same = _mask(pc.equal(key.slice(1), key.slice(0, count - 1)))
     hits = np.flatnonzero(same & (to_us[:-1] > from_us[1:]))
     if not len(hits):
         return
@@ -172,7 +203,7 @@ def _check_overlaps(msisdn: pa.ChunkedArray, from_us: np.ndarray, to_us: np.ndar
                     f"ends at {times.format_instant_us(int(latest_end))}"
                 issues.add_row(
                     int(row), None,
-                    f"subscription of {issues.value('msisdn', row)} from {start} overlaps the "
+                    f"subscription of {issues.value(value_column, row)} from {start} overlaps the "
                     f"one on line {issues.line(latest_row)}, which {ended}; set that one's "
                     f"valid_to to {start} or earlier")
             if to_us[position] > latest_end:

@@ -156,6 +156,7 @@ class IcebergStore:
         if len(missing) == len(TABLES) and not embedded:
             cls._check_free(output, out_uri)  # a new store's warehouse
         store._check_locations(existing)
+        store._evolve(existing)
         if missing:
             store._create(missing)
         return store
@@ -174,6 +175,24 @@ class IcebergStore:
                 raise ValueError(f"--output {self.output}: the catalog's table {identifier(table)} lives "
                                  f"at {location}, not under {warehouse}; a catalog holds one store, so "
                                  f"give the --output it was created with, or another --catalog-uri")
+
+    def _evolve(self, tables: set[str]) -> None:
+        """Bring tables an earlier release created up to today's schemas: add the columns added since
+        (nullable: older rows read null, e.g. rated ``subscriber``) and make nullable the columns that
+        became so (rated ``served_msisdn``). A metadata commit, once per store; nothing when the
+        tables are current, and a concurrent opener's identical change is fine."""
+        for name in sorted(tables & set(TABLES)):
+            table = self.table(name)
+            current = {field.name: field for field in table.schema().fields}
+            wanted = arrow_schema(name)
+            if all(field.name in current and (not field.nullable or current[field.name].optional)
+                   for field in wanted):
+                continue
+            try:
+                with table.update_schema() as update:
+                    update.union_by_name(wanted)
+            except CommitFailedException:
+                pass   # another writer evolved it meanwhile
 
     def _create(self, missing: list[str]) -> None:
         if (NAMESPACE,) not in self.catalog.list_namespaces():
