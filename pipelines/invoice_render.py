@@ -15,7 +15,7 @@ import zoneinfo
 
 from pipelines.invoice import InvoiceData
 from pipelines.money_text import format_micros, format_minor
-from rating.identity import label
+from rating.identity import label as identity_label
 
 _SERVICE_TITLES = {"VOICE": "Voice", "SMS": "SMS", "DATA": "Data"}
 _UNIT_HINTS = {"VOICE": " (minutes:seconds)", "DATA": " (1 MB = 1,048,576 bytes)"}
@@ -118,7 +118,7 @@ def _subscriber(event: dict) -> str:
     """Who a rated event's subscriber is: its MSISDN, or the identity it was rated by (imsi:..., a SIP URI)."""
     if event["subscriber"] is None:
         return event["served_msisdn"]
-    return label(event["subscriber_kind"], event["subscriber"])
+    return identity_label(event["subscriber_kind"], event["subscriber"])
 
 
 def _top_events_table(data: InvoiceData) -> Table:

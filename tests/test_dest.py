@@ -30,14 +30,14 @@ from pipelines.cli import cgrates as cgrates_cli
 from rating.destinations import zone_by_rules
 from rating.engine import RatingEngine
 from rating.reference import check_reference, load_reference
-from rating.reference.model import ReferenceData, ZoneTable
+from rating.reference.model import ReferenceData
 from rating.reference.zone_tables import fold_destination
 from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, row_context, usage_row_for, usage_rows, write_reference
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
-DOC = Path(__file__).parent.parent / "docs" / "tariffs.md"
 REFERENCE = Path(__file__).parent / "data" / "reference_destinations"
 VOICEMAIL_PLAN = Path(__file__).parent / "data" / "cgrates" / "voicemail"
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "cgrates"
@@ -46,17 +46,10 @@ START = "2026-01-05T10:00:00+01:00"   # a Monday; the plan has one band
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-def _cell(text: str) -> str:
-    """A table cell: stripped, or verbatim inside backticks (surrounding spaces kept)."""
-    text = text.strip()
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "`" else text
 
 
 def _examples() -> list[dict]:
-    table = DOC.read_text().split("<!-- examples-dest:start -->")[1].split("<!-- examples-dest:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (_cell(c) for c in line.strip()[1:-1].split("|")))) for line in lines[2:]]
+    return marked_table("examples-dest")
 
 
 EXAMPLES = _examples()

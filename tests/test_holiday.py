@@ -29,9 +29,9 @@ from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import HOME, _calendar, _minute_range, operators, usage_rows
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
 ROOT = Path(__file__).parents[1]
-DOC = ROOT / "docs" / "tariffs.md"
 REFERENCE = Path(__file__).parent / "data" / "reference_holiday"
 OWN_PLAN = Path(__file__).parent / "data" / "cgrates" / "newyear"
 SHARED = ROOT / ".." / "shared" / "cgrates"
@@ -43,10 +43,7 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # --- the worked examples of docs/tariffs.md ----------------------------------------------------------
 
 def _examples() -> list[dict]:
-    table = DOC.read_text().split("<!-- examples-holiday:start -->")[1].split("<!-- examples-holiday:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return marked_table("examples-holiday")
 
 
 EXAMPLES = _examples()

@@ -23,10 +23,10 @@ from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, usage_rows
 from tests.test_reference import assert_issue, edit, only_issue
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "reference_identity"
-DOC = Path(__file__).parent.parent / "docs" / "tariffs.md"
 
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -125,10 +125,7 @@ def test_one_identity_may_not_overlap_itself_but_one_value_under_two_kinds_may(r
 # --- rating -----------------------------------------------------------------------------------------
 
 def _examples() -> list[dict]:
-    table = DOC.read_text().split("<!-- examples-ident:start -->")[1].split("<!-- examples-ident:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return marked_table("examples-ident")
 
 
 EXAMPLES = _examples()

@@ -29,17 +29,14 @@ from rating.twin import cycle_twin, pool_grant, rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, usage_rows, us
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
-DOC = Path(__file__).parent.parent / "docs" / "tariffs.md"
 REFERENCE = Path(__file__).parent / "data" / "reference_pool"
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
 def _examples() -> list[dict]:
-    table = DOC.read_text().split("<!-- examples-pool:start -->")[1].split("<!-- examples-pool:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return marked_table("examples-pool")
 
 
 EXAMPLES = _examples()

@@ -11,17 +11,13 @@ from rating.engine import RatingEngine
 from rating.reference import load_reference
 from rating.twin import rate_rows_twin
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
-DOC = Path(__file__).parent.parent / "docs" / "tariffs.md"
 REFERENCE = Path(__file__).parent / "data" / "reference_examples"
 
 
 def _examples() -> list[dict]:
-    text = DOC.read_text()
-    table = text.split("<!-- examples:start -->")[1].split("<!-- examples:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return marked_table("examples")
 
 
 EXAMPLES = _examples()

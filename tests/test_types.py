@@ -30,18 +30,15 @@ from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, row_context, usage_row_for, write_reference
 from tests.usage_rows import usage_batch, usage_row
+from tests.doc_tables import marked_table
 
-DOC = Path(__file__).parent.parent / "docs" / "tariffs.md"
 REFERENCE = Path(__file__).parent / "data" / "reference_types"
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 _BUILTIN = {t.name for t in BUILTIN_USAGE_TYPES}
 
 
 def _examples() -> list[dict]:
-    table = DOC.read_text().split("<!-- examples-types:start -->")[1].split("<!-- examples-types:end -->")[0]
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    return marked_table("examples-types")
 
 
 EXAMPLES = _examples()

@@ -1,6 +1,6 @@
 """CGRateS categories other than call, sms and data import as declared usage types, and rate-one
-reproduces CGRateS's costs for them (tests/data/cgrates/types: a few rows of CGRateS's sample plans;
-each cost below worked out from those rows, CGRateS arithmetic: each increment's price rounded
+reproduces CGRateS's costs for them (tests/data/cgrates/types: the project's own plan with the
+categories of CGRateS's sample plans; each cost below worked out from its rows, CGRateS arithmetic: each increment's price rounded
 half-up to 5 decimals, the event rounded *up to 4 decimals as DestinationRates.csv says)."""
 
 from __future__ import annotations
@@ -20,18 +20,18 @@ from tests.test_cgrates import cli, rate_one_json
 PLAN = Path(__file__).parent / "data" / "cgrates" / "types"
 
 CASES = [
-    # call 1001 -> 1002: RT_20CNT 0.4 connect + 2 x 60 s at 0.2
-    (("--destination", "1002", "--usage", "120s"), "voice", "0.8"),
-    # mms (tutorial's RT_MMS): 0.01 per 1 unit, 3 units; 1001 has no mms profile: *any's RP_MMS
-    (("--destination", "1002", "--usage", "3", "--category", "mms"), "mms", "0.03"),
-    # generic (oldtutorial's RT_GENERIC_1): 1 per unit, no destination: the *any destination rate
+    # call 2001 -> 2002: RT_CALL 0.3 connect + 2 x 60 s at 0.15
+    (("--destination", "2002", "--usage", "120s"), "voice", "0.6"),
+    # mms (RT_PICTURE): 0.02 per 1 unit, 3 units; 2001 has no mms profile: *any's RP_PICTURE
+    (("--destination", "2002", "--usage", "3", "--category", "mms"), "mms", "0.06"),
+    # generic (RT_UNIT_1): 1 per unit, no destination: the *any destination rate
     (("--usage", "5", "--category", "generic"), "generic", "5"),
-    # data at 1 per byte, the rate the import refused before (1000 bytes)
+    # data at 1 per byte, a rate the import refused before (1000 bytes)
     (("--usage", "1000", "--category", "data"), "data", "1000"),
-    # reseller1 (tutorial2's RT_10CNT): 0.1 per call whatever its duration (connect fee 0.1, rate 0)
-    (("--destination", "1002", "--usage", "85s", "--category", "reseller1"), "reseller1", "0.1"),
-    # *routes (RT_1CNT): 0.01 per 60 s in 60 s increments, 90 s -> 2 increments
-    (("--destination", "1002", "--usage", "90s", "--category", "*routes"), "routes", "0.02"),
+    # reseller1 (RT_FLAT): 0.15 per call whatever its duration (connect fee 0.15, rate 0)
+    (("--destination", "2002", "--usage", "85s", "--category", "reseller1"), "reseller1", "0.15"),
+    # *routes (RT_ROUTE): 0.02 per 60 s in 60 s increments, 90 s -> 2 increments
+    (("--destination", "2002", "--usage", "90s", "--category", "*routes"), "routes", "0.04"),
 ]
 
 
@@ -56,17 +56,17 @@ def test_every_category_imports_as_a_usage_type_without_refusal(imported):
 
 @pytest.mark.parametrize("args, service, cost", CASES, ids=[c[1] for c in CASES])
 def test_rate_one_reproduces_cgrates_for_each_category(imported, capsys, args, service, cost):
-    answer = rate_one_json(capsys, imported, "--subject", "1001", "--start", "2019-03-11T09:00:00Z", *args)
+    answer = rate_one_json(capsys, imported, "--subject", "2001", "--start", "2019-03-11T09:00:00Z", *args)
     assert answer["service"] == service
     assert Decimal(answer["charge"]) == Decimal(cost), answer
 
 
 def test_rate_one_service_names_a_declared_type_and_a_subject_without_profile_uses_any(imported, capsys):
-    answer = rate_one_json(capsys, imported, "--subject", "1003", "--destination", "1002", "--start",
+    answer = rate_one_json(capsys, imported, "--subject", "2003", "--destination", "2002", "--start",
                            "2019-03-11T09:00:00Z", "--usage", "2", "--service", "MMS")
-    assert (answer["charge"], answer["unit"], answer["rate_id"].split("/")[2]) == ("0.02", "units", "mms")
+    assert (answer["charge"], answer["unit"], answer["rate_id"].split("/")[2]) == ("0.04", "units", "mms")
     with pytest.raises(ValueError, match="usage type 'fax' is not declared"):
-        rate_one_json(capsys, imported, "--subject", "1001", "--start", "2019-03-11T09:00:00Z", "--usage", "2",
+        rate_one_json(capsys, imported, "--subject", "2001", "--start", "2019-03-11T09:00:00Z", "--usage", "2",
                       "--service", "fax")
 
 

@@ -208,7 +208,7 @@ def _price_per(price: decimal.Decimal, unit: int, increment: int, service: str) 
                 continue
             if micros * max(per, increment) < _EXACT_LIMIT:
                 return money_text(decimal.Decimal(int(micros)).scaleb(-_MAX_DECIMALS)), per
-        return f"cannot be priced exactly in int64 micro-units (price x increment reaches 2^62)"
+        return "cannot be priced exactly in int64 micro-units (price x increment reaches 2^62)"
     return f"cannot be written with at most {_MAX_DECIMALS} decimals per unit"
 
 
