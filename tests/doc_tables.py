@@ -24,3 +24,17 @@ def marked_table(marker: str, page: Path = TARIFFS) -> list[dict]:
     """The table between ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` on ``page``."""
     text = page.read_text()
     return markdown_table(text.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0])
+
+
+def rate_examples(reference_dir: Path, rows: list[dict]) -> tuple[dict, dict, dict]:
+    """Rate a page's example rows with the engine and with the slow twin, each by record id:
+    (rated events, rejected rows, twin results)."""
+    from rating.engine import RatingEngine
+    from rating.reference import load_reference
+    from rating.twin import rate_rows_twin
+    from tests.usage_rows import usage_batch
+
+    reference = load_reference(reference_dir)
+    rated, rejected = RatingEngine.from_reference(reference).rate(usage_batch(rows))
+    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, reference))}
+    return ({r["record_id"]: r for r in rated.to_pylist()}, {r["record_id"]: r for r in rejected.to_pylist()}, twin)

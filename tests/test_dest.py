@@ -32,11 +32,10 @@ from rating.engine import RatingEngine
 from rating.reference import check_reference, load_reference
 from rating.reference.model import ReferenceData
 from rating.reference.zone_tables import fold_destination
-from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, row_context, usage_row_for, usage_rows, write_reference
 from tests.usage_rows import usage_batch, usage_row
-from tests.doc_tables import marked_table
+from tests.doc_tables import marked_table, rate_examples
 
 REFERENCE = Path(__file__).parent / "data" / "reference_destinations"
 VOICEMAIL_PLAN = Path(__file__).parent / "data" / "cgrates" / "voicemail"
@@ -65,12 +64,8 @@ def _example_row(index: int, example: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def rated_examples():
-    reference = load_reference(REFERENCE)
-    rows = [_example_row(i, e) for i, e in enumerate(EXAMPLES)]
-    rated, rejected = RatingEngine.from_reference(reference).rate(usage_batch(rows))
-    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, reference))}
-    return ({r["record_id"]: r for r in rated.to_pylist()}, {r["record_id"]: r["reason"] for r in rejected.to_pylist()},
-            twin)
+    rated, rejected, twin = rate_examples(REFERENCE, [_example_row(i, e) for i, e in enumerate(EXAMPLES)])
+    return rated, {record_id: r["reason"] for record_id, r in rejected.items()}, twin
 
 
 def test_the_page_has_the_examples():

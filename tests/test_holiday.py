@@ -25,11 +25,10 @@ from rating.compile import compile_reference
 from rating.engine import RatingEngine
 from rating.reference import check_reference, load_reference
 from rating.reference.model import ANY, BandRule
-from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import HOME, _calendar, _minute_range, operators, usage_rows
-from tests.usage_rows import usage_batch, usage_row
-from tests.doc_tables import marked_table
+from tests.usage_rows import usage_row
+from tests.doc_tables import marked_table, rate_examples
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = Path(__file__).parent / "data" / "reference_holiday"
@@ -60,12 +59,9 @@ def _row(index: int, example: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def rated_examples():
-    reference = load_reference(REFERENCE)
-    rows = [_row(i, e) for i, e in enumerate(EXAMPLES)]
-    rated, rejected = RatingEngine.from_reference(reference).rate(usage_batch(rows))
-    assert rejected.num_rows == 0, rejected.to_pylist()
-    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, reference))}
-    return {r["record_id"]: r for r in rated.to_pylist()}, twin
+    rated, rejected, twin = rate_examples(REFERENCE, [_row(i, e) for i, e in enumerate(EXAMPLES)])
+    assert not rejected, rejected
+    return rated, twin
 
 
 def test_the_page_shows_a_zone_rule_a_weekday_rule_and_a_split():

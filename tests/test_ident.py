@@ -18,12 +18,11 @@ from hypothesis import strategies as st
 from rating import identity
 from rating.engine import RatingEngine
 from rating.reference import check_reference, load_reference
-from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, usage_rows
 from tests.test_reference import assert_issue, edit, only_issue
 from tests.usage_rows import usage_batch, usage_row
-from tests.doc_tables import marked_table
+from tests.doc_tables import marked_table, rate_examples
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "reference_identity"
@@ -141,13 +140,8 @@ def _row(index: int, example: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def rated_examples():
-    reference = load_reference(REFERENCE)
-    rows = [_row(i, e) for i, e in enumerate(EXAMPLES)]
-    rated, rejected = RatingEngine.from_reference(reference).rate(usage_batch(rows))
-    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, reference))}
-    outcome = {r["record_id"]: r for r in rated.to_pylist()}
-    outcome.update({r["record_id"]: r for r in rejected.to_pylist()})
-    return outcome, twin
+    rated, rejected, twin = rate_examples(REFERENCE, [_row(i, e) for i, e in enumerate(EXAMPLES)])
+    return {**rated, **rejected}, twin
 
 
 def test_the_page_has_the_identity_examples():

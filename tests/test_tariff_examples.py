@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rating.engine import RatingEngine
-from rating.reference import load_reference
-from rating.twin import rate_rows_twin
-from tests.usage_rows import usage_batch, usage_row
-from tests.doc_tables import marked_table
+from tests.usage_rows import usage_row
+from tests.doc_tables import marked_table, rate_examples
 
 REFERENCE = Path(__file__).parent / "data" / "reference_examples"
 
@@ -40,12 +37,9 @@ def _row(index: int, example: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def rated_examples():
-    reference = load_reference(REFERENCE)
-    rows = [_row(i, e) for i, e in enumerate(EXAMPLES)]
-    rated, rejected = RatingEngine.from_reference(reference).rate(usage_batch(rows))
-    assert rejected.num_rows == 0, rejected.to_pylist()
-    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, reference))}
-    return {r["record_id"]: r for r in rated.to_pylist()}, twin
+    rated, rejected, twin = rate_examples(REFERENCE, [_row(i, e) for i, e in enumerate(EXAMPLES)])
+    assert not rejected, rejected
+    return rated, twin
 
 
 def test_the_page_has_every_example_the_issue_asks_for():
