@@ -41,6 +41,19 @@ def test_generate_then_batch_through_the_cli(tmp_path, capsys):
     assert totals["records_in"] == 3000 and totals["balanced"]
 
 
+def test_generate_v3_writes_declared_usage_types_and_batch_rates_them(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", "--out", str(out), "--records", "4000", "--subscribers", "100", "--files", "1",
+                 "--seed", "5", "--schema-version", "v3"]) == 0
+    expected = json.loads((out / "manifest.json").read_text())["expected_rated_by_service"]
+    assert expected["mms"] > 0 and expected["api_calls"] > 0
+    assert main(["batch", "--input", str(out / "cdrs" / "*.avro"), "--reference", str(out / "reference"),
+                 "--output", str(tmp_path / "rated"), "--runner=DirectRunner"]) == 0
+    assert store_reads.latest_totals(tmp_path / "rated")["balanced"]
+    assert main(["generate", "--out", str(tmp_path / "bad"), "--schema-version", "v9"]) == 1
+    assert "schema_version must be one of v1, v2, v3" in capsys.readouterr().err
+
+
 def test_demo_runs_end_to_end_and_reuses_its_workdir(tmp_path, capsys):
     workdir = tmp_path / "demo"
     assert main(["demo", "--workdir", str(workdir), "--records", "4000", "--subscribers", "200"]) == 0

@@ -58,7 +58,7 @@ def cmd_generate(args) -> int:
     config = GeneratorConfig(
         out_dir=Path(args.out), subscribers=args.subscribers, records=args.records, days=args.days,
         start=dt.date.fromisoformat(args.start), seed=args.seed, fmt=args.format, files=args.files,
-        duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate)
+        duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate, schema_version=args.schema_version)
     with ProgressLine("generating") as progress:
         manifest = generate(config, progress=progress.update)
     print(f"wrote {manifest['records_written']:,} records in {config.files} {config.fmt} files "
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--files", type=int, default=8)
     gen.add_argument("--duplicate-rate", type=float, default=0.001)
     gen.add_argument("--malformed-rate", type=float, default=0.0005)
+    gen.add_argument("--schema-version", default="v1",
+                     help="usage schema of the CDR files: v1, v2 or v3 (v3 adds MMS and API_CALLS records; "
+                          "docs/generator.md)")
 
     val = add_command(sub, "validate-reference", cmd_validate_reference,
                       help="check a reference-data directory; exit 1 on any issue")
