@@ -341,7 +341,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
         if a.pooled and key_of[a.name] not in state.allowance_left:
             state.allowance_left[key_of[a.name]] = pool_grant(ref, p["account_id"], a.name, p["cycle_start"],
                                                               p["cycle_end"], p["account_tz"])
-    snapshot = {name: state.allowance_left.get(key_of[name], 0) for name in allowances}
+    snapshot = {key_of[name]: state.allowance_left.get(key_of[name], 0) for name in allowances}   # by balance key
 
     def take(inc: int) -> str | None:
         for name in allowances:
@@ -398,8 +398,7 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
                 band = band_twin(t0 + u * 1_000_000, version, plan.timezone, holidays, p["zone"])
                 rate = rate_for(version, service, p["zone"], band)
                 if rate is None:
-                    for name, left in snapshot.items():
-                        state.allowance_left[key_of[name]] = left
+                    state.allowance_left.update(snapshot)
                     p["reason"] = Reason.NO_RATE
                     return
                 split = split or band != band0
@@ -449,8 +448,8 @@ def _price(p: dict, row: dict, ref: ReferenceData, state: _State) -> None:
 
 
 def _overflow(p: dict, state: _State, snapshot: dict) -> None:
-    """Reject OVERFLOW: the event gives back what it took from its allowances (tier counters it has
-    not moved yet)."""
-    for name, left in snapshot.items():
-        state.allowance_left[(p["sub"], p["cycle"], name)] = left
+    """Reject OVERFLOW: the event gives back what it took from its allowances, its subscription's or
+    its account's pool (``snapshot``: balance key -> units before the event; tier counters it has not
+    moved yet)."""
+    state.allowance_left.update(snapshot)
     p["reason"] = Reason.OVERFLOW

@@ -140,6 +140,27 @@ def test_a_member_takes_the_pool_first_by_event_time_then_source(engine):
         assert rated["x"]["free_units"] == 120
 
 
+def test_an_overflowing_call_gives_the_pool_back_to_the_pool(tmp_path):
+    """A call that draws from the pool and then overflows is rejected OVERFLOW and returns what it took
+    to the account's pool (not to the caller's own allowance row): the member's later call is free."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REFERENCE, reference)
+    family = reference / "plans" / "FAMILY.yaml"
+    family.write_text(family.read_text().replace('price: "0.06", per: 60', 'price: "2000000000", per: 60', 1))
+    rows = [usage_row(0, record_id="huge", service="VOICE", served_msisdn="491510000011",
+                      start_time="2026-01-21T10:00:00+01:00", duration_s=72 * 3600, other_party="030123456"),
+            usage_row(1, record_id="member", service="VOICE", served_msisdn="491510000013",
+                      start_time="2026-01-22T10:00:00+01:00", duration_s=420, other_party="030123456")]
+    loaded = load_reference(reference)
+    rated, rejected = RatingEngine.from_reference(loaded).rate(usage_batch(rows))
+    # 7 increments (420 s of the 445 s pool) free, then 4,313 x 2e15 micros >= 2^62: OVERFLOW.
+    assert rejected.column("reason").to_pylist() == ["OVERFLOW"]
+    (member,) = rated.to_pylist()
+    assert (member["free_units"], member["charge_micros"]) == (420, 0)
+    twin = {r["record_id"]: t for r, t in zip(rows, rate_rows_twin(rows, loaded))}
+    assert twin["member"]["free_units"] == 420
+
+
 def test_arrival_order_batching_and_streaming_state_do_not_change_the_pool(engine):
     rows = [_row(i, e) for i, e in enumerate(EXAMPLES)]
     whole = _rated_by_id(engine.rate(usage_batch(rows))[0])

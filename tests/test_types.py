@@ -25,7 +25,8 @@ from rating.billing import BillingPeriod, bill_accounts
 from rating.engine import RatingEngine
 from rating.reference import ReferenceDataError, load_reference
 from rating.reference.model import (
-    ANY, BUILTIN_USAGE_TYPES, Allowance, Rate, Rounding, RoundingMode, Step, UsageType, builtin_usage_types)
+    ANY, BUILTIN_USAGE_TYPES, POOL_ACCOUNT, POOL_SUBSCRIPTION, Allowance, Rate, Rounding, RoundingMode, Step, UsageType,
+    builtin_usage_types)
 from rating.twin import rate_rows_twin
 from tests.rating_oracle import assert_same_as_twin
 from tests.tariff_strategies import operators, row_context, usage_row_for, write_reference
@@ -282,8 +283,9 @@ _DECLARED = (
 def operators_with_types(draw):
     """A random operator (tests.tariff_strategies.operators) with declared types: their rates (steps
     with and without increments, sometimes a huge price that overflows), allowances, and the type's
-    rounding; sometimes VOICE restated with a rounding of its own."""
-    ref = draw(operators(max_plans=2))
+    rounding; sometimes VOICE restated with a rounding of its own. Allowances are sometimes pooled, so
+    that an overflowing event gives back what it took from a pool."""
+    ref = draw(operators(max_plans=2, pools=draw(st.booleans())))
     types = builtin_usage_types()
     declared = draw(st.lists(st.sampled_from(_DECLARED), min_size=1, max_size=4, unique_by=lambda t: t.name))
     for t in declared:
@@ -293,6 +295,7 @@ def operators_with_types(draw):
         types[t.name] = t
     if draw(st.integers(0, 3)) == 0:
         types["VOICE"] = dataclasses.replace(types["VOICE"], rounding=Rounding(RoundingMode.UP, 2))
+    pooled_types = {t.name for t in declared if draw(st.booleans())}   # one pool setting per name
     plans = {}
     for plan_id, plan in ref.plans.items():
         versions = []
@@ -313,7 +316,8 @@ def operators_with_types(draw):
                                       None, draw(st.sampled_from((None, 50_000_000))), None, None))
                 if draw(st.integers(0, 2)) == 0 and len(allowances) < 4:
                     order = max([a.order for a in allowances], default=0) + 1
-                    allowances.append(Allowance(f"FREE_{t.name}", t.service, (ANY,), draw(st.integers(1, 500)), order))
+                    allowances.append(Allowance(f"FREE_{t.name}", t.service, (ANY,), draw(st.integers(1, 500)), order,
+                                                POOL_ACCOUNT if t.name in pooled_types else POOL_SUBSCRIPTION))
             versions.append(dataclasses.replace(version, rates=tuple(rates), allowances=tuple(allowances)))
         plans[plan_id] = dataclasses.replace(plan, versions=tuple(versions))
     return dataclasses.replace(ref, plans=plans, usage_types=types), declared

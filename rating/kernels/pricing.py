@@ -345,7 +345,7 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             whole = _add_whole(whole, 1, T.rate_connect_micros[r0])
         if whole >= _OVERFLOW_LIMIT:   # the exact amount, before minimum and maximum, leaves the safe range
             for q in range(k):
-                allow_state[slot, cover[q]] += used[q]
+                allow_state[cover_row[q], cover[q]] += used[q]
             out_reason[i] = OVERFLOW
             out_connect[i] = 0
             out_tier[i] = -1
