@@ -26,7 +26,7 @@ from rating.arrow_utils import column, int_column
 from rating.compile import CompiledReference, compile_reference
 from rating.identity import subscriber_keys
 from rating.kernels.enrich import assign_cycles, find_subscriptions
-from rating.partition import account_ranks, account_shards, accounts_of_shard, split_by_account
+from rating.partition import AccountRanges, account_shards, accounts_of_shard, split_by_account
 from rating.rate import rate
 from rating.reference import load_reference
 from rating.reference.loader import gc_paused
@@ -53,7 +53,8 @@ def reference_fingerprint(reference_dir: str) -> str:
 class RatingEngine:
     def __init__(self, compiled: CompiledReference):
         self.compiled = compiled
-        self._account_rank = account_ranks(compiled.account_ids)
+        self._account_ranges = AccountRanges.of(
+            compiled.account_ids, np.bincount(compiled.sub_account, minlength=len(compiled.account_ids)))
         self._warm = False
 
     @classmethod
@@ -142,15 +143,15 @@ class RatingEngine:
 
     def accounts_of_shard(self, shard: int, shards: int) -> np.ndarray:
         """Account rows whose events ``split_by_account`` sends to ``shard`` (``rating.partition``)."""
-        return accounts_of_shard(self._account_rank, shard, shards)
+        return accounts_of_shard(self._account_ranges, shard, shards)
 
     def account_shards(self, batch: pa.RecordBatch, shards: int) -> np.ndarray:
         """Each event's shard of ``split_by_account``."""
-        return account_shards(batch, self.account_rows(batch), self._account_rank, shards)
+        return account_shards(batch, self.account_rows(batch), self._account_ranges, shards)
 
     def split_by_account(self, batch: pa.RecordBatch, shards: int) -> list[tuple[int, pa.RecordBatch]]:
         """(shard, sub-batch) pairs: all events of an account in one shard; unknown subscribers by MSISDN."""
-        return split_by_account(batch, self.account_rows(batch), self._account_rank, shards)
+        return split_by_account(batch, self.account_rows(batch), self._account_ranges, shards)
 
 
 @dataclasses.dataclass(frozen=True)
