@@ -166,6 +166,13 @@ def _cover_increments(allow_state, cover_row, cover, used, k, n_inc, inc):
     return covered
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _give_back(allow_state, cover_row, cover, used, k):
+    """Return to the allowances (the subscription's row or the account's pool) what a rejected event took."""
+    for q in range(k):
+        allow_state[cover_row[q], cover[q]] += used[q]
+
+
 @njit(nogil=True, cache=True)
 def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tier_slot, pool_base, T,
                 allow_state, tier_state,
@@ -333,9 +340,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
                 free += covered * inc
                 u += n_inc * inc
             charged = u
-        if failed:  # give back what this event took from its allowances
-            for q in range(k):
-                allow_state[cover_row[q], cover[q]] += used[q]
+        if failed:
+            _give_back(allow_state, cover_row, cover, used, k)
             out_reason[i] = failed_reason
             out_tier[i] = -1
             continue
@@ -343,14 +349,10 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
         if paid_any and not first_covered:
             out_connect[i] = T.rate_connect_micros[r0]
             whole = _add_whole(whole, 1, T.rate_connect_micros[r0])
-        if whole >= _OVERFLOW_LIMIT:   # the exact amount, before minimum and maximum, leaves the safe range
-            for q in range(k):
-                allow_state[cover_row[q], cover[q]] += used[q]
-            out_reason[i] = OVERFLOW
-            out_connect[i] = 0
-            out_tier[i] = -1
-            continue
-        if paid_any:
+        # The exact amount before minimum and maximum must stay in the safe range (a maximum does not
+        # save it), and so must the charge after them (a minimum of 2^62 micros or more).
+        overflow = whole >= _OVERFLOW_LIMIT
+        if paid_any and not overflow:
             minimum = T.rate_min_micros[r0]
             if minimum >= 0 and whole < minimum:
                 whole = minimum
@@ -359,9 +361,8 @@ def rate_events(service, raw_units, start_us, zone, version, tz, allow_slot, tie
             if maximum >= 0 and (whole > maximum or (whole == maximum and frac > 0)):
                 whole = maximum
                 frac = 0
-        if whole >= _OVERFLOW_LIMIT:   # a minimum charge of 2^62 micros or more
-            for q in range(k):
-                allow_state[cover_row[q], cover[q]] += used[q]
+        if overflow or whole >= _OVERFLOW_LIMIT:
+            _give_back(allow_state, cover_row, cover, used, k)
             out_reason[i] = OVERFLOW
             out_connect[i] = 0
             out_tier[i] = -1
