@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -95,6 +96,7 @@ class StagedRun:
     based_on: str | None = None   # the run log's head when the run began reading the store
     committed: CommitResult | None = dataclasses.field(default=None, init=False)
     _taken: set = dataclasses.field(default_factory=set, init=False, repr=False)
+    _removing: list = dataclasses.field(default_factory=list, init=False, repr=False)
 
     def run_pipeline(self, transform: beam.PTransform, label: str, inputs: InputFiles,
                      pipeline_args: list[str] | None) -> tuple[dict, float]:
@@ -102,7 +104,8 @@ class StagedRun:
         the control totals it wrote (plus ``skipped_inputs``) and the pipeline's seconds.
 
         A file that cannot be read at all fails the run with a ValueError carrying the file's own
-        message (Beam wraps the worker's error). The shuffle's spill files are removed.
+        message (Beam wraps the worker's error). The shuffle's spill files are removed in the
+        background, while the run commits (``staged_run`` waits for it before it returns).
         """
         started = time.monotonic()
         try:
@@ -115,7 +118,7 @@ class StagedRun:
                 raise ValueError(message) from error
             raise
         elapsed_s = time.monotonic() - started
-        shutil.rmtree(self.scratch / SHUFFLE_FOLDER, ignore_errors=True)
+        self._remove_in_background(self.scratch / SHUFFLE_FOLDER)
         written = cat.join(self.dirs.folders["control"], "totals.json")
         try:
             totals = json.loads(read_bytes(written))
@@ -127,6 +130,25 @@ class StagedRun:
                              f"a filesystem mounted at the same path on every worker; nothing was committed") from None
         totals["skipped_inputs"] = inputs.skipped_json()
         return totals, elapsed_s
+
+    def _remove_in_background(self, folder: Path) -> None:
+        """Remove ``folder`` in a thread. Unlinking GBs of spill files is the kernel freeing their
+        pages (1.4 s at 10M records, measured), time the commit can use; ``wait_for_removals``
+        joins it."""
+        if not folder.exists():
+            return
+        doomed = folder.with_name(f"{folder.name}.removing-{uuid.uuid4().hex[:8]}")
+        folder.rename(doomed)   # the name is free again at once for a later pipeline of this run
+        thread = threading.Thread(target=shutil.rmtree, args=(doomed,), kwargs={"ignore_errors": True},
+                                  name="remove-spills", daemon=True)
+        thread.start()
+        self._removing.append(thread)
+
+    def wait_for_removals(self) -> None:
+        """Wait until the folders removed in the background are gone."""
+        for thread in self._removing:
+            thread.join()
+        self._removing.clear()
 
     def written(self) -> dict[str, list[str]]:
         """The data files this run wrote, per table, as URIs."""
@@ -185,6 +207,7 @@ def staged_run(output: str, catalog_uri: str | None, what: str, *, create: bool,
         finally:
             if write:
                 run.discard_files()
+            run.wait_for_removals()
             shutil.rmtree(scratch, ignore_errors=True)
             if local_path(shared) is None:
                 cat.delete_dir(shared)
