@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdr_schemas import duplicate_schema, usage_batch_schema
+from rating.kernels.hashing import mark_repeated
 from rating.partition import RECORD_KEY, hash_columns
 
 _KEY = list(RECORD_KEY)
@@ -24,29 +25,39 @@ def deduplicate(batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, pa.Recor
     """(unique rows, duplicates) of usage batches that together hold every copy of their keys.
 
     Unique rows keep their input order; duplicates come in key order.
+
+    Only rows whose key hash occurs more than once can be copies (``mark_repeated``, one pass);
+    those few rows, and no others, are sorted by key and where they were read.
     """
     table = pa.Table.from_batches(batches, schema=usage_batch_schema())
     if table.num_rows == 0:
         return empty_batch(usage_batch_schema()), empty_batch(duplicate_schema())
-    n = table.num_rows
     key_hash = np.concatenate([hash_columns(b, _KEY) for b in table.to_batches()])
-    keys = pa.table({"_key_hash": pa.array(key_hash, pa.uint64()), **{k: table.column(k) for k, _ in _ORDER[1:]}})
+    repeated = np.zeros(table.num_rows, np.bool_)
+    if mark_repeated(key_hash, repeated) == 0:   # the usual shard: no take of the key columns
+        return table_to_batch(table), empty_batch(duplicate_schema())
+    candidates = np.flatnonzero(repeated)
+    rows = table.take(pa.array(candidates, pa.int64()))
+    keys = pa.table({"_key_hash": pa.array(key_hash[candidates], pa.uint64()),
+                     **{k: rows.column(k) for k, _ in _ORDER[1:]}})
     order = pc.sort_indices(keys, sort_keys=_ORDER).to_numpy(zero_copy_only=False)
     sorted_keys = keys.select(_KEY).take(pa.array(order)).combine_chunks()
     source, record_id = sorted_keys.column("source").chunk(0), sorted_keys.column("record_id").chunk(0)
+    n = len(candidates)
+    same = pc.and_(pc.equal(source.slice(1), source.slice(0, n - 1)),
+                   pc.equal(record_id.slice(1), record_id.slice(0, n - 1)))
     is_new = np.ones(n, np.bool_)
-    if n > 1:
-        same = pc.and_(pc.equal(source.slice(1), source.slice(0, n - 1)),
-                       pc.equal(record_id.slice(1), record_id.slice(0, n - 1)))
-        is_new[1:] = ~same.to_numpy(zero_copy_only=False)
-    if is_new.all():   # the usual case: no take of every column
+    is_new[1:] = ~same.to_numpy(zero_copy_only=False)
+    if is_new.all():   # hash collisions of different keys only
         return table_to_batch(table), empty_batch(duplicate_schema())
     first = np.maximum.accumulate(np.where(is_new, np.arange(n), 0))
-    # One take of every column, for the unique rows in input order (rating orders them itself).
-    unique = table.take(pa.array(np.sort(order[is_new]), pa.int64()))
+    keep = np.ones(table.num_rows, np.bool_)
     dup_rows = np.flatnonzero(~is_new)
-    dups = table.take(pa.array(order[dup_rows], pa.int64()))
-    originals = table.take(pa.array(order[first[dup_rows]], pa.int64()))
+    keep[candidates[order[dup_rows]]] = False
+    # One take of every column, for the unique rows in input order (rating orders them itself).
+    unique = table.take(pa.array(np.flatnonzero(keep), pa.int64()))
+    dups = rows.take(pa.array(order[dup_rows], pa.int64()))
+    originals = rows.take(pa.array(order[first[dup_rows]], pa.int64()))
     return table_to_batch(unique), _duplicates(dups, originals.column("input_file"), originals.column("input_position"),
                                                _identical(dups, originals))
 

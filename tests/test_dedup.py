@@ -3,12 +3,18 @@ every record together, including keys whose copies belong to different accounts.
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rating.dedup
 from pipelines.cli import main
+from rating.kernels.hashing import mark_repeated
 from rating.dedup import SPLIT_COPY_SCHEMA, deduplicate, drop_split_copies, key_rows, split_keys
 from tests import store_reads
 from tests.paths import DIRECT, DIRECT_2, REFERENCE_MIN
@@ -56,6 +62,52 @@ def test_deduplicating_per_account_shard_equals_deduplicating_everything(records
         assert expected.num_rows == 0
     else:
         assert duplicates.sort_by(_DUPLICATE_ORDER).equals(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 20), max_size=300))
+def test_mark_repeated_marks_exactly_the_values_that_occur_twice(values):
+    h = np.array(values, np.uint64)
+    repeated = np.zeros(len(h), np.bool_)
+    count = mark_repeated(h, repeated)
+    seen = {v: values.count(v) for v in values}
+    assert repeated.tolist() == [seen[v] > 1 for v in values]
+    assert count == int(repeated.sum())
+
+
+def _oracle(rows: list[dict]) -> tuple[list[int], list[tuple]]:
+    """Positions of the unique rows (input order) and the duplicates as (position, original file,
+    original position, identical), by the plain rule: the first copy by (input_file, input_position)."""
+    first = {}
+    for row in sorted(rows, key=lambda r: (r["input_file"], r["input_position"])):
+        first.setdefault((row["source"], row["record_id"]), row)
+    unique = [r["input_position"] for r in rows if first[(r["source"], r["record_id"])] is r]
+    same = ("service", "served_msisdn", "start_time", "duration_s")
+    duplicates = sorted((r["input_position"], o["input_file"], o["input_position"], all(r[k] == o[k] for k in same))
+                        for r in rows for o in [first[(r["source"], r["record_id"])]] if o is not r)
+    return unique, duplicates
+
+
+@pytest.mark.parametrize("collide", [False, True], ids=["fnv-hash", "every-key-one-hash"])
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(st.tuples(st.sampled_from(["sw1", "sw2"]), st.integers(0, 8), st.sampled_from(["a", "b"]),
+                                  st.integers(0, 1)), min_size=1, max_size=40))
+def test_deduplicate_keeps_the_first_copy_of_each_key(records, collide):
+    """Only rows whose key hash repeats are sorted: with every key given one hash (all collide)
+    the rule must still be the plain one."""
+    one_hash = mock.patch.object(rating.dedup, "hash_columns", lambda b, names: np.full(b.num_rows, 7, np.uint64))
+    rows = [usage_row(i, source=source, record_id=f"k{key}", served_msisdn="491510000001", service="VOICE",
+                      start_time="2026-01-05T10:00:00Z", duration_s=60 + seconds, input_file=f"{file}.avro",
+                      input_position=i)
+            for i, (source, key, file, seconds) in enumerate(records)]
+    with one_hash if collide else contextlib.nullcontext():
+        unique, duplicates = deduplicate([usage_batch(rows)])
+    expected_unique, expected_duplicates = _oracle(rows)
+    assert unique.column("input_position").to_pylist() == expected_unique
+    assert sorted(zip(duplicates.column("input_position").to_pylist(),
+                      [f.rsplit("/", 1)[-1] for f in duplicates.column("original_input_file").to_pylist()],
+                      duplicates.column("original_input_position").to_pylist(),
+                      duplicates.column("identical").to_pylist())) == expected_duplicates
 
 
 def _call(record_id: str, msisdn: str, position: int, seconds: int = 60) -> str:

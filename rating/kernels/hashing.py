@@ -22,3 +22,38 @@ def fnv1a_strings(offsets, data, out_hash):
 
 def fnv_seed(n: int) -> np.ndarray:
     return np.full(n, _FNV_OFFSET, np.uint64)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing: spreads FNV's low-entropy high bits
+
+
+@njit(nogil=True, cache=True)
+def mark_repeated(h, out_repeated):
+    """Set ``out_repeated[i]`` for every row whose value ``h[i]`` occurs more than once; return
+    how many rows that is. One pass over an open-addressing table of at least twice ``len(h)``
+    slots (a sort of ``h`` would take ~10x longer)."""
+    n = len(h)
+    bits = 1
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    first = np.full(mask + 1, -1, np.int64)   # per slot: the row that took it
+    marked = 0
+    for i in range(n):
+        key = h[i]
+        slot = np.int64((key * _MIX) >> shift)
+        while True:
+            row = first[slot]
+            if row < 0:
+                first[slot] = i
+                break
+            if h[row] == key:
+                if not out_repeated[row]:
+                    out_repeated[row] = True
+                    marked += 1
+                out_repeated[i] = True
+                marked += 1
+                break
+            slot = (slot + 1) & mask
+    return marked
