@@ -81,10 +81,17 @@ REJECTED_STATISTICS_COLUMNS = ["reason", "record_id", "source", "input_file", "i
 
 
 def write_by_cycle(dirs: OutputDirs, folder: str, shard: int, table: pa.Table, column: str, **options) -> None:
-    """One file of ``shard`` per value of ``column`` (a cycle), in that value's partition folder."""
-    cycles = sorted(pc.unique(table.column(column)).to_pylist())
-    for cycle in cycles:
-        part = table if len(cycles) == 1 else table.filter(pc.equal(table.column(column), cycle))
+    """One file of ``shard`` per value of ``column`` (a cycle), in that value's partition folder,
+    its rows in table order. A table already grouped by ``column`` (rated batches are, by cycle)
+    is cut into slices; any other is filtered once per value."""
+    runs = pc.run_end_encode(table.column(column).combine_chunks())
+    values, ends = runs.values.to_pylist(), runs.run_ends.to_pylist()
+    if len(set(values)) == len(values):
+        starts = [0, *ends[:-1]]
+        parts = sorted((value, table.slice(start, end - start)) for value, start, end in zip(values, starts, ends))
+    else:
+        parts = [(cycle, table.filter(pc.equal(table.column(column), cycle))) for cycle in sorted(set(values))]
+    for cycle, part in parts:
         write_parquet(dirs.path(folder, shard, f"{column}={cycle}"), part, **options)
 
 

@@ -181,3 +181,41 @@ def test_raw_units_rules(rows):
                            else 0)
         assert reason[i] == expected_reason
         assert units[i] == (0 if expected_reason else sum(used))
+
+
+def test_rated_events_come_by_cycle_then_account_in_event_time_order():
+    """The rated batch is grouped by billing cycle (its writer slices one file per cycle), each
+    cycle's rows by account and start time, whatever the input order."""
+    from rating.engine import RatingEngine
+    from rating.reference import load_reference
+    from tests.paths import REFERENCE_EXAMPLES
+    from tests.usage_rows import instant_us, usage_batch, usage_row
+
+    base = instant_us("2026-01-18T08:00:00+01:00")
+    rows = [usage_row(i, service="VOICE", served_msisdn=f"49151000000{1 + i % 4}", other_party="015112345678",
+                      start_time=base + ((i * 7919) % 240) * 6 * 3_600_000_000, duration_s=30)
+            for i in range(240)]   # every 6 hours over 60 days, in a scrambled order: three cycles
+    engine = RatingEngine.from_reference(load_reference(REFERENCE_EXAMPLES))
+    rated, rejected = engine.rate(usage_batch(rows))
+    assert rated.num_rows == 240 and rejected.num_rows == 0
+    cycles = rated.column("service_cycle").to_pylist()
+    keys = list(zip(cycles, rated.column("account_id").to_pylist(), rated.column("start_time").to_pylist()))
+    assert keys == sorted(keys)
+    assert len(set(cycles)) == 3
+
+
+def test_write_by_cycle_slices_a_grouped_table_and_filters_any_other(tmp_path):
+    """A table grouped by cycle and the same rows interleaved give the same file per cycle."""
+    import pyarrow.parquet as pq
+
+    from pipelines.outputs import OutputDirs, write_by_cycle
+
+    grouped = pa.table({"cycle": ["2026-02", "2026-02", "2026-01", "2026-03"], "n": [1, 2, 3, 4]})
+    mixed = pa.table({"cycle": ["2026-02", "2026-01", "2026-02", "2026-03"], "n": [1, 3, 2, 4]})
+    written = []
+    for name, table in (("grouped", grouped), ("mixed", mixed)):
+        dirs = OutputDirs.under(tmp_path / name, "run")
+        write_by_cycle(dirs, "rated", 0, table, "cycle")
+        written.append({p.parent.name: pq.read_table(p).column("n").to_pylist()
+                        for p in sorted((tmp_path / name / "rated").rglob("*.parquet"))})
+    assert written[0] == written[1] == {"cycle=2026-01": [3], "cycle=2026-02": [1, 2], "cycle=2026-03": [4]}
