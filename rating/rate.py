@@ -388,7 +388,9 @@ def _by_cycle(rows: np.ndarray, cycle: np.ndarray) -> np.ndarray:
     months = cycle[rows]
     if len(rows) == 0 or months.min() == months.max():
         return rows
-    return rows[np.argsort(months, kind="stable")]
+    low, span = months.min(), months.max() - months.min()
+    keys = (months - low).astype(np.int16) if span < 2**15 else months   # int16: NumPy's radix sort
+    return rows[np.argsort(keys, kind="stable")]
 
 
 def _rated_batch(compiled, batch, rows, call: PricingCall, z: Zoning) -> pa.RecordBatch:

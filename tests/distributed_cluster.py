@@ -44,6 +44,9 @@ def _worker_command(command: list[str], hidden: Path) -> tuple[list[str], dict[s
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED)}
     own = hidden / "worker-own"   # inside the tmpfs when isolated: the worker's temp folder and caches
     env.update(TMPDIR=str(own / "tmp"), USAGE_RATING_CACHE_DIR=str(own / "cache"), PYTHONUNBUFFERED="1")
+    # Beam's worker pool starts its SDK workers as plain ``python``: this interpreter's, also when
+    # its virtualenv is not activated (else the worker dies on import and the job waits forever).
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     prepare = f'mkdir -p "{own}/tmp" "{own}/cache"'
     if can_isolate():
         script = f'mount -t tmpfs tmpfs "{hidden}" && {prepare} && exec "$@"'
